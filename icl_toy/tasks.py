@@ -1,0 +1,168 @@
+"""Linear-regression prompts, written for one task and batched with `jax.vmap`.
+
+A task draws a teacher W ~ N(0, τ² I) of shape (d_y, d), N context inputs and one query
+input, and labels y = W x (+ noise). Shapes use the letters of the README:
+N context pairs, D input dim d, Y output dim d_y, E = d + d_y token width, T = N + 1 tokens.
+
+PRNG: icl-toy uses JAX's default threefry2x32 keys. Every batch is a pure function of
+(key, step) through `jax.random.fold_in`; changing the PRNG implementation (e.g. to "rbg")
+changes every random stream and so every figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Prompt(NamedTuple):
+    """One regression prompt (add a leading batch axis B when vmapped)."""
+
+    x: jax.Array  # (N, D) context inputs
+    y: jax.Array  # (N, Y) context labels (noisy if noise_std > 0)
+    x_q: jax.Array  # (D,) query input
+    y_q: jax.Array  # (Y,) query label (noisy only if query_noise)
+    w: jax.Array  # (Y, D) teacher weights
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """Distribution of linear-regression prompts."""
+
+    d: int = 10  # input dimension
+    n_context: int = 10  # N, number of (x, y) pairs in the context
+    d_y: int = 1  # output dimension
+    inputs: Literal["uniform", "gaussian"] = "uniform"  # law of each input vector
+    input_low: float = -0.5  # uniform inputs: each coordinate ~ U(input_low, input_high)
+    input_high: float = 0.5
+    # gaussian inputs: x ~ N(0, input_cov); None means the identity. Nested tuples keep the
+    # config hashable (it is a static argument of jitted functions).
+    input_cov: tuple[tuple[float, ...], ...] | None = None
+    w_scale: float = 1.0  # τ, teacher W ~ N(0, τ² I)
+    noise_std: float = 0.0  # σ, Gaussian noise added to context labels
+    query_noise: bool = False  # also add the noise to the query label
+
+    def __post_init__(self):
+        validate_task_config(self)
+
+    @property
+    def token_dim(self) -> int:
+        """E = d + d_y, the width of a token (x, y)."""
+        return self.d + self.d_y
+
+
+def validate_task_config(cfg: TaskConfig) -> None:
+    """Raise ValueError naming the field if `cfg` describes an impossible distribution."""
+    for name in ("d", "n_context", "d_y"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"TaskConfig.{name} must be an integer >= 1, got {value!r}")
+    if cfg.inputs not in ("uniform", "gaussian"):
+        raise ValueError(f"TaskConfig.inputs must be 'uniform' or 'gaussian', got {cfg.inputs!r}")
+    if cfg.inputs == "uniform" and not cfg.input_low < cfg.input_high:
+        raise ValueError(
+            f"TaskConfig needs input_low < input_high, got {cfg.input_low} and {cfg.input_high}"
+        )
+    if cfg.input_cov is not None:
+        cov = np.asarray(cfg.input_cov, dtype=float)
+        if cov.shape != (cfg.d, cfg.d):
+            raise ValueError(f"TaskConfig.input_cov must be {cfg.d}x{cfg.d}, got shape {cov.shape}")
+        if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
+            raise ValueError("TaskConfig.input_cov must be symmetric positive definite")
+        if cfg.inputs != "gaussian":
+            raise ValueError("TaskConfig.input_cov is only used with inputs='gaussian'")
+    if cfg.w_scale <= 0:
+        raise ValueError(f"TaskConfig.w_scale must be > 0, got {cfg.w_scale}")
+    if cfg.noise_std < 0:
+        raise ValueError(f"TaskConfig.noise_std must be >= 0, got {cfg.noise_std}")
+
+
+def _sample_inputs(key: jax.Array, cfg: TaskConfig, n: int) -> jax.Array:
+    """n input vectors, (n, D)."""
+    if cfg.inputs == "uniform":
+        return jax.random.uniform(key, (n, cfg.d), minval=cfg.input_low, maxval=cfg.input_high)
+    z = jax.random.normal(key, (n, cfg.d))
+    if cfg.input_cov is None:
+        return z
+    chol_DxD = jnp.asarray(np.linalg.cholesky(np.asarray(cfg.input_cov)), dtype=z.dtype)
+    return z @ chol_DxD.T
+
+
+def sample_task(key: jax.Array, cfg: TaskConfig) -> Prompt:
+    """Draw one prompt: W ~ N(0, τ²I), x_i and x_q from the input law, y = W x + noise."""
+    key_w, key_x, key_noise = jax.random.split(key, 3)
+    w_YxD = cfg.w_scale * jax.random.normal(key_w, (cfg.d_y, cfg.d))
+    x_all = _sample_inputs(key_x, cfg, cfg.n_context + 1)  # (T, D); last row is the query
+    y_all = x_all @ w_YxD.T  # (T, Y)
+    if cfg.noise_std > 0:
+        noise = cfg.noise_std * jax.random.normal(key_noise, y_all.shape)
+        if not cfg.query_noise:
+            noise = noise.at[-1].set(0.0)
+        y_all = y_all + noise
+    return Prompt(x=x_all[:-1], y=y_all[:-1], x_q=x_all[-1], y_q=y_all[-1], w=w_YxD)
+
+
+def sample_batch(key: jax.Array, cfg: TaskConfig, batch_size: int) -> Prompt:
+    """B independent prompts, each field with a leading axis B."""
+    return jax.vmap(sample_task, in_axes=(0, None))(jax.random.split(key, batch_size), cfg)
+
+
+def batch_at_step(key: jax.Array, cfg: TaskConfig, batch_size: int, step: jax.Array) -> Prompt:
+    """The training batch of `step`: a pure function of (key, step), so runs can resume."""
+    return sample_batch(jax.random.fold_in(key, step), cfg, batch_size)
+
+
+def prompt_tokens(prompt: Prompt, w0: jax.Array | None = None) -> jax.Array:
+    """Tokens (T, E): context e_i = (x_i, y_i), then the query (x_q, -W0 x_q).
+
+    With W0 = 0 (the default) the query's y-slot is 0 (von Oswald et al., arXiv 2212.07677).
+    """
+    context_NxE = jnp.concatenate([prompt.x, prompt.y], axis=-1)
+    y_slot = jnp.zeros_like(prompt.y_q) if w0 is None else -(w0 @ prompt.x_q)
+    query_E = jnp.concatenate([prompt.x_q, y_slot])
+    return jnp.concatenate([context_NxE, query_E[None]], axis=0)
+
+
+def von_oswald_preset() -> TaskConfig:
+    """The single-layer setting of von Oswald et al. (arXiv 2212.07677): d = N = 10, d_y = 1.
+
+    Inputs are U(-0.5, 0.5)^d, not the U(-1, 1) that the paper's text states: the official
+    code samples in ±input_range/2 with input_range = 1, and only at this scale do the
+    paper's numbers come out (the one-step GD loss of about 0.2, the eigenvalue ranges of
+    XᵀX, the fitted GD++ γ). U(-1, 1) would give a one-step GD half-MSE of 0.825.
+    Teacher W ~ N(0, I), no label noise.
+    """
+    return TaskConfig(d=10, n_context=10, d_y=1, inputs="uniform", input_low=-0.5, input_high=0.5)
+
+
+PRESETS = {"von_oswald": von_oswald_preset}
+
+
+def get_preset(name: str) -> TaskConfig:
+    """The TaskConfig of a named preset; unknown names raise a ValueError listing the known."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown task preset {name!r}; known presets: {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def input_moments(cfg: TaskConfig) -> tuple[float, float]:
+    """(s, κ): per-coordinate variance and kurtosis E x⁴ / s² of i.i.d. zero-mean inputs.
+
+    Closed forms for one GD step (THEORY §8) need inputs with i.i.d. symmetric coordinates;
+    other laws raise a ValueError.
+    """
+    if cfg.inputs == "uniform":
+        if not np.isclose(cfg.input_low, -cfg.input_high):
+            raise ValueError("closed forms need zero-mean inputs: set input_low = -input_high")
+        half_width = cfg.input_high
+        return half_width**2 / 3.0, 9.0 / 5.0
+    if cfg.input_cov is None:
+        return 1.0, 3.0
+    cov = np.asarray(cfg.input_cov)
+    if not np.allclose(cov, cov[0, 0] * np.eye(cfg.d)):
+        raise ValueError("closed forms for a scalar GD step need isotropic inputs")
+    return float(cov[0, 0]), 3.0
