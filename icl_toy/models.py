@@ -1,0 +1,251 @@
+"""Attention layers and transformers on regression tokens (Flax linen, column-form weights).
+
+Conventions (THEORY §0, §1):
+- A prompt is T = N + 1 tokens of width E = d + d_y; the query is the last token.
+- Keys and values come from the N context tokens only; every token, query included, is
+  updated. Letting the query into the keys is exact only for one GD layer (THEORY §1).
+- Weights are stored in column form, q = W_Q e: `w_q`, `w_k`, `w_v` have shape (H, k, E)
+  and the projection `w_p` has shape (H, E, k), for H heads of key size k. (Flax `Dense`
+  kernels are the transpose; these are not Dense kernels.)
+- Only the products W_KQ = W_Kᵀ W_Q and W_PV = P W_V matter to a linear attention layer.
+- The prediction is ŷ = −(y-slot of the query token) after the last layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Projections are (..., out, in): fan-in is the last axis, leading axes are layers/heads.
+PARAM_NAMES = ("w_q", "w_k", "w_v", "w_p")
+
+
+def _fan_in_init(scale: float, num_batch_axes: int):
+    """von Oswald et al.'s init: truncated normal, variance scale/fan_in (Haiku's fan-in)."""
+    return jax.nn.initializers.variance_scaling(
+        scale,
+        "fan_in",
+        "truncated_normal",
+        in_axis=-1,
+        out_axis=-2,
+        batch_axis=tuple(range(num_batch_axes)),
+    )
+
+
+def attention_products(layer_params: dict) -> tuple[jax.Array, jax.Array]:
+    """(W_KQ, W_PV) per head, each (..., H, E, E): W_KQ = W_Kᵀ W_Q, W_PV = P W_V."""
+    w_kq = jnp.einsum("...hke,...hkf->...hef", layer_params["w_k"], layer_params["w_q"])
+    w_pv = jnp.einsum("...hek,...hkf->...hef", layer_params["w_p"], layer_params["w_v"])
+    return w_kq, w_pv
+
+
+def lsa_update(
+    w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, queries_QxE: jax.Array, keys_NxE: jax.Array
+) -> jax.Array:
+    """The linear self-attention update of each query token, (Q, E).
+
+    Δe_j = Σ_h W_PV,h Σ_i e_i e_iᵀ W_KQ,h e_j   (von Oswald et al., arXiv 2212.07677)
+
+    with keys = values = `keys_NxE`. Contracting in attention order (W_KQ e_j, then the
+    scores e_iᵀ(·), then the weighted sum of keys) runs several times faster under vmap on a
+    CPU than forming the (E, E) second moment Σ_i e_i e_iᵀ per prompt; both are exact.
+    """
+    u_HxQxE = jnp.einsum("hab,qb->hqa", w_kq_HxExE, queries_QxE)
+    scores_HxQxN = jnp.einsum("ne,hqe->hqn", keys_NxE, u_HxQxE)
+    mixed_HxQxE = jnp.einsum("hqn,ne->hqe", scores_HxQxN, keys_NxE)
+    return jnp.einsum("hae,hqe->qa", w_pv_HxExE, mixed_HxQxE)
+
+
+def lsa_layer(w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, tokens_TxE: jax.Array, n_keys: int):
+    """One residual LSA layer on all tokens, keys/values = the first `n_keys` tokens, (T, E).
+
+    The model uses n_keys = N (the query is not a key); n_keys = T shows the pitfall.
+    """
+    return tokens_TxE + lsa_update(w_kq_HxExE, w_pv_HxExE, tokens_TxE, tokens_TxE[:n_keys])
+
+
+def lsa_stack(
+    w_kq_LxHxExE: jax.Array, w_pv_LxHxExE: jax.Array, tokens_TxE: jax.Array, n_keys: int
+) -> jax.Array:
+    """Tokens after each of L residual LSA layers, (L + 1, T, E); entry 0 is the input."""
+    trajectory = [tokens_TxE]
+    for w_kq, w_pv in zip(w_kq_LxHxExE, w_pv_LxHxExE, strict=True):
+        trajectory.append(lsa_layer(w_kq, w_pv, trajectory[-1], n_keys))
+    return jnp.stack(trajectory)
+
+
+def lsa_query_output(
+    w_kq_LxHxExE: jax.Array, w_pv_LxHxExE: jax.Array, tokens_TxE: jax.Array
+) -> jax.Array:
+    """The query token after L layers, (E,): equal to `lsa_stack(...)[-1, -1]` with n_keys = T − 1.
+
+    The last layer updates only the query, since no later layer reads the context.
+    """
+    n_keys = tokens_TxE.shape[0] - 1
+    for w_kq, w_pv in zip(w_kq_LxHxExE[:-1], w_pv_LxHxExE[:-1], strict=True):
+        tokens_TxE = lsa_layer(w_kq, w_pv, tokens_TxE, n_keys)
+    query_1xE = tokens_TxE[-1:]
+    query_1xE = query_1xE + lsa_update(
+        w_kq_LxHxExE[-1], w_pv_LxHxExE[-1], query_1xE, tokens_TxE[:n_keys]
+    )
+    return query_1xE[0]
+
+
+def readout(tokens_TxE: jax.Array, d_y: int) -> jax.Array:
+    """ŷ = −(y-slot of the query token), (Y,)."""
+    return -tokens_TxE[-1, -d_y:]
+
+
+class LSATransformer(nn.Module):
+    """K residual linear self-attention layers, per-layer or shared (recurrent) weights.
+
+    Params (column form): `w_q`, `w_k`, `w_v` of shape (K, H, k, E) and `w_p` of shape
+    (K, H, E, k); with `shared_weights` the leading K axis is absent and the one layer is
+    applied K times. `__call__` maps one prompt's tokens (T, E) to ŷ (Y,); vmap for batches.
+    """
+
+    d: int  # input dimension
+    d_y: int = 1  # output dimension
+    num_layers: int = 1  # K
+    num_heads: int = 1  # H
+    key_size: int | None = None  # k; None means E = d + d_y
+    shared_weights: bool = False  # one layer applied K times (a recurrent transformer)
+    init_scale: float = 0.002  # variance scale of the fan-in init, divided by K
+
+    @property
+    def token_dim(self) -> int:
+        return self.d + self.d_y
+
+    @property
+    def head_size(self) -> int:
+        return self.token_dim if self.key_size is None else self.key_size
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each parameter leaf."""
+        lead = () if self.shared_weights else (self.num_layers,)
+        h, k, e = self.num_heads, self.head_size, self.token_dim
+        return {
+            "w_q": (*lead, h, k, e),
+            "w_k": (*lead, h, k, e),
+            "w_v": (*lead, h, k, e),
+            "w_p": (*lead, h, e, k),
+        }
+
+    def check_params(self, params: dict) -> None:
+        """Raise ValueError unless `params` has the structure and shapes `init` gives."""
+        expected = self.param_shapes()
+        got = params.get("params") if isinstance(params, dict) else None
+        if not isinstance(got, dict) or set(got) != set(expected):
+            raise ValueError(
+                f"params must be {{'params': {{{', '.join(sorted(expected))}}}}}; "
+                f"got {jax.tree.map(jnp.shape, params)}"
+            )
+        for name, shape in expected.items():
+            if jnp.shape(got[name]) != shape:
+                raise ValueError(
+                    f"params['params'][{name!r}] has shape {jnp.shape(got[name])}, but this "
+                    f"model (d={self.d}, d_y={self.d_y}, K={self.num_layers}, "
+                    f"H={self.num_heads}, shared_weights={self.shared_weights}) expects {shape}"
+                )
+
+    def setup(self):
+        shapes = self.param_shapes()
+        init = _fan_in_init(self.init_scale / self.num_layers, len(shapes["w_q"]) - 2)
+        self.weights = {name: self.param(name, init, shapes[name]) for name in PARAM_NAMES}
+
+    def layer_products(self) -> tuple[jax.Array, jax.Array]:
+        """(W_KQ, W_PV) of every layer, each (K, H, E, E)."""
+        w_kq, w_pv = attention_products(self.weights)
+        if self.shared_weights:
+            w_kq = jnp.broadcast_to(w_kq, (self.num_layers, *w_kq.shape))
+            w_pv = jnp.broadcast_to(w_pv, (self.num_layers, *w_pv.shape))
+        return w_kq, w_pv
+
+    def trajectory(self, tokens_TxE: jax.Array) -> jax.Array:
+        """Tokens after each layer, (K + 1, T, E)."""
+        w_kq, w_pv = self.layer_products()
+        return lsa_stack(w_kq, w_pv, tokens_TxE, n_keys=tokens_TxE.shape[0] - 1)
+
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        w_kq, w_pv = self.layer_products()
+        return readout(lsa_query_output(w_kq, w_pv, tokens_TxE)[None], self.d_y)
+
+
+class LinearSelfAttention(nn.Module):
+    """One residual LSA layer as a composable block; params (H, k, E) / (H, E, k)."""
+
+    num_heads: int = 1
+    key_size: int | None = None  # None means the token width E
+    init_scale: float = 0.002
+
+    @nn.compact
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        e = tokens_TxE.shape[-1]
+        k = e if self.key_size is None else self.key_size
+        init = _fan_in_init(self.init_scale, 1)
+        shapes = {
+            "w_q": (self.num_heads, k, e),
+            "w_k": (self.num_heads, k, e),
+            "w_v": (self.num_heads, k, e),
+            "w_p": (self.num_heads, e, k),
+        }
+        params = {name: self.param(name, init, shapes[name]) for name in PARAM_NAMES}
+        w_kq, w_pv = attention_products(params)
+        return lsa_layer(w_kq, w_pv, tokens_TxE, n_keys=tokens_TxE.shape[0] - 1)
+
+
+class SoftmaxSelfAttention(nn.Module):
+    """One residual softmax attention layer: keys/values from context tokens, scaled by 1/√k."""
+
+    num_heads: int = 1
+    key_size: int | None = None  # None means the token width E
+    init_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        e = tokens_TxE.shape[-1]
+        k = e if self.key_size is None else self.key_size
+        h = self.num_heads
+        init = _fan_in_init(self.init_scale, 1)
+        w_q = self.param("w_q", init, (h, k, e))
+        w_k = self.param("w_k", init, (h, k, e))
+        w_v = self.param("w_v", init, (h, k, e))
+        w_p = self.param("w_p", init, (h, e, k))
+        context_NxE = tokens_TxE[:-1]
+        queries_HxTxK = jnp.einsum("hke,te->htk", w_q, tokens_TxE)
+        keys_HxNxK = jnp.einsum("hke,ne->hnk", w_k, context_NxE)
+        values_HxNxK = jnp.einsum("hke,ne->hnk", w_v, context_NxE)
+        logits_HxTxN = jnp.einsum("htk,hnk->htn", queries_HxTxK, keys_HxNxK) / jnp.sqrt(k)
+        weights_HxTxN = jax.nn.softmax(logits_HxTxN, axis=-1)
+        mixed_HxTxK = jnp.einsum("htn,hnk->htk", weights_HxTxN, values_HxNxK)
+        return tokens_TxE + jnp.einsum("hek,htk->te", w_p, mixed_HxTxK)
+
+
+class MLPBlock(nn.Module):
+    """Residual GELU MLP applied to every token: e + W₂ gelu(W₁ e + b₁) + b₂."""
+
+    hidden_size: int
+
+    @nn.compact
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        hidden = nn.gelu(nn.Dense(self.hidden_size)(tokens_TxE))
+        return tokens_TxE + nn.Dense(tokens_TxE.shape[-1])(hidden)
+
+
+class Transformer(nn.Module):
+    """A stack of token-wise blocks (attention, `nn.LayerNorm`, `MLPBlock`), then ŷ readout.
+
+    Every block maps tokens (T, E) to tokens (T, E); compose them freely, e.g.
+    `Transformer((SoftmaxSelfAttention(2), MLPBlock(64), LinearSelfAttention()), d_y=1)`.
+    """
+
+    blocks: Sequence[nn.Module]
+    d_y: int = 1
+
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        for block in self.blocks:
+            tokens_TxE = block(tokens_TxE)
+        return readout(tokens_TxE, self.d_y)

@@ -1,0 +1,120 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_toy.models import (
+    LinearSelfAttention,
+    LSATransformer,
+    MLPBlock,
+    SoftmaxSelfAttention,
+    Transformer,
+    attention_products,
+    lsa_layer,
+    lsa_query_output,
+    lsa_stack,
+)
+
+
+def _random_layer(key, h, k, e, scale=0.3):
+    keys = jax.random.split(key, 4)
+    shapes = {"w_q": (h, k, e), "w_k": (h, k, e), "w_v": (h, k, e), "w_p": (h, e, k)}
+    return {
+        n: scale * jax.random.normal(kk, s) for kk, (n, s) in zip(keys, shapes.items(), strict=True)
+    }
+
+
+def _reference_lsa_layer(layer, tokens, n_keys):
+    """Independent numpy loop over heads, tokens j and keys i of THEORY §1's LSA layer."""
+    layer = {k: np.asarray(v, dtype=np.float64) for k, v in layer.items()}
+    tokens = np.asarray(tokens, dtype=np.float64)
+    out = tokens.copy()
+    for h in range(layer["w_q"].shape[0]):
+        for j in range(tokens.shape[0]):
+            q = layer["w_q"][h] @ tokens[j]
+            acc = np.zeros(layer["w_v"].shape[1])
+            for i in range(n_keys):
+                acc += (layer["w_v"][h] @ tokens[i]) * ((layer["w_k"][h] @ tokens[i]) @ q)
+            out[j] += layer["w_p"][h] @ acc
+    return out
+
+
+@pytest.mark.parametrize(("heads", "key_size"), [(1, 11), (2, 4), (3, 16)])
+def test_lsa_layer_matches_explicit_attention_sum(x64, heads, key_size):
+    layer = _random_layer(jax.random.key(0), heads, key_size, 11)
+    tokens = jax.random.normal(jax.random.key(1), (11, 11))
+    w_kq, w_pv = attention_products(layer)
+    got = lsa_layer(w_kq, w_pv, tokens, n_keys=10)
+    np.testing.assert_allclose(got, _reference_lsa_layer(layer, tokens, 10), rtol=0, atol=1e-12)
+
+
+def test_query_never_enters_keys_or_values():
+    model = LSATransformer(d=10, num_layers=3, init_scale=5.0)
+    params = model.init(jax.random.key(0), jnp.zeros((11, 11)))
+    tokens = jax.random.normal(jax.random.key(1), (11, 11))
+    moved = tokens.at[-1].set(jax.random.normal(jax.random.key(2), (11,)))
+    traj = model.apply(params, tokens, method=model.trajectory)
+    traj_moved = model.apply(params, moved, method=model.trajectory)
+    # Context tokens never see the query, at any depth.
+    np.testing.assert_array_equal(traj[:, :-1], traj_moved[:, :-1])
+    assert not np.allclose(traj[-1, -1], traj_moved[-1, -1])
+
+
+def test_query_only_last_layer_equals_full_stack():
+    model = LSATransformer(d=8, d_y=2, num_layers=4, num_heads=2, init_scale=2.0)
+    params = model.init(jax.random.key(0), jnp.zeros((6, 10)))
+    tokens = jax.random.normal(jax.random.key(1), (6, 10))
+    w_kq, w_pv = model.apply(params, method=model.layer_products)
+    full = lsa_stack(w_kq, w_pv, tokens, n_keys=5)
+    np.testing.assert_allclose(lsa_query_output(w_kq, w_pv, tokens), full[-1, -1], atol=1e-5)
+    np.testing.assert_allclose(model.apply(params, tokens), -full[-1, -1, -2:], atol=1e-5)
+
+
+def test_param_shapes_init_scale_and_sharing():
+    model = LSATransformer(d=10, num_layers=4)
+    params = model.init(jax.random.key(0), jnp.zeros((11, 11)))["params"]
+    assert {k: v.shape for k, v in params.items()} == model.param_shapes()
+    assert params["w_q"].shape == (4, 1, 11, 11) and params["w_p"].shape == (4, 1, 11, 11)
+    # von Oswald et al.: fan-in truncated normal with variance 0.002 / (K * fan_in).
+    std = np.std(np.concatenate([np.ravel(v) for v in params.values()]))
+    assert std == pytest.approx(np.sqrt(0.002 / (4 * 11)), rel=0.1)
+
+    shared = LSATransformer(d=10, num_layers=4, shared_weights=True)
+    shared_params = shared.init(jax.random.key(0), jnp.zeros((11, 11)))
+    assert shared_params["params"]["w_q"].shape == (1, 11, 11)
+    # A shared layer applied K times equals K per-layer copies of it.
+    stacked = jax.tree.map(lambda a: jnp.stack([a] * 4), shared_params)
+    tokens = jax.random.normal(jax.random.key(1), (11, 11))
+    np.testing.assert_allclose(shared.apply(shared_params, tokens), model.apply(stacked, tokens))
+
+
+def test_transformer_composes_blocks():
+    tokens = jax.random.normal(jax.random.key(1), (11, 11))
+    single = Transformer((LinearSelfAttention(init_scale=2.0),), d_y=1)
+    params = single.init(jax.random.key(0), tokens)
+    lsa = LSATransformer(d=10, num_layers=1)
+    as_stack = jax.tree.map(lambda a: a[None], {"params": params["params"]["blocks_0"]})
+    np.testing.assert_allclose(single.apply(params, tokens), lsa.apply(as_stack, tokens), rtol=1e-6)
+
+    mixed = Transformer(
+        (SoftmaxSelfAttention(num_heads=2), nn.LayerNorm(), MLPBlock(32), LinearSelfAttention()),
+        d_y=1,
+    )
+    mixed_params = mixed.init(jax.random.key(0), tokens)
+    out = mixed.apply(mixed_params, tokens)
+    assert out.shape == (1,) and bool(jnp.isfinite(out).all())
+
+
+def test_softmax_attention_ignores_query_as_key():
+    block = SoftmaxSelfAttention(num_heads=2, key_size=5)
+    tokens = jax.random.normal(jax.random.key(1), (11, 11))
+    params = block.init(jax.random.key(0), tokens)
+    moved = tokens.at[-1].add(3.0)
+    out, out_moved = block.apply(params, tokens), block.apply(params, moved)
+    np.testing.assert_array_equal(out[:-1], out_moved[:-1])
+    # With W_Q = 0 the attention is uniform over the N context tokens (never the query).
+    uniform = {"params": {**params["params"], "w_q": jnp.zeros_like(params["params"]["w_q"])}}
+    w_pv = jnp.einsum("hek,hkf->ef", params["params"]["w_p"], params["params"]["w_v"])
+    expected = tokens + (w_pv @ tokens[:-1].mean(axis=0))[None]
+    np.testing.assert_allclose(block.apply(uniform, tokens), expected, atol=1e-5)
