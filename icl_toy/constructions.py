@@ -1,0 +1,100 @@
+"""Learning algorithms written as LSA weights, in the exact pytree `LSATransformer.init` returns.
+
+Column form, token e = (x, y), E = d + d_y (THEORY §1):
+- GD step (Proposition 1 of von Oswald et al., arXiv 2212.07677):
+  W_K = W_Q = [[I_d, 0], [0, 0]], W_V = [[0, 0], [W0, −I]], P = (η/N) I, so every token
+  becomes (x_j, y_j − ΔW x_j) with ΔW = −(η/N) Σ_i (W0 x_i − y_i) x_iᵀ.
+- GD++ (same paper): W_V = [[I, 0], [W0, −I]], P = diag(−γ I_d, (η/N) I), which also moves
+  every input, x_j ← (I − γH) x_j with H = Σ_i x_i x_iᵀ.
+A GD layer is the GD++ layer with γ = 0. Head 0 carries the construction; other heads are 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from icl_toy.models import LSATransformer
+
+
+def _per_layer(values: float | Sequence[float], num_layers: int, name: str) -> np.ndarray:
+    """Broadcast a scalar or check a length-K sequence of per-layer values."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 0:
+        return np.full(num_layers, float(arr))
+    if arr.shape != (num_layers,):
+        raise ValueError(
+            f"{name} needs a scalar or {num_layers} values (one per layer), got shape {arr.shape}"
+        )
+    return arr
+
+
+def _check_w0(model: LSATransformer, w0: jax.Array | None) -> jax.Array:
+    shape = (model.d_y, model.d)
+    if w0 is None:
+        return jnp.zeros(shape)
+    if jnp.shape(w0) != shape:
+        raise ValueError(f"w0 has shape {jnp.shape(w0)} but the model expects (d_y, d) = {shape}")
+    return jnp.asarray(w0)
+
+
+def gdpp_layer_weights(
+    model: LSATransformer, eta: float, gamma: float, n_context: int, w0: jax.Array | None = None
+) -> dict[str, jax.Array]:
+    """One layer's weights (H, k, E) / (H, E, k) implementing a GD++ step (γ = 0: a GD step)."""
+    d, d_y, e, k, h = model.d, model.d_y, model.token_dim, model.head_size, model.num_heads
+    if k < e:
+        raise ValueError(f"the GD constructions need key_size >= d + d_y = {e}, model has {k}")
+    if n_context < 1:
+        raise ValueError(f"n_context must be >= 1, got {n_context}")
+    w0 = _check_w0(model, w0)
+    eye_d, eye_y = jnp.eye(d), jnp.eye(d_y)
+    w_qk = jnp.zeros((h, k, e)).at[0, :d, :d].set(eye_d)
+    w_v = jnp.zeros((h, k, e)).at[0, :d, :d].set(eye_d)
+    w_v = w_v.at[0, d:e, :d].set(w0).at[0, d:e, d:].set(-eye_y)
+    w_p = jnp.zeros((h, e, k)).at[0, :d, :d].set(-gamma * eye_d)
+    w_p = w_p.at[0, d:, d:e].set((eta / n_context) * eye_y)
+    return {"w_q": w_qk, "w_k": w_qk, "w_v": w_v, "w_p": w_p}
+
+
+def gdpp_weights(
+    model: LSATransformer,
+    etas: float | Sequence[float],
+    gammas: float | Sequence[float],
+    n_context: int,
+    w0: jax.Array | None = None,
+) -> dict:
+    """Params for K GD++ layers (η_k, γ_k), structured exactly like `model.init`'s.
+
+    A model with shared weights needs the same (η, γ) in every layer.
+    """
+    etas = _per_layer(etas, model.num_layers, "etas")
+    gammas = _per_layer(gammas, model.num_layers, "gammas")
+    if model.shared_weights:
+        if np.ptp(etas) > 0 or np.ptp(gammas) > 0:
+            raise ValueError(
+                "a model with shared_weights=True applies one layer K times; "
+                "give one η and one γ (or equal values per layer)"
+            )
+        return {"params": gdpp_layer_weights(model, etas[0], gammas[0], n_context, w0)}
+    layers = [
+        gdpp_layer_weights(model, eta, gamma, n_context, w0)
+        for eta, gamma in zip(etas, gammas, strict=True)
+    ]
+    return {"params": jax.tree.map(lambda *a: jnp.stack(a), *layers)}
+
+
+def gd_weights(
+    model: LSATransformer,
+    etas: float | Sequence[float],
+    n_context: int,
+    w0: jax.Array | None = None,
+) -> dict:
+    """Params for K GD steps from W0 with step η_k (1/N inside η), one step per layer.
+
+    Feed tokens from `prompt_tokens(prompt, w0)`; then ŷ equals W_K x_q of explicit GD.
+    """
+    return gdpp_weights(model, etas, 0.0, n_context, w0)
