@@ -1,0 +1,108 @@
+"""Losses and alignment metrics between in-context learners (THEORY §1, §11).
+
+All averages run over tasks. "Sensitivity" is ∂ŷ/∂x_q, the derivative of the prediction
+with respect to the x-part of the query token: for a linear learner it is the implicit
+weight matrix W that the learner applies to the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+# Added to the norms in the cosine, as in von Oswald et al.'s `analyse()`.
+COSINE_EPS = 1e-8
+# β below this fraction of max|W_KQ| is treated as no x-block structure: see `beta_rescale`.
+DEGENERATE_BETA = 1e-3
+
+
+def half_mse(pred_BxY: jax.Array, target_BxY: jax.Array) -> jax.Array:
+    """0.5 · mean over tasks of ||ŷ − y||² (von Oswald et al.'s code; the paper omits the ½)."""
+    return 0.5 * jnp.mean(jnp.sum((pred_BxY - target_BxY) ** 2, axis=-1))
+
+
+def prediction_difference(pred_a_BxY: jax.Array, pred_b_BxY: jax.Array) -> jax.Array:
+    """Preds diff: mean |ŷ_a − ŷ_b| over tasks and outputs."""
+    return jnp.mean(jnp.abs(pred_a_BxY - pred_b_BxY))
+
+
+def query_sensitivity(
+    predict: Callable[[jax.Array], jax.Array], tokens_TxE: jax.Array, d: int
+) -> jax.Array:
+    """∂ŷ/∂x_q of one prompt, (Y, D): `predict` maps tokens (T, E) to ŷ (Y,)."""
+
+    def predict_from_query_x(x_q_D):
+        return predict(tokens_TxE.at[-1, :d].set(x_q_D))
+
+    return jax.jacrev(predict_from_query_x)(tokens_TxE[-1, :d])
+
+
+def sensitivity_cosine(sens_a_BxYxD: jax.Array, sens_b_BxYxD: jax.Array) -> jax.Array:
+    """Model cos: mean over tasks of cos(∂ŷ_a/∂x_q, ∂ŷ_b/∂x_q), flattened per task."""
+    a = sens_a_BxYxD.reshape(sens_a_BxYxD.shape[0], -1)
+    b = sens_b_BxYxD.reshape(sens_b_BxYxD.shape[0], -1)
+    norms = (jnp.linalg.norm(a, axis=-1) + COSINE_EPS) * (jnp.linalg.norm(b, axis=-1) + COSINE_EPS)
+    return jnp.mean(jnp.sum(a * b, axis=-1) / norms)
+
+
+def model_difference(sens_a_BxYxD: jax.Array, sens_b_BxYxD: jax.Array) -> jax.Array:
+    """Model diff: mean over tasks of ||∂ŷ_a/∂x_q − ∂ŷ_b/∂x_q||₂ (Frobenius for d_y > 1)."""
+    diff = (sens_a_BxYxD - sens_b_BxYxD).reshape(sens_a_BxYxD.shape[0], -1)
+    return jnp.mean(jnp.linalg.norm(diff, axis=-1))
+
+
+def beta_rescale(
+    w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, d: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(W_KQ/β, β·W_PV, β) per head, with β the mean x-block diagonal of W_KQ.
+
+    The rescaling leaves the layer's function unchanged and puts trained weights on the
+    scale of the GD construction, where β = 1 (von Oswald et al., arXiv 2212.07677). When
+    |β| < 1e-3 · max|W_KQ| (e.g. at initialisation) the head has no x-block diagonal to
+    align, and that head's rescaled products are NaN rather than numbers blown up by 1/β.
+    """
+    beta_H = jnp.mean(jnp.diagonal(w_kq_HxExE[:, :d, :d], axis1=-2, axis2=-1), axis=-1)
+    scale_H = jnp.max(jnp.abs(w_kq_HxExE), axis=(-2, -1))
+    degenerate_H = jnp.abs(beta_H) <= DEGENERATE_BETA * scale_H
+    safe_beta_H = jnp.where(degenerate_H, 1.0, beta_H)
+    nan_H = jnp.where(degenerate_H, jnp.nan, 1.0)[:, None, None]
+    w_kq = w_kq_HxExE / safe_beta_H[:, None, None] * nan_H
+    w_pv = w_pv_HxExE * safe_beta_H[:, None, None] * nan_H
+    return w_kq, w_pv, beta_H
+
+
+def implied_preconditioner(
+    w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, d: int, n_context: int
+) -> jax.Array:
+    """Γ (D, D) of the part of a one-layer LSA prediction that is linear in h = Xᵀy/N.
+
+    With d_y = 1 and the query's y-slot at 0, write W_PV = [[·, ·], [c, a]] and
+    W_KQ = [[B, ·], [b, ·]] in (x, y) blocks (c, b rows of length d, a a scalar). The terms
+    of ŷ = −[Σ_h W_PV,h C W_KQ,h (x_q, 0)]_y that are linear in y give ŷ ⊇ x_qᵀ Γ h with
+    Γ = −N Σ_h (a_h B_hᵀ + b_hᵀ c_h). The GD construction gives Γ = ηI.
+    """
+    if w_kq_HxExE.shape[-1] != d + 1:
+        raise ValueError("implied_preconditioner is defined for d_y = 1")
+    a_H, c_HxD = w_pv_HxExE[:, d, d], w_pv_HxExE[:, d, :d]
+    b_mat_HxDxD, b_HxD = w_kq_HxExE[:, :d, :d], w_kq_HxExE[:, d, :d]
+    gamma_DxD = jnp.einsum("h,hji->ij", a_H, b_mat_HxDxD) + jnp.einsum("hi,hj->ij", b_HxD, c_HxD)
+    return -n_context * gamma_DxD
+
+
+def implied_eta(w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, d: int, n_context: int):
+    """Implied GD step size of a one-layer LSA: tr(Γ)/d (1/N inside η, as `gd_weights`)."""
+    return jnp.trace(implied_preconditioner(w_kq_HxExE, w_pv_HxExE, d, n_context)) / d
+
+
+def interpolated_products(
+    trained: tuple[jax.Array, jax.Array], constructed: tuple[jax.Array, jax.Array], d: int
+) -> tuple[jax.Array, jax.Array]:
+    """Midpoint of β-rescaled trained products and constructed products, each (H, E, E).
+
+    Interpolation test of von Oswald et al.: if training found the construction up to
+    the β gauge, the midpoint model has the same loss as both ends.
+    """
+    w_kq, w_pv, _ = beta_rescale(*trained, d)
+    return 0.5 * (w_kq + constructed[0]), 0.5 * (w_pv + constructed[1])
