@@ -1,0 +1,169 @@
+"""Training in one compiled region: `lax.scan` over steps, `vmap` over seeds.
+
+A run of S seeds × `steps` steps is a single `jax.jit` call. Steps are scanned in chunks of
+`eval_every`; after each chunk an evaluation function runs inside the scan, so no metric
+crosses to the host until the run ends. The batch of step t for seed s is a pure function of
+(seed, s, t) through `fold_in`, which is what makes runs reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from icl_toy.models import LSATransformer
+from icl_toy.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
+
+
+def _require_positive_int(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{type(obj).__name__}.{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """An LSA transformer (`icl_toy.models.LSATransformer`); d and d_y come from the task."""
+
+    num_layers: int = 1  # K
+    num_heads: int = 1  # H
+    key_size: int | None = None  # k; None means the token width d + d_y
+    shared_weights: bool = False  # one layer applied K times (recurrent)
+    init_scale: float = 0.002  # fan-in variance scale, divided by K (von Oswald et al.)
+
+    def __post_init__(self):
+        _require_positive_int(self, "num_layers", "num_heads")
+        if self.key_size is not None:
+            _require_positive_int(self, "key_size")
+        if not self.init_scale > 0:
+            raise ValueError(f"ModelConfig.init_scale must be > 0, got {self.init_scale}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Online training: a fresh batch of tasks every step, Adam with global-norm clipping."""
+
+    steps: int = 5000
+    batch_size: int = 2048  # tasks per step
+    learning_rate: float = 1e-3
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    clip_norm: float = 10.0  # global-norm clip before Adam (the paper's text)
+    eval_every: int = 100  # steps between in-scan evaluations; must divide `steps`
+    num_seeds: int = 5  # S, a vmap axis
+    seed: int = 0  # seeds s = 0..S-1 use fold_in(key(seed), s)
+
+    def __post_init__(self):
+        _require_positive_int(self, "steps", "batch_size", "eval_every", "num_seeds")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if not self.clip_norm > 0:
+            raise ValueError(f"TrainConfig.clip_norm must be > 0, got {self.clip_norm}")
+        for name in ("adam_b1", "adam_b2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.steps % self.eval_every:
+            raise ValueError(
+                f"TrainConfig.eval_every ({self.eval_every}) must divide steps ({self.steps})"
+            )
+
+
+def make_model(task: TaskConfig, cfg: ModelConfig) -> LSATransformer:
+    """The LSA transformer for prompts of `task`."""
+    return LSATransformer(d=task.d, d_y=task.d_y, **dataclasses.asdict(cfg))
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adam(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2),
+    )
+
+
+def batch_predict(model: nn.Module, params, prompts: Prompt) -> jax.Array:
+    """ŷ for a batch of prompts, (B, Y); LSA params are shape-checked before tracing."""
+    if isinstance(model, LSATransformer):
+        model.check_params(params)
+    tokens_BxTxE = jax.vmap(prompt_tokens)(prompts)
+    return jax.vmap(model.apply, in_axes=(None, 0))(params, tokens_BxTxE)
+
+
+def batch_loss(model: nn.Module, params, prompts: Prompt) -> jax.Array:
+    """Half-MSE of the model on a batch of prompts."""
+    err = batch_predict(model, params, prompts) - prompts.y_q
+    return 0.5 * jnp.mean(jnp.sum(err**2, axis=-1))
+
+
+class TrainResult(NamedTuple):
+    params: dict  # final params, every leaf with a leading seed axis S
+    train_loss: np.ndarray  # (S, steps) half-MSE of each training batch
+    eval_steps: np.ndarray  # (E,) steps at which eval ran: 0, eval_every, ..., steps
+    eval_metrics: dict[str, np.ndarray]  # name -> (S, E)
+
+
+def seed_keys(cfg: TrainConfig) -> jax.Array:
+    """One key per seed, (S,)."""
+    base = jax.random.key(cfg.seed)
+    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(cfg.num_seeds))
+
+
+def train(
+    model: nn.Module,
+    task: TaskConfig,
+    cfg: TrainConfig,
+    *,
+    eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
+) -> TrainResult:
+    """Train `model` on online prompts of `task`, S seeds at once, in one jit.
+
+    `eval_fn(params) -> {name: scalar}` runs inside the scan at step 0 and every
+    `eval_every` steps; it must be traceable (fixed eval prompts are closed over).
+    """
+    optimizer = make_optimizer(cfg)
+    eval_fn = eval_fn or (lambda params: {})
+    num_chunks = cfg.steps // cfg.eval_every
+    dummy_tokens = jnp.zeros((task.n_context + 1, task.token_dim))
+
+    def loss(params, prompts):
+        return batch_loss(model, params, prompts)
+
+    def train_one_seed(key):
+        init_key, data_key = jax.random.split(key)
+        params = model.init(init_key, dummy_tokens)
+        opt_state = optimizer.init(params)
+
+        def step(carry, t):
+            params, opt_state = carry
+            prompts = batch_at_step(data_key, task, cfg.batch_size, t)
+            value, grads = jax.value_and_grad(loss)(params, prompts)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        def chunk(carry, c):
+            carry, losses = jax.lax.scan(
+                step, carry, c * cfg.eval_every + jnp.arange(cfg.eval_every)
+            )
+            return carry, (losses, eval_fn(carry[0]))
+
+        first_eval = eval_fn(params)
+        (params, _), (losses, evals) = jax.lax.scan(
+            chunk, (params, opt_state), jnp.arange(num_chunks)
+        )
+        evals = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_eval, evals)
+        return params, losses.reshape(-1), evals
+
+    params, losses, evals = jax.jit(jax.vmap(train_one_seed))(seed_keys(cfg))
+    return TrainResult(
+        params=params,
+        train_loss=np.asarray(losses),
+        eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
+        eval_metrics={name: np.asarray(v) for name, v in evals.items()},
+    )
