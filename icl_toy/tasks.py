@@ -4,14 +4,19 @@ A task draws a teacher W ~ N(0, τ² I) of shape (d_y, d), N context inputs and 
 input, and labels y = W x (+ noise). Shapes use the letters of the README:
 N context pairs, D input dim d, Y output dim d_y, E = d + d_y token width, T = N + 1 tokens.
 
-PRNG: icl-toy uses JAX's default threefry2x32 keys. Every batch is a pure function of
-(key, step) through `jax.random.fold_in`; changing the PRNG implementation (e.g. to "rbg")
-changes every random stream and so every figure.
+PRNG: threefry2x32 keys (JAX's default) with the non-partitionable bit layout
+(`jax.threefry_partitionable(False)`), set locally around every sampler here. On a CPU,
+vmapped over tasks, it samples a batch about 3x faster and compiles in 1.8 s instead of
+2.8 s (benchmarks/train_throughput.py). Every batch is a pure function of (key, step)
+through `jax.random.fold_in`; changing the PRNG implementation or this layout changes every
+random stream and so every figure.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import jax
@@ -81,36 +86,65 @@ def validate_task_config(cfg: TaskConfig) -> None:
         raise ValueError(f"TaskConfig.noise_std must be >= 0, got {cfg.noise_std}")
 
 
-def _sample_inputs(key: jax.Array, cfg: TaskConfig, n: int) -> jax.Array:
-    """n input vectors, (n, D)."""
+def _sampler(fn: Callable) -> Callable:
+    """Trace `fn` with the non-partitionable threefry layout (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.threefry_partitionable(False):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+# Draws are uniform on the open interval (-1, 1); normals come from the inverse-CDF map
+# √2·erfinv(v), which is how jax.random.normal itself is computed.
+_OPEN_LOW = float(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+
+
+def _standard_normal(v: jax.Array) -> jax.Array:
+    return jnp.sqrt(2.0) * jax.scipy.special.erfinv(v)
+
+
+def _inputs_from_draws(v_TxD: jax.Array, cfg: TaskConfig) -> jax.Array:
+    """Map draws in (-1, 1) to inputs of the configured law, (T, D)."""
     if cfg.inputs == "uniform":
-        return jax.random.uniform(key, (n, cfg.d), minval=cfg.input_low, maxval=cfg.input_high)
-    z = jax.random.normal(key, (n, cfg.d))
+        return cfg.input_low + (cfg.input_high - cfg.input_low) * 0.5 * (v_TxD + 1.0)
+    z_TxD = _standard_normal(v_TxD)
     if cfg.input_cov is None:
-        return z
-    chol_DxD = jnp.asarray(np.linalg.cholesky(np.asarray(cfg.input_cov)), dtype=z.dtype)
-    return z @ chol_DxD.T
+        return z_TxD
+    chol_DxD = jnp.asarray(np.linalg.cholesky(np.asarray(cfg.input_cov)), dtype=z_TxD.dtype)
+    return z_TxD @ chol_DxD.T
 
 
+@_sampler
 def sample_task(key: jax.Array, cfg: TaskConfig) -> Prompt:
-    """Draw one prompt: W ~ N(0, τ²I), x_i and x_q from the input law, y = W x + noise."""
-    key_w, key_x, key_noise = jax.random.split(key, 3)
-    w_YxD = cfg.w_scale * jax.random.normal(key_w, (cfg.d_y, cfg.d))
-    x_all = _sample_inputs(key_x, cfg, cfg.n_context + 1)  # (T, D); last row is the query
+    """Draw one prompt: W ~ N(0, τ²I), x_i and x_q from the input law, y = W x + noise.
+
+    All numbers of a task come from one `jax.random.uniform` call: one threefry call per
+    task compiles about twice as fast as one call per distribution, at the same speed.
+    """
+    t, d, d_y = cfg.n_context + 1, cfg.d, cfg.d_y
+    n_noise = t * d_y if cfg.noise_std > 0 else 0
+    v = jax.random.uniform(key, (t * d + d_y * d + n_noise,), minval=_OPEN_LOW, maxval=1.0)
+    x_all = _inputs_from_draws(v[: t * d].reshape(t, d), cfg)  # (T, D); last row is the query
+    w_YxD = cfg.w_scale * _standard_normal(v[t * d : t * d + d_y * d].reshape(d_y, d))
     y_all = x_all @ w_YxD.T  # (T, Y)
-    if cfg.noise_std > 0:
-        noise = cfg.noise_std * jax.random.normal(key_noise, y_all.shape)
+    if n_noise:
+        noise_TxY = cfg.noise_std * _standard_normal(v[t * d + d_y * d :].reshape(t, d_y))
         if not cfg.query_noise:
-            noise = noise.at[-1].set(0.0)
-        y_all = y_all + noise
+            noise_TxY = noise_TxY.at[-1].set(0.0)
+        y_all = y_all + noise_TxY
     return Prompt(x=x_all[:-1], y=y_all[:-1], x_q=x_all[-1], y_q=y_all[-1], w=w_YxD)
 
 
+@_sampler
 def sample_batch(key: jax.Array, cfg: TaskConfig, batch_size: int) -> Prompt:
     """B independent prompts, each field with a leading axis B."""
     return jax.vmap(sample_task, in_axes=(0, None))(jax.random.split(key, batch_size), cfg)
 
 
+@_sampler
 def batch_at_step(key: jax.Array, cfg: TaskConfig, batch_size: int, step: jax.Array) -> Prompt:
     """The training batch of `step`: a pure function of (key, step), so runs can resume."""
     return sample_batch(jax.random.fold_in(key, step), cfg, batch_size)

@@ -102,6 +102,14 @@ def batch_loss(model: nn.Module, params, prompts: Prompt) -> jax.Array:
     return 0.5 * jnp.mean(jnp.sum(err**2, axis=-1))
 
 
+class TrainState(NamedTuple):
+    """Everything a run carries between chunks; every leaf has a leading seed axis S."""
+
+    params: dict
+    opt_state: optax.OptState
+    data_key: jax.Array  # batch t of a seed is batch_at_step(data_key, ..., t)
+
+
 class TrainResult(NamedTuple):
     params: dict  # final params, every leaf with a leading seed axis S
     train_loss: np.ndarray  # (S, steps) half-MSE of each training batch
@@ -115,6 +123,60 @@ def seed_keys(cfg: TrainConfig) -> jax.Array:
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(cfg.num_seeds))
 
 
+class Trainer(NamedTuple):
+    """The compiled pieces of a run. Chunk c covers steps [c·eval_every, (c+1)·eval_every).
+
+    - `init(seed_keys) -> (state, evals)`: initial state of S seeds and the step-0 eval.
+    - `advance(state, first_chunk, num_chunks) -> (state, (losses, evals))`: `num_chunks`
+      chunks in one `lax.scan` (num_chunks is static; the state buffers are donated);
+      losses (S, num_chunks, eval_every), evals name -> (S, num_chunks).
+    """
+
+    init: Callable
+    advance: Callable
+
+
+def make_trainer(
+    model: nn.Module,
+    task: TaskConfig,
+    cfg: TrainConfig,
+    eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
+) -> Trainer:
+    """Build the jitted `init` and `advance` of a run (see `Trainer`)."""
+    optimizer = make_optimizer(cfg)
+    eval_fn = eval_fn or (lambda params: {})
+    dummy_tokens = jnp.zeros((task.n_context + 1, task.token_dim))
+
+    def loss(params, prompts):
+        return batch_loss(model, params, prompts)
+
+    def init_one_seed(key):
+        init_key, data_key = jax.random.split(key)
+        params = model.init(init_key, dummy_tokens)
+        return TrainState(params, optimizer.init(params), data_key), eval_fn(params)
+
+    def step(state: TrainState, t):
+        prompts = batch_at_step(state.data_key, task, cfg.batch_size, t)
+        value, grads = jax.value_and_grad(loss)(state.params, prompts)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return state._replace(
+            params=optax.apply_updates(state.params, updates), opt_state=opt_state
+        ), value
+
+    def chunk(state: TrainState, c):
+        state, losses = jax.lax.scan(step, state, c * cfg.eval_every + jnp.arange(cfg.eval_every))
+        return state, (losses, eval_fn(state.params))
+
+    def advance_one_seed(state, first_chunk, num_chunks):
+        return jax.lax.scan(chunk, state, first_chunk + jnp.arange(num_chunks))
+
+    advance = jax.vmap(advance_one_seed, in_axes=(0, None, None))
+    return Trainer(
+        init=jax.jit(jax.vmap(init_one_seed)),
+        advance=jax.jit(advance, static_argnums=2, donate_argnums=0),
+    )
+
+
 def train(
     model: nn.Module,
     task: TaskConfig,
@@ -122,48 +184,19 @@ def train(
     *,
     eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
 ) -> TrainResult:
-    """Train `model` on online prompts of `task`, S seeds at once, in one jit.
+    """Train `model` on online prompts of `task`, S seeds at once, in one jitted scan.
 
     `eval_fn(params) -> {name: scalar}` runs inside the scan at step 0 and every
     `eval_every` steps; it must be traceable (fixed eval prompts are closed over).
     """
-    optimizer = make_optimizer(cfg)
-    eval_fn = eval_fn or (lambda params: {})
+    trainer = make_trainer(model, task, cfg, eval_fn)
     num_chunks = cfg.steps // cfg.eval_every
-    dummy_tokens = jnp.zeros((task.n_context + 1, task.token_dim))
-
-    def loss(params, prompts):
-        return batch_loss(model, params, prompts)
-
-    def train_one_seed(key):
-        init_key, data_key = jax.random.split(key)
-        params = model.init(init_key, dummy_tokens)
-        opt_state = optimizer.init(params)
-
-        def step(carry, t):
-            params, opt_state = carry
-            prompts = batch_at_step(data_key, task, cfg.batch_size, t)
-            value, grads = jax.value_and_grad(loss)(params, prompts)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
-
-        def chunk(carry, c):
-            carry, losses = jax.lax.scan(
-                step, carry, c * cfg.eval_every + jnp.arange(cfg.eval_every)
-            )
-            return carry, (losses, eval_fn(carry[0]))
-
-        first_eval = eval_fn(params)
-        (params, _), (losses, evals) = jax.lax.scan(
-            chunk, (params, opt_state), jnp.arange(num_chunks)
-        )
-        evals = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_eval, evals)
-        return params, losses.reshape(-1), evals
-
-    params, losses, evals = jax.jit(jax.vmap(train_one_seed))(seed_keys(cfg))
+    state, first_evals = trainer.init(seed_keys(cfg))
+    state, (losses, evals) = trainer.advance(state, 0, num_chunks)
+    evals = jax.tree.map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1), first_evals, evals)
     return TrainResult(
-        params=params,
-        train_loss=np.asarray(losses),
+        params=state.params,
+        train_loss=np.asarray(losses).reshape(cfg.num_seeds, -1),
         eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
         eval_metrics={name: np.asarray(v) for name, v in evals.items()},
     )

@@ -108,3 +108,12 @@ def test_bad_task_configs_raise(change, match):
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ValueError, match="von_oswald"):
         get_preset("garg")
+
+
+def test_teacher_weights_are_gaussian_with_scale_tau():
+    cfg = TaskConfig(d=10, n_context=2, w_scale=2.0)
+    w = np.asarray(sample_batch(jax.random.key(5), cfg, 20_000).w).ravel()  # 200k draws
+    assert abs(w.mean()) < 0.02 and w.std() == pytest.approx(2.0, rel=0.01)
+    # Normal, not merely unit-variance: P(|z| < 1) = 0.6827, E z⁴ = 3.
+    assert np.mean(np.abs(w) < 2.0) == pytest.approx(0.6827, abs=0.005)
+    assert np.mean((w / 2.0) ** 4) == pytest.approx(3.0, rel=0.03)
