@@ -16,7 +16,7 @@ from icl_toy.train import (
     train,
 )
 
-TINY = TrainConfig(steps=150, batch_size=256, eval_every=50, num_seeds=2, learning_rate=3e-3)
+TINY = TrainConfig(steps=300, batch_size=1024, eval_every=100, num_seeds=2, learning_rate=3e-3)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def tiny_run():
 
 def test_training_shapes_and_progress(tiny_run):
     _, _, result = tiny_run
-    assert result.train_loss.shape == (2, 150)
-    np.testing.assert_array_equal(result.eval_steps, [0, 50, 100, 150])
+    assert result.train_loss.shape == (2, 300)
+    np.testing.assert_array_equal(result.eval_steps, [0, 100, 200, 300])
     assert result.eval_metrics["loss"].shape == (2, 4)
     assert result.params["params"]["w_q"].shape == (2, 1, 1, 11, 11)
     assert np.isfinite(result.train_loss).all()
