@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from icl_toy.linalg import matmul
 from icl_toy.tasks import TaskConfig, input_moments, sample_batch
 
 
@@ -24,14 +25,14 @@ def gd_fit(
     n = x_NxD.shape[0]
     w_YxD = jnp.zeros((y_NxY.shape[1], x_NxD.shape[1]), x_NxD.dtype) if w0 is None else w0
     for eta in jnp.atleast_1d(etas_K):
-        grad_YxD = (x_NxD @ w_YxD.T - y_NxY).T @ x_NxD / n
+        grad_YxD = matmul((matmul(x_NxD, w_YxD.T) - y_NxY).T, x_NxD) / n
         w_YxD = w_YxD - eta * grad_YxD
     return w_YxD
 
 
 def gd_predict(x_NxD, y_NxY, x_q_D, etas_K, w0=None) -> jax.Array:
     """ŷ = W_K x_q after K explicit GD steps, (Y,)."""
-    return gd_fit(x_NxD, y_NxY, etas_K, w0) @ x_q_D
+    return matmul(gd_fit(x_NxD, y_NxY, etas_K, w0), x_q_D)
 
 
 def gdpp_predict(x_NxD, y_NxY, x_q_D, etas_K, gammas_K, w0=None) -> jax.Array:
@@ -44,27 +45,28 @@ def gdpp_predict(x_NxD, y_NxY, x_q_D, etas_K, gammas_K, w0=None) -> jax.Array:
     n, d = x_NxD.shape
     w0 = jnp.zeros((y_NxY.shape[1], d), x_NxD.dtype) if w0 is None else w0
     x_all = jnp.concatenate([x_NxD, x_q_D[None]])  # (T, D); the query moves too
-    r_all = jnp.concatenate([y_NxY, -(w0 @ x_q_D)[None]])  # (T, Y)
+    r_all = jnp.concatenate([y_NxY, -matmul(w0, x_q_D)[None]])  # (T, Y)
     etas_K, gammas_K = jnp.broadcast_arrays(jnp.atleast_1d(etas_K), jnp.atleast_1d(gammas_K))
     for eta, gamma in zip(etas_K, gammas_K, strict=True):
         x_ctx, r_ctx = x_all[:n], r_all[:n]
-        delta_w_YxD = -(eta / n) * (x_ctx @ w0.T - r_ctx).T @ x_ctx
-        h_DxD = x_ctx.T @ x_ctx
-        r_all = r_all - x_all @ delta_w_YxD.T
-        x_all = x_all - gamma * x_all @ h_DxD  # (I − γH) x_j in row form; H is symmetric
+        delta_w_YxD = -(eta / n) * matmul((matmul(x_ctx, w0.T) - r_ctx).T, x_ctx)
+        h_DxD = matmul(x_ctx.T, x_ctx)
+        r_all = r_all - matmul(x_all, delta_w_YxD.T)
+        x_all = x_all - gamma * matmul(x_all, h_DxD)  # (I − γH) x_j in row form; H is symmetric
     return -r_all[-1]
 
 
 def ols_predict(x_NxD, y_NxY, x_q_D) -> jax.Array:
     """Min-norm least squares, ŵ = X⁺ y, (Y,)."""
-    return x_q_D @ jnp.linalg.pinv(x_NxD) @ y_NxY
+    return matmul(x_q_D, matmul(jnp.linalg.pinv(x_NxD), y_NxY))
 
 
 def ridge_predict(x_NxD, y_NxY, x_q_D, lam: float) -> jax.Array:
     """Ridge, ŵ = (XᵀX + λI)⁻¹ Xᵀy; λ = σ²/τ² is the Bayes posterior mean (THEORY §8)."""
     d = x_NxD.shape[1]
-    w_DxY = jnp.linalg.solve(x_NxD.T @ x_NxD + lam * jnp.eye(d, dtype=x_NxD.dtype), x_NxD.T @ y_NxY)
-    return x_q_D @ w_DxY
+    gram_DxD = matmul(x_NxD.T, x_NxD) + lam * jnp.eye(d, dtype=x_NxD.dtype)
+    w_DxY = jnp.linalg.solve(gram_DxD, matmul(x_NxD.T, y_NxY))
+    return matmul(x_q_D, w_DxY)
 
 
 def optimal_gd_eta(cfg: TaskConfig) -> float:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from icl_toy.linalg import einsum
+
 # Added to the norms in the cosine, as in von Oswald et al.'s `analyse()`.
 COSINE_EPS = 1e-8
 # β below this fraction of max|W_KQ| is treated as no x-block structure: see `beta_rescale`.
@@ -87,7 +89,7 @@ def implied_preconditioner(
         raise ValueError("implied_preconditioner is defined for d_y = 1")
     a_H, c_HxD = w_pv_HxExE[:, d, d], w_pv_HxExE[:, d, :d]
     b_mat_HxDxD, b_HxD = w_kq_HxExE[:, :d, :d], w_kq_HxExE[:, d, :d]
-    gamma_DxD = jnp.einsum("h,hji->ij", a_H, b_mat_HxDxD) + jnp.einsum("hi,hj->ij", b_HxD, c_HxD)
+    gamma_DxD = einsum("h,hji->ij", a_H, b_mat_HxDxD) + einsum("hi,hj->ij", b_HxD, c_HxD)
     return -n_context * gamma_DxD
 
 

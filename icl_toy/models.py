@@ -13,11 +13,14 @@ Conventions (THEORY §0, §1):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from icl_toy.linalg import PRECISION, einsum
 
 # Projections are (..., out, in): fan-in is the last axis, leading axes are layers/heads.
 PARAM_NAMES = ("w_q", "w_k", "w_v", "w_p")
@@ -37,8 +40,8 @@ def _fan_in_init(scale: float, num_batch_axes: int):
 
 def attention_products(layer_params: dict) -> tuple[jax.Array, jax.Array]:
     """(W_KQ, W_PV) per head, each (..., H, E, E): W_KQ = W_Kᵀ W_Q, W_PV = P W_V."""
-    w_kq = jnp.einsum("...hke,...hkf->...hef", layer_params["w_k"], layer_params["w_q"])
-    w_pv = jnp.einsum("...hek,...hkf->...hef", layer_params["w_p"], layer_params["w_v"])
+    w_kq = einsum("...hke,...hkf->...hef", layer_params["w_k"], layer_params["w_q"])
+    w_pv = einsum("...hek,...hkf->...hef", layer_params["w_p"], layer_params["w_v"])
     return w_kq, w_pv
 
 
@@ -53,10 +56,10 @@ def lsa_update(
     scores e_iᵀ(·), then the weighted sum of keys) runs several times faster under vmap on a
     CPU than forming the (E, E) second moment Σ_i e_i e_iᵀ per prompt; both are exact.
     """
-    u_HxQxE = jnp.einsum("hab,qb->hqa", w_kq_HxExE, queries_QxE)
-    scores_HxQxN = jnp.einsum("ne,hqe->hqn", keys_NxE, u_HxQxE)
-    mixed_HxQxE = jnp.einsum("hqn,ne->hqe", scores_HxQxN, keys_NxE)
-    return jnp.einsum("hae,hqe->qa", w_pv_HxExE, mixed_HxQxE)
+    u_HxQxE = einsum("hab,qb->hqa", w_kq_HxExE, queries_QxE)
+    scores_HxQxN = einsum("ne,hqe->hqn", keys_NxE, u_HxQxE)
+    mixed_HxQxE = einsum("hqn,ne->hqe", scores_HxQxN, keys_NxE)
+    return einsum("hae,hqe->qa", w_pv_HxExE, mixed_HxQxE)
 
 
 def lsa_layer(w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, tokens_TxE: jax.Array, n_keys: int):
@@ -215,13 +218,13 @@ class SoftmaxSelfAttention(nn.Module):
         w_v = self.param("w_v", init, (h, k, e))
         w_p = self.param("w_p", init, (h, e, k))
         context_NxE = tokens_TxE[:-1]
-        queries_HxTxK = jnp.einsum("hke,te->htk", w_q, tokens_TxE)
-        keys_HxNxK = jnp.einsum("hke,ne->hnk", w_k, context_NxE)
-        values_HxNxK = jnp.einsum("hke,ne->hnk", w_v, context_NxE)
-        logits_HxTxN = jnp.einsum("htk,hnk->htn", queries_HxTxK, keys_HxNxK) / jnp.sqrt(k)
+        queries_HxTxK = einsum("hke,te->htk", w_q, tokens_TxE)
+        keys_HxNxK = einsum("hke,ne->hnk", w_k, context_NxE)
+        values_HxNxK = einsum("hke,ne->hnk", w_v, context_NxE)
+        logits_HxTxN = einsum("htk,hnk->htn", queries_HxTxK, keys_HxNxK) / jnp.sqrt(k)
         weights_HxTxN = jax.nn.softmax(logits_HxTxN, axis=-1)
-        mixed_HxTxK = jnp.einsum("htn,hnk->htk", weights_HxTxN, values_HxNxK)
-        return tokens_TxE + jnp.einsum("hek,htk->te", w_p, mixed_HxTxK)
+        mixed_HxTxK = einsum("htn,hnk->htk", weights_HxTxN, values_HxNxK)
+        return tokens_TxE + einsum("hek,htk->te", w_p, mixed_HxTxK)
 
 
 class MLPBlock(nn.Module):
@@ -231,8 +234,9 @@ class MLPBlock(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
-        hidden = nn.gelu(nn.Dense(self.hidden_size)(tokens_TxE))
-        return tokens_TxE + nn.Dense(tokens_TxE.shape[-1])(hidden)
+        dense = functools.partial(nn.Dense, precision=PRECISION)
+        hidden = nn.gelu(dense(self.hidden_size)(tokens_TxE))
+        return tokens_TxE + dense(tokens_TxE.shape[-1])(hidden)
 
 
 class Transformer(nn.Module):

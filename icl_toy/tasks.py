@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from icl_toy.linalg import matmul
+
 
 class Prompt(NamedTuple):
     """One regression prompt (add a leading batch axis B when vmapped)."""
@@ -114,7 +116,7 @@ def _inputs_from_draws(v_TxD: jax.Array, cfg: TaskConfig) -> jax.Array:
     if cfg.input_cov is None:
         return z_TxD
     chol_DxD = jnp.asarray(np.linalg.cholesky(np.asarray(cfg.input_cov)), dtype=z_TxD.dtype)
-    return z_TxD @ chol_DxD.T
+    return matmul(z_TxD, chol_DxD.T)
 
 
 @_sampler
@@ -129,7 +131,7 @@ def sample_task(key: jax.Array, cfg: TaskConfig) -> Prompt:
     v = jax.random.uniform(key, (t * d + d_y * d + n_noise,), minval=_OPEN_LOW, maxval=1.0)
     x_all = _inputs_from_draws(v[: t * d].reshape(t, d), cfg)  # (T, D); last row is the query
     w_YxD = cfg.w_scale * _standard_normal(v[t * d : t * d + d_y * d].reshape(d_y, d))
-    y_all = x_all @ w_YxD.T  # (T, Y)
+    y_all = matmul(x_all, w_YxD.T)  # (T, Y)
     if n_noise:
         noise_TxY = cfg.noise_std * _standard_normal(v[t * d + d_y * d :].reshape(t, d_y))
         if not cfg.query_noise:
@@ -156,7 +158,7 @@ def prompt_tokens(prompt: Prompt, w0: jax.Array | None = None) -> jax.Array:
     With W0 = 0 (the default) the query's y-slot is 0 (von Oswald et al., arXiv 2212.07677).
     """
     context_NxE = jnp.concatenate([prompt.x, prompt.y], axis=-1)
-    y_slot = jnp.zeros_like(prompt.y_q) if w0 is None else -(w0 @ prompt.x_q)
+    y_slot = jnp.zeros_like(prompt.y_q) if w0 is None else -matmul(w0, prompt.x_q)
     query_E = jnp.concatenate([prompt.x_q, y_slot])
     return jnp.concatenate([context_NxE, query_E[None]], axis=0)
 

@@ -61,14 +61,14 @@ def test_query_never_enters_keys_or_values():
     assert not np.allclose(traj[-1, -1], traj_moved[-1, -1])
 
 
-def test_query_only_last_layer_equals_full_stack():
+def test_query_only_last_layer_equals_full_stack(x64):
     model = LSATransformer(d=8, d_y=2, num_layers=4, num_heads=2, init_scale=2.0)
     params = model.init(jax.random.key(0), jnp.zeros((6, 10)))
     tokens = jax.random.normal(jax.random.key(1), (6, 10))
     w_kq, w_pv = model.apply(params, method=model.layer_products)
     full = lsa_stack(w_kq, w_pv, tokens, n_keys=5)
-    np.testing.assert_allclose(lsa_query_output(w_kq, w_pv, tokens), full[-1, -1], atol=1e-5)
-    np.testing.assert_allclose(model.apply(params, tokens), -full[-1, -1, -2:], atol=1e-5)
+    np.testing.assert_allclose(lsa_query_output(w_kq, w_pv, tokens), full[-1, -1], rtol=1e-12)
+    np.testing.assert_allclose(model.apply(params, tokens), -full[-1, -1, -2:], rtol=1e-12)
 
 
 def test_param_shapes_init_scale_and_sharing():
@@ -106,7 +106,7 @@ def test_transformer_composes_blocks():
     assert out.shape == (1,) and bool(jnp.isfinite(out).all())
 
 
-def test_softmax_attention_ignores_query_as_key():
+def test_softmax_attention_ignores_query_as_key(x64):
     block = SoftmaxSelfAttention(num_heads=2, key_size=5)
     tokens = jax.random.normal(jax.random.key(1), (11, 11))
     params = block.init(jax.random.key(0), tokens)
@@ -117,4 +117,41 @@ def test_softmax_attention_ignores_query_as_key():
     uniform = {"params": {**params["params"], "w_q": jnp.zeros_like(params["params"]["w_q"])}}
     w_pv = jnp.einsum("hek,hkf->ef", params["params"]["w_p"], params["params"]["w_v"])
     expected = tokens + (w_pv @ tokens[:-1].mean(axis=0))[None]
-    np.testing.assert_allclose(block.apply(uniform, tokens), expected, atol=1e-5)
+    np.testing.assert_allclose(block.apply(uniform, tokens), expected, atol=1e-12)
+
+
+def test_every_matrix_product_asks_for_full_float32_precision():
+    """GPUs default to TF32 products, which break float32 exactness (see icl_toy.linalg)."""
+    from icl_toy.constructions import gd_weights
+    from icl_toy.learners import gd_predict, gdpp_predict
+    from icl_toy.tasks import TaskConfig, prompt_tokens, sample_task
+
+    prompt = sample_task(jax.random.key(0), TaskConfig(d=10, n_context=10))
+    model = LSATransformer(d=10, num_layers=2)
+    params = gd_weights(model, 1.0, 10)
+    mixed = Transformer((SoftmaxSelfAttention(), MLPBlock(8), LinearSelfAttention()), d_y=1)
+    mixed_params = mixed.init(jax.random.key(0), prompt_tokens(prompt))
+    programs = [
+        jax.make_jaxpr(jax.grad(lambda p: model.apply(p, prompt_tokens(prompt)).sum()))(params),
+        jax.make_jaxpr(lambda p: mixed.apply(p, prompt_tokens(prompt)))(mixed_params),
+        jax.make_jaxpr(lambda: gd_predict(prompt.x, prompt.y, prompt.x_q, jnp.ones(2)))(),
+        jax.make_jaxpr(lambda: gdpp_predict(prompt.x, prompt.y, prompt.x_q, 1.0, 0.1))(),
+        jax.make_jaxpr(lambda k: sample_task(k, TaskConfig(d=3, n_context=2)))(jax.random.key(0)),
+    ]
+
+    def dots(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                yield eqn
+            for value in eqn.params.values():  # jit, scan, custom_jvp: closed sub-programs
+                inner = getattr(value, "jaxpr", None)
+                if hasattr(inner, "eqns"):
+                    yield from dots(inner)
+
+    found = [eqn for program in programs for eqn in dots(program.jaxpr)]
+    assert len(found) > 10
+    for eqn in found:
+        precision = eqn.params["precision"]
+        assert precision is not None and all(p == jax.lax.Precision.HIGHEST for p in precision), (
+            f"a matrix product at {precision}"
+        )
