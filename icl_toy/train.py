@@ -9,6 +9,8 @@ crosses to the host until the run ends. The batch of step t for seed s is a pure
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from icl_toy.checkpoints import Checkpoints
 from icl_toy.models import LSATransformer
 from icl_toy.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
 
@@ -177,26 +180,122 @@ def make_trainer(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out, not what it computes: checkpoints, resume, progress."""
+
+    checkpoint_dir: str | None = None  # orbax checkpoints of the train state go here
+    checkpoint_every: int = 10  # chunks (of eval_every steps) between checkpoints
+    resume: bool = False  # continue from the latest checkpoint in checkpoint_dir
+    progress: bool = False  # a progress bar on stderr, shown only on a terminal
+
+    def __post_init__(self):
+        _require_positive_int(self, "checkpoint_every")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("RunOptions.resume needs a checkpoint_dir to resume from")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or Inf loss; the last checkpoint before it is kept."""
+
+
+def _check_finite(losses_SxCxI: np.ndarray, first_step: int, last_checkpoint: int | None):
+    bad = ~np.isfinite(losses_SxCxI.reshape(losses_SxCxI.shape[0], -1))
+    if bad.any():
+        seed, offset = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
+        kept = (
+            "no checkpoint was written"
+            if last_checkpoint is None
+            else f"the checkpoint after step {last_checkpoint} is kept"
+        )
+        raise NonFiniteLossError(
+            f"training loss is {losses_SxCxI.reshape(bad.shape)[seed, offset]} at step "
+            f"{first_step + offset} (seed index {seed}); {kept}. Lower the learning rate or "
+            "the clip norm."
+        )
+
+
+def _progress_bar(enabled: bool, total: int):
+    """A rich progress bar over steps, or a no-op when disabled or not on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.0f} steps/s  loss {task.fields[loss]:.4g}"),
+        disable=not (enabled and sys.stderr.isatty()),
+        transient=True,
+    )
+
+
 def train(
     model: nn.Module,
     task: TaskConfig,
     cfg: TrainConfig,
     *,
     eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
+    options: RunOptions | None = None,
 ) -> TrainResult:
-    """Train `model` on online prompts of `task`, S seeds at once, in one jitted scan.
+    """Train `model` on online prompts of `task`, S seeds at once.
 
     `eval_fn(params) -> {name: scalar}` runs inside the scan at step 0 and every
     `eval_every` steps; it must be traceable (fixed eval prompts are closed over).
+    Without checkpoints or progress the whole run is one compiled call. Otherwise it
+    runs in groups of `options.checkpoint_every` chunks, saving a checkpoint and updating
+    the progress bar between groups; group boundaries do not depend on where a run was
+    resumed, so a resumed run is bitwise identical to an uninterrupted one. A NaN or Inf
+    training loss raises `NonFiniteLossError` before the bad state is saved.
     """
+    options = options or RunOptions()
     trainer = make_trainer(model, task, cfg, eval_fn)
     num_chunks = cfg.steps // cfg.eval_every
+    chunked = options.checkpoint_dir is not None or options.progress
+    group = min(options.checkpoint_every, num_chunks) if chunked else num_chunks
+    checkpoints = None if options.checkpoint_dir is None else Checkpoints(options.checkpoint_dir)
+
     state, first_evals = trainer.init(seed_keys(cfg))
-    state, (losses, evals) = trainer.advance(state, 0, num_chunks)
-    evals = jax.tree.map(lambda a, b: jnp.concatenate([a[:, None], b], axis=1), first_evals, evals)
+    history = {
+        "losses": np.zeros((cfg.num_seeds, 0, cfg.eval_every), np.float32),
+        "evals": jax.tree.map(lambda a: np.asarray(a)[:, None], first_evals),
+    }
+    done = 0
+    if options.resume and checkpoints.latest() is not None:
+        done, state, history = checkpoints.restore(state)
+    start = time.perf_counter()
+    with _progress_bar(options.progress, cfg.steps) as bar:
+        bar_task = bar.add_task(
+            "train", total=cfg.steps, completed=done * cfg.eval_every, rate=0.0, loss=float("nan")
+        )
+        while done < num_chunks:
+            n = min(group, num_chunks - done)
+            state, (losses, evals) = trainer.advance(state, done, n)
+            losses = np.asarray(losses)  # (S, n, eval_every); the one sync of a group
+            _check_finite(losses, done * cfg.eval_every, checkpoints and checkpoints.latest())
+            history = {
+                "losses": np.concatenate([history["losses"], losses], axis=1),
+                "evals": jax.tree.map(
+                    lambda h, e: np.concatenate([h, np.asarray(e)], axis=1),
+                    history["evals"],
+                    evals,
+                ),
+            }
+            done += n
+            if checkpoints is not None:
+                checkpoints.save(done, state, history)
+            elapsed = time.perf_counter() - start
+            bar.update(
+                bar_task,
+                completed=done * cfg.eval_every,
+                rate=n * cfg.eval_every / max(elapsed, 1e-9),
+                loss=float(losses[:, -1, -1].mean()),
+            )
+            start = time.perf_counter()
+    if checkpoints is not None:
+        checkpoints.close()
     return TrainResult(
-        params=state.params,
-        train_loss=np.asarray(losses).reshape(cfg.num_seeds, -1),
+        params=jax.tree.map(np.asarray, state.params),
+        train_loss=history["losses"].reshape(cfg.num_seeds, -1),
         eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
-        eval_metrics={name: np.asarray(v) for name, v in evals.items()},
+        eval_metrics=dict(history["evals"]),
     )

@@ -1,14 +1,22 @@
 import dataclasses
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from icl_toy.checkpoints import Checkpoints
 from icl_toy.constructions import gd_weights
 from icl_toy.models import LSATransformer
 from icl_toy.tasks import sample_batch, von_oswald_preset
 from icl_toy.train import (
     ModelConfig,
+    NonFiniteLossError,
+    RunOptions,
     TrainConfig,
     batch_loss,
     batch_predict,
@@ -16,6 +24,7 @@ from icl_toy.train import (
     train,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(steps=300, batch_size=1024, eval_every=100, num_seeds=2, learning_rate=3e-3)
 
 
@@ -77,3 +86,90 @@ def test_batch_predict_rejects_params_of_another_model():
     wrong = gd_weights(LSATransformer(d=4), 1.0, 10)
     with pytest.raises(ValueError, match="expects"):
         batch_predict(model, wrong, prompts)
+
+
+SMALL = TrainConfig(steps=600, batch_size=256, eval_every=100, num_seeds=2)
+
+
+def _assert_same_result(a, b):
+    np.testing.assert_array_equal(a.train_loss, b.train_loss)
+    for name in a.eval_metrics:
+        np.testing.assert_array_equal(a.eval_metrics[name], b.eval_metrics[name])
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    """A run killed with SIGKILL mid-training and resumed ends exactly where an
+    uninterrupted run ends: every batch is a function of (seed, step)."""
+    ckpt_dir = tmp_path / "killed"
+    script = f"""
+import time
+from icl_toy.tasks import von_oswald_preset
+from icl_toy.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+task = von_oswald_preset()
+model = make_model(task, ModelConfig())
+cfg = TrainConfig(steps=60_000, batch_size=256, eval_every=100, num_seeds=2)
+train(model, task, cfg, options=RunOptions(checkpoint_dir={str(ckpt_dir)!r}, checkpoint_every=1))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until two checkpoints are complete
+            done = [p for p in ckpt_dir.glob("*") if p.name.isdigit()] if ckpt_dir.exists() else []
+            if len(done) >= 2:
+                break
+            assert proc.poll() is None, "the training subprocess died before checkpointing"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoints within 120 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = Checkpoints(ckpt_dir).latest()
+    assert 2 <= killed_at < 600, killed_at
+
+    task = von_oswald_preset()
+    model = make_model(task, ModelConfig())
+    cfg = TrainConfig(steps=60_000, batch_size=256, eval_every=100, num_seeds=2)
+    # Finish a shorter horizon from the killed run's checkpoint and from scratch.
+    cfg = dataclasses.replace(cfg, steps=(killed_at + 2) * 100)
+    resumed = train(
+        model,
+        task,
+        cfg,
+        options=RunOptions(checkpoint_dir=str(ckpt_dir), checkpoint_every=1, resume=True),
+    )
+    fresh = train(
+        model,
+        task,
+        cfg,
+        options=RunOptions(checkpoint_dir=str(tmp_path / "fresh"), checkpoint_every=1),
+    )
+    _assert_same_result(resumed, fresh)
+
+
+def test_resume_of_a_finished_run_returns_it(tmp_path):
+    task, model = von_oswald_preset(), make_model(von_oswald_preset(), ModelConfig())
+    options = RunOptions(checkpoint_dir=str(tmp_path), checkpoint_every=2)
+    first = train(model, task, SMALL, options=options)
+    again = train(model, task, SMALL, options=dataclasses.replace(options, resume=True))
+    _assert_same_result(first, again)
+
+
+def test_nan_loss_stops_training_naming_the_step_and_keeps_the_checkpoint(tmp_path):
+    task, model = von_oswald_preset(), make_model(von_oswald_preset(), ModelConfig())
+    options = RunOptions(checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    train(model, task, dataclasses.replace(SMALL, steps=100), options=options)
+    assert Checkpoints(tmp_path).latest() == 1
+    diverging = dataclasses.replace(SMALL, learning_rate=1e30, clip_norm=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ .*checkpoint after step 1 is kept"):
+        train(model, task, diverging, options=dataclasses.replace(options, resume=True))
+    assert Checkpoints(tmp_path).latest() == 1
+
+
+def test_run_options_are_validated():
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        RunOptions(resume=True)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        RunOptions(checkpoint_every=0)
