@@ -1,7 +1,9 @@
 """Does one trained LSA layer implement one step of gradient descent? (von Oswald et al. 2022)
 
-    python -m experiments.single_layer_gd          # full: 5 seeds x 5000 steps, ~1.5 min, 2 cores
-    python -m experiments.single_layer_gd --quick  # shrunk config, well under a minute
+    icl-toy run single_layer_gd           # or python -m experiments.single_layer_gd
+    icl-toy run single_layer_gd --quick   # shrunk config, ~15 s
+
+Full: 5 seeds x 5000 steps, ~1.5 min on 2 CPU cores.
 
 Trains one linear self-attention layer on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5),
 noiseless), 5 seeds vmapped, and compares it on the same 10,000 held-out tasks with the GD
@@ -14,7 +16,6 @@ after β-rescaling. Losses are half-MSE; η has the 1/N inside.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -24,15 +25,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy import metrics
+from icl_toy.cli import experiment_main
 from icl_toy.constructions import gd_weights
 from icl_toy.learners import line_search_eta, optimal_gd_eta
 from icl_toy.models import attention_products, lsa_query_output, readout
 from icl_toy.plotting import heatmap, save_figure, seed_band
-from icl_toy.results import Results, git_commit, load_results, save_results, seed_stats
+from icl_toy.results import Results, git_commit, seed_stats
 from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import ModelConfig, TrainConfig, batch_predict, make_model, train
+from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
 
 NAME = "single_layer_gd"
+RUNTIME = {"full": "~1.5 min", "quick": "~15 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +82,7 @@ def _predict_from_products(w_kq_HxExE, w_pv_HxExE, tokens_BxTxE):
     return jax.vmap(one)(tokens_BxTxE)
 
 
-def run(config: Config) -> Results:
+def run(config: Config, options: RunOptions | None = None) -> Results:
     """Train, evaluate against GD(η*) on held-out tasks, and return the results to save."""
     start = time.time()
     task, d, n = config.task, config.task.d, config.task.n_context
@@ -125,7 +128,7 @@ def run(config: Config) -> Results:
             "interpolated_loss": metrics.half_mse(interp_pred, eval_prompts.y_q),
         }
 
-    result = train(model, task, config.train, eval_fn=eval_fn)
+    result = train(model, task, config.train, eval_fn=eval_fn, options=options)
 
     @jax.jit
     def ood_losses(prompts):
@@ -255,30 +258,9 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     return save_figure(fig, out_dir, NAME)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shrunk config (under a minute)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output directory (default figures/, --quick: figures/quick/)",
-    )
-    args = parser.parse_args(argv)
-    out_dir = args.out or Path("figures") / ("quick" if args.quick else "")
-    config = get_config(args.quick)
-    save_results(out_dir, NAME, run(config))
-    paths = plot(load_results(out_dir, NAME), out_dir)
-    summary = load_results(out_dir, NAME).summary
-    print(f"wrote {', '.join(str(p) for p in paths)} and {NAME}.json/.npz")
-    print(
-        f"eta* = {summary['eta_star']:.4f}, line search {summary['eta_line_search']:.4f}, "
-        f"GD loss {summary['gd_loss']:.4f}"
-    )
-    for name, stats in summary["seed_stats"].items():
-        print(f"{name:>22}: {stats['mean']:.5f} ± {stats['std']:.5f}")
-    print(f"runtime {summary['runtime_s']:.1f} s")
+def main(argv: list[str] | None = None) -> int:
+    return experiment_main(NAME, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The icl-toy command: list, run (with --set/--seeds), plot, reproduce, and its errors."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import single_layer_gd
+from icl_toy import cli
+from icl_toy.config import apply_overrides
+from icl_toy.runner import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_list_names_every_experiment_with_runtimes(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "single_layer_gd" in out and "--quick" in out and "full" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "no_such_experiment"], "known experiments: single_layer_gd"),
+        (["run", "single_layer_gd", "--set", "train.lr=1"], "valid keys: .*train.learning_rate"),
+        (["run", "single_layer_gd", "--set", "train.steps=many"], "train.steps expects an int"),
+        (["run", "single_layer_gd", "--set", "train.learning_rate=0"], "learning_rate must be > 0"),
+        (["run", "single_layer_gd", "--set", "model.num_layers=0"], "num_layers must be"),
+        (["run", "single_layer_gd", "--set", "task.n_context=0"], "n_context"),
+        (["run", "single_layer_gd", "--seeds", "0"], "num_seeds"),
+        (["plot", "nope", "--from", "."], "unknown experiment"),
+    ],
+)
+def test_bad_input_exits_with_a_message_before_any_compute(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    quick = single_layer_gd.get_config(quick=True)
+    (tmp_path / "single_layer_gd.config.json").write_text(
+        json.dumps({"config": {"something": "else"}})
+    )
+    with pytest.raises(ValueError, match="different config"):
+        run_experiment("single_layer_gd", quick, tmp_path, resume=True, quiet=True)
+
+
+def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        "train.steps=200",
+        "train.eval_every=100",
+        "eval_tasks=500",
+        "line_search_tasks=500",
+    ]
+    small = apply_overrides(single_layer_gd.get_config(quick=True), overrides)
+    monkeypatch.setattr(single_layer_gd, "get_config", lambda quick=False: small)
+    assert cli.main(["reproduce", "--quick", "--quiet"]) == 0
+    out_dir = tmp_path / "figures" / "quick"
+    for suffix in (".json", ".npz", ".png", ".pdf", ".config.json", ".log"):
+        assert (out_dir / f"single_layer_gd{suffix}").exists(), suffix
+    metadata = json.loads((out_dir / "single_layer_gd.config.json").read_text())
+    assert {"icl_toy_version", "git_commit", "jax_version", "device", "config"} <= set(metadata)
+    assert metadata["config"]["train"]["steps"] == 200
+    assert cli.main(["reproduce", "--quick", "--quiet"]) == 0
+    assert "complete" in capsys.readouterr().out
+    (out_dir / "single_layer_gd.png").unlink()
+    assert cli.main(["plot", "single_layer_gd", "--from", str(out_dir)]) == 0
+    assert (out_dir / "single_layer_gd.png").exists()
+
+
+def test_console_script_and_module_share_the_parser():
+    for command in (
+        ["-m", "icl_toy.cli", "--help"],
+        ["-m", "experiments.single_layer_gd", "--help"],
+    ):
+        out = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.single_layer_gd", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--set" in out.stdout and "--resume" in out.stdout
