@@ -73,10 +73,11 @@ def _measure(name: str, num_seeds: int, steps: int, repeats: int, queue) -> None
         num_layers, shared = CONFIGS[name]
         model = make_model(task, ModelConfig(num_layers=num_layers, shared_weights=shared))
         trainer = make_trainer(model, task, cfg)
-        fn, args = trainer.advance, (trainer.init(keys)[0], 0, 1)
+        learning_rates = jnp.full(keys.shape, cfg.learning_rate)
+        fn, args = trainer.advance, (trainer.init(keys, learning_rates)[0], 0, 1)
 
-        def prepare():
-            return trainer.init(keys)[0]  # advance donates its state: start each run afresh
+        def prepare():  # advance donates its state: start each run afresh
+            return trainer.init(keys, learning_rates)[0]
 
     start = time.perf_counter()
     compiled = fn.lower(*args).compile()

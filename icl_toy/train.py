@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -85,10 +85,10 @@ def make_model(task: TaskConfig, cfg: ModelConfig) -> LSATransformer:
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adam(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2),
-    )
+    """Global-norm clipping, then Adam whose learning rate lives in the optimizer state
+    (`inject_hyperparams`), so runs with different learning rates can share one vmap."""
+    adam = optax.inject_hyperparams(optax.adam)(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adam)
 
 
 def batch_predict(model: nn.Module, params, prompts: Prompt) -> jax.Array:
@@ -120,16 +120,24 @@ class TrainResult(NamedTuple):
     eval_metrics: dict[str, np.ndarray]  # name -> (S, E)
 
 
-def seed_keys(cfg: TrainConfig) -> jax.Array:
-    """One key per seed, (S,)."""
-    base = jax.random.key(cfg.seed)
-    return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(cfg.num_seeds))
+def seed_keys(cfg: TrainConfig, seeds: Sequence[int] | None = None) -> jax.Array:
+    """One key per run, (G·S,): seed s of base seed g is fold_in(key(g), s)."""
+    bases = [cfg.seed] if seeds is None else list(seeds)
+    return jnp.concatenate(
+        [
+            jax.vmap(lambda s, b=b: jax.random.fold_in(jax.random.key(b), s))(
+                jnp.arange(cfg.num_seeds)
+            )
+            for b in bases
+        ]
+    )
 
 
 class Trainer(NamedTuple):
     """The compiled pieces of a run. Chunk c covers steps [c·eval_every, (c+1)·eval_every).
 
-    - `init(seed_keys) -> (state, evals)`: initial state of S seeds and the step-0 eval.
+    - `init(keys, learning_rates) -> (state, evals)`: initial state of R runs (one key and one
+      learning rate each) and the step-0 eval.
     - `advance(state, first_chunk, num_chunks) -> (state, (losses, evals))`: `num_chunks`
       chunks in one `lax.scan` (num_chunks is static; the state buffers are donated);
       losses (S, num_chunks, eval_every), evals name -> (S, num_chunks).
@@ -144,8 +152,24 @@ def make_trainer(
     task: TaskConfig,
     cfg: TrainConfig,
     eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> Trainer:
-    """Build the jitted `init` and `advance` of a run (see `Trainer`)."""
+    """Build the jitted `init` and `advance` of a run (see `Trainer`).
+
+    With several `devices` (default: all that JAX sees) every batch is split over them
+    along the task axis (data parallelism); parameters are replicated and XLA sums the
+    gradients across devices.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if cfg.batch_size % len(devices):
+        raise ValueError(
+            f"TrainConfig.batch_size ({cfg.batch_size}) must be divisible by the number of "
+            f"devices ({len(devices)}); choose a multiple of {len(devices)}"
+        )
+    batch_sharding = None
+    if len(devices) > 1:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("batch",))
+        batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     optimizer = make_optimizer(cfg)
     eval_fn = eval_fn or (lambda params: {})
     dummy_tokens = jnp.zeros((task.n_context + 1, task.token_dim))
@@ -153,13 +177,17 @@ def make_trainer(
     def loss(params, prompts):
         return batch_loss(model, params, prompts)
 
-    def init_one_seed(key):
+    def init_one_run(key, learning_rate):
         init_key, data_key = jax.random.split(key)
         params = model.init(init_key, dummy_tokens)
-        return TrainState(params, optimizer.init(params), data_key), eval_fn(params)
+        opt_state = optimizer.init(params)
+        opt_state[1].hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+        return TrainState(params, opt_state, data_key), eval_fn(params)
 
     def step(state: TrainState, t):
         prompts = batch_at_step(state.data_key, task, cfg.batch_size, t)
+        if batch_sharding is not None:
+            prompts = jax.lax.with_sharding_constraint(prompts, batch_sharding)
         value, grads = jax.value_and_grad(loss)(state.params, prompts)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return state._replace(
@@ -175,7 +203,7 @@ def make_trainer(
 
     advance = jax.vmap(advance_one_seed, in_axes=(0, None, None))
     return Trainer(
-        init=jax.jit(jax.vmap(init_one_seed)),
+        init=jax.jit(jax.vmap(init_one_run)),
         advance=jax.jit(advance, static_argnums=2, donate_argnums=0),
     )
 
@@ -188,9 +216,17 @@ class RunOptions:
     checkpoint_every: int = 10  # chunks (of eval_every steps) between checkpoints
     resume: bool = False  # continue from the latest checkpoint in checkpoint_dir
     progress: bool = False  # a progress bar on stderr, shown only on a terminal
+    num_devices: int | None = None  # data-parallel over the first n devices; None: all
 
     def __post_init__(self):
         _require_positive_int(self, "checkpoint_every")
+        if self.num_devices is not None:
+            _require_positive_int(self, "num_devices")
+            if self.num_devices > len(jax.devices()):
+                raise ValueError(
+                    f"RunOptions.num_devices is {self.num_devices} but JAX sees "
+                    f"{len(jax.devices())} devices"
+                )
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("RunOptions.resume needs a checkpoint_dir to resume from")
 
@@ -236,8 +272,14 @@ def train(
     *,
     eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
     options: RunOptions | None = None,
+    learning_rates: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train `model` on online prompts of `task`, S seeds at once.
+
+    `learning_rates` (L values) and `seeds` (G base seeds) make a grid trained in the same
+    compiled call: the leading axis of every result is then R = L·G·S, ordered
+    (learning rate, base seed, seed); by default L = G = 1 with the config's values.
 
     `eval_fn(params) -> {name: scalar}` runs inside the scan at step 0 and every
     `eval_every` steps; it must be traceable (fixed eval prompts are closed over).
@@ -248,15 +290,23 @@ def train(
     training loss raises `NonFiniteLossError` before the bad state is saved.
     """
     options = options or RunOptions()
-    trainer = make_trainer(model, task, cfg, eval_fn)
+    devices = jax.devices()[: options.num_devices]
+    trainer = make_trainer(model, task, cfg, eval_fn, devices)
     num_chunks = cfg.steps // cfg.eval_every
     chunked = options.checkpoint_dir is not None or options.progress
     group = min(options.checkpoint_every, num_chunks) if chunked else num_chunks
     checkpoints = None if options.checkpoint_dir is None else Checkpoints(options.checkpoint_dir)
 
-    state, first_evals = trainer.init(seed_keys(cfg))
+    lrs = [cfg.learning_rate] if learning_rates is None else list(learning_rates)
+    if min(lrs) <= 0:
+        raise ValueError(f"learning rates must be > 0, got {lrs}")
+    keys = seed_keys(cfg, seeds)
+    runs = len(lrs) * keys.shape[0]
+    state, first_evals = trainer.init(
+        jnp.tile(keys, len(lrs)), jnp.repeat(jnp.asarray(lrs, jnp.float32), keys.shape[0])
+    )
     history = {
-        "losses": np.zeros((cfg.num_seeds, 0, cfg.eval_every), np.float32),
+        "losses": np.zeros((runs, 0, cfg.eval_every), np.float32),
         "evals": jax.tree.map(lambda a: np.asarray(a)[:, None], first_evals),
     }
     done = 0
@@ -295,7 +345,7 @@ def train(
         checkpoints.close()
     return TrainResult(
         params=jax.tree.map(np.asarray, state.params),
-        train_loss=history["losses"].reshape(cfg.num_seeds, -1),
+        train_loss=history["losses"].reshape(runs, -1),
         eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
         eval_metrics=dict(history["evals"]),
     )

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -173,3 +174,50 @@ def test_run_options_are_validated():
         RunOptions(resume=True)
     with pytest.raises(ValueError, match="checkpoint_every"):
         RunOptions(checkpoint_every=0)
+
+
+def test_learning_rate_grid_trains_in_one_call_and_matches_single_runs():
+    task, model = von_oswald_preset(), make_model(von_oswald_preset(), ModelConfig())
+    cfg = dataclasses.replace(SMALL, steps=200)
+    grid = train(model, task, cfg, learning_rates=[1e-3, 3e-3], seeds=[0, 7])
+    assert grid.train_loss.shape == (2 * 2 * 2, 200)
+    for i, lr in enumerate([1e-3, 3e-3]):
+        for j, seed in enumerate([0, 7]):
+            single = train(model, task, dataclasses.replace(cfg, learning_rate=lr, seed=seed))
+            rows = slice(4 * i + 2 * j, 4 * i + 2 * j + 2)
+            np.testing.assert_allclose(grid.train_loss[rows], single.train_loss, rtol=1e-5)
+
+
+def test_data_parallel_on_four_cpu_devices_matches_one_device():
+    """Runs in a subprocess: the forced device count must be set before JAX starts."""
+    script = """
+import numpy as np, jax
+from icl_toy.tasks import von_oswald_preset
+from icl_toy.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+assert len(jax.devices()) == 4
+task = von_oswald_preset()
+model = make_model(task, ModelConfig())
+cfg = TrainConfig(steps=200, batch_size=512, eval_every=100, num_seeds=2)
+four = train(model, task, cfg, options=RunOptions(num_devices=4))
+one = train(model, task, cfg, options=RunOptions(num_devices=1))
+np.testing.assert_allclose(four.train_loss, one.train_loss, rtol=2e-5, atol=1e-7)
+for a, b in zip(jax.tree.leaves(four.params), jax.tree.leaves(one.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+try:
+    train(model, task, TrainConfig(steps=100, batch_size=510, eval_every=100), options=RunOptions())
+except ValueError as error:
+    assert "divisible by the number of devices (4)" in str(error), error
+else:
+    raise AssertionError("a batch of 510 on 4 devices was accepted")
+print("OK")
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
