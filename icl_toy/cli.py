@@ -2,6 +2,7 @@
 
     icl-toy list
     icl-toy run NAME [--quick] [--seeds S] [--set key=value ...] [--out DIR] [--resume] [--quiet]
+                     [--sweep key=v1,v2,... ...]
     icl-toy plot NAME --from DIR
     icl-toy reproduce [--quick]
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from icl_toy.config import apply_overrides
 from icl_toy.results import load_results
 from icl_toy.runner import EXPERIMENTS, get_experiment, is_complete, run_experiment
+from icl_toy.sweep import check_axes, parse_sweep, run_sweep
 
 FIGURES = Path("figures")
 
@@ -64,11 +66,35 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from the latest checkpoint in the results directory",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="sweep a field over values (repeatable: a grid); learning rate and seed are vmapped",
+    )
 
 
 def _run(args) -> None:
     config = resolve_config(args.name, args.quick, args.seeds, args.overrides)
     out_dir = args.out or default_out_dir(args.quick)
+    if args.sweep:
+        try:
+            axes = parse_sweep(args.sweep)
+            check_axes(config, axes)
+        except ValueError as error:
+            print(f"icl-toy: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+        rows = run_sweep(args.name, config, axes, out_dir, quiet=args.quiet)
+        print(f"{args.name}: sweep of {len(rows)} points in {out_dir}/{args.name}.sweep.csv")
+        for row in rows:
+            print(
+                "  "
+                + "  ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                )
+            )
+        return
     results = run_experiment(args.name, config, out_dir, resume=args.resume, quiet=args.quiet)
     print(f"{args.name}: results and figure in {out_dir}/")
     for key, stats in results.summary.get("seed_stats", {}).items():
