@@ -12,7 +12,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -216,10 +216,16 @@ class RunOptions:
     checkpoint_every: int = 10  # chunks (of eval_every steps) between checkpoints
     resume: bool = False  # continue from the latest checkpoint in checkpoint_dir
     progress: bool = False  # a progress bar on stderr, shown only on a terminal
-    num_devices: int | None = None  # data-parallel over the first n devices; None: all
+    num_devices: int | None = None  # use the first n devices JAX sees; None: all of them
+    # How runs use several devices: "batch" splits every batch over them (data parallel);
+    # "runs" places whole runs (seeds, grid points) on different devices, with no
+    # communication, and needs the number of runs to be a multiple of the device count.
+    shard: Literal["batch", "runs"] = "batch"
 
     def __post_init__(self):
         _require_positive_int(self, "checkpoint_every")
+        if self.shard not in ("batch", "runs"):
+            raise ValueError(f"RunOptions.shard must be 'batch' or 'runs', got {self.shard!r}")
         if self.num_devices is not None:
             _require_positive_int(self, "num_devices")
             if self.num_devices > len(jax.devices()):
@@ -291,7 +297,8 @@ def train(
     """
     options = options or RunOptions()
     devices = jax.devices()[: options.num_devices]
-    trainer = make_trainer(model, task, cfg, eval_fn, devices)
+    by_runs = options.shard == "runs" and len(devices) > 1
+    trainer = make_trainer(model, task, cfg, eval_fn, devices[:1] if by_runs else devices)
     num_chunks = cfg.steps // cfg.eval_every
     chunked = options.checkpoint_dir is not None or options.progress
     group = min(options.checkpoint_every, num_chunks) if chunked else num_chunks
@@ -302,9 +309,24 @@ def train(
         raise ValueError(f"learning rates must be > 0, got {lrs}")
     keys = seed_keys(cfg, seeds)
     runs = len(lrs) * keys.shape[0]
-    state, first_evals = trainer.init(
-        jnp.tile(keys, len(lrs)), jnp.repeat(jnp.asarray(lrs, jnp.float32), keys.shape[0])
-    )
+    run_keys = jnp.tile(keys, len(lrs))
+    run_lrs = jnp.repeat(jnp.asarray(lrs, jnp.float32), keys.shape[0])
+
+    def place(tree):
+        """Spread the leading run axis over the devices (shard='runs'); jit follows it."""
+        if not by_runs:
+            return tree
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
+        return jax.device_put(
+            tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+        )
+
+    if by_runs and runs % len(devices):
+        raise ValueError(
+            f"shard='runs' needs the number of runs ({runs}) to be a multiple of "
+            f"the number of devices ({len(devices)})"
+        )
+    state, first_evals = trainer.init(*place((run_keys, run_lrs)))
     history = {
         "losses": np.zeros((runs, 0, cfg.eval_every), np.float32),
         "evals": jax.tree.map(lambda a: np.asarray(a)[:, None], first_evals),
@@ -312,6 +334,7 @@ def train(
     done = 0
     if options.resume and checkpoints.latest() is not None:
         done, state, history = checkpoints.restore(state)
+        state = place(state)
     start = time.perf_counter()
     with _progress_bar(options.progress, cfg.steps) as bar:
         bar_task = bar.add_task(

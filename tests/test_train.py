@@ -203,6 +203,10 @@ one = train(model, task, cfg, options=RunOptions(num_devices=1))
 np.testing.assert_allclose(four.train_loss, one.train_loss, rtol=2e-5, atol=1e-7)
 for a, b in zip(jax.tree.leaves(four.params), jax.tree.leaves(one.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+# Whole runs on different devices: 2 learning rates x 2 seeds = 4 runs on 4 devices.
+grid = train(model, task, cfg, learning_rates=[1e-3, 3e-3], options=RunOptions(shard="runs"))
+grid_one = train(model, task, cfg, learning_rates=[1e-3, 3e-3], options=RunOptions(num_devices=1))
+np.testing.assert_allclose(grid.train_loss, grid_one.train_loss, rtol=2e-5, atol=1e-7)
 try:
     train(model, task, TrainConfig(steps=100, batch_size=510, eval_every=100), options=RunOptions())
 except ValueError as error:
