@@ -1,0 +1,64 @@
+"""Atomic writes: a crash mid-write leaves the previous complete result."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from icl_toy import results as results_module
+from icl_toy.results import Results, load_results, save_results
+
+
+def _results(value):
+    return Results({"value": value, "config": {"a": 1}}, {"curve": np.full(4, value)})
+
+
+def test_crash_mid_write_keeps_the_previous_result(tmp_path, monkeypatch):
+    save_results(tmp_path, "exp", _results(1.0))
+
+    real_write = os.write
+
+    def crash_after_a_few_bytes(fd, data):
+        real_write(fd, bytes(data)[:10])
+        raise OSError("simulated crash mid-write")
+
+    monkeypatch.setattr(
+        results_module.os, "fdopen", lambda fd, mode: _Writer(fd, crash_after_a_few_bytes)
+    )
+    with pytest.raises(OSError, match="simulated crash"):
+        save_results(tmp_path, "exp", _results(2.0))
+    monkeypatch.undo()
+
+    saved = load_results(tmp_path, "exp")
+    assert saved.summary["value"] == 1.0
+    np.testing.assert_array_equal(saved.arrays["curve"], np.full(4, 1.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.json", "exp.npz"]  # no temp files
+
+
+def test_json_is_written_last_and_marks_completion(tmp_path):
+    save_results(tmp_path, "exp", _results(3.0))
+    assert json.loads((tmp_path / "exp.json").read_text())["value"] == 3.0
+    assert (tmp_path / "exp.npz").stat().st_mtime_ns <= (tmp_path / "exp.json").stat().st_mtime_ns
+
+
+class _Writer:
+    """A file object whose writes go through `write(fd, data)`."""
+
+    def __init__(self, fd, write):
+        self.fd, self._write = fd, write
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def write(self, data):
+        self._write(self.fd, data)
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return self.fd
