@@ -334,6 +334,8 @@ def train(
     done = 0
     if options.resume and checkpoints.latest() is not None:
         done, state, history = checkpoints.restore(state)
+        # The learning rate is config, not state: the one asked for now wins.
+        state.opt_state[1].hyperparams["learning_rate"] = run_lrs
         state = place(state)
     start = time.perf_counter()
     with _progress_bar(options.progress, cfg.steps) as bar:
