@@ -45,6 +45,23 @@ def attention_products(layer_params: dict) -> tuple[jax.Array, jax.Array]:
     return w_kq, w_pv
 
 
+def attention_param_shapes(
+    num_heads: int, key_size: int, token_dim: int, lead: tuple[int, ...] = ()
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of `w_q`, `w_k`, `w_v` (…, H, k, E) and `w_p` (…, H, E, k), after `lead` axes."""
+    qkv = (*lead, num_heads, key_size, token_dim)
+    return {"w_q": qkv, "w_k": qkv, "w_v": qkv, "w_p": (*lead, num_heads, token_dim, key_size)}
+
+
+def _declare_attention_params(module: nn.Module, num_heads, key_size, token_dim, init_scale):
+    """One attention layer's params, declared on `module` (inside its compact call)."""
+    init = _fan_in_init(init_scale, 1)
+    shapes = attention_param_shapes(
+        num_heads, token_dim if key_size is None else key_size, token_dim
+    )
+    return {name: module.param(name, init, shape) for name, shape in shapes.items()}
+
+
 def lsa_update(
     w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, queries_QxE: jax.Array, keys_NxE: jax.Array
 ) -> jax.Array:
@@ -129,13 +146,7 @@ class LSATransformer(nn.Module):
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of each parameter leaf."""
         lead = () if self.shared_weights else (self.num_layers,)
-        h, k, e = self.num_heads, self.head_size, self.token_dim
-        return {
-            "w_q": (*lead, h, k, e),
-            "w_k": (*lead, h, k, e),
-            "w_v": (*lead, h, k, e),
-            "w_p": (*lead, h, e, k),
-        }
+        return attention_param_shapes(self.num_heads, self.head_size, self.token_dim, lead)
 
     def check_params(self, params: dict) -> None:
         """Raise ValueError unless `params` has the structure and shapes `init` gives."""
@@ -187,15 +198,7 @@ class LinearSelfAttention(nn.Module):
     @nn.compact
     def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
         e = tokens_TxE.shape[-1]
-        k = e if self.key_size is None else self.key_size
-        init = _fan_in_init(self.init_scale, 1)
-        shapes = {
-            "w_q": (self.num_heads, k, e),
-            "w_k": (self.num_heads, k, e),
-            "w_v": (self.num_heads, k, e),
-            "w_p": (self.num_heads, e, k),
-        }
-        params = {name: self.param(name, init, shapes[name]) for name in PARAM_NAMES}
+        params = _declare_attention_params(self, self.num_heads, self.key_size, e, self.init_scale)
         w_kq, w_pv = attention_products(params)
         return lsa_layer(w_kq, w_pv, tokens_TxE, n_keys=tokens_TxE.shape[0] - 1)
 
@@ -210,13 +213,9 @@ class SoftmaxSelfAttention(nn.Module):
     @nn.compact
     def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
         e = tokens_TxE.shape[-1]
-        k = e if self.key_size is None else self.key_size
-        h = self.num_heads
-        init = _fan_in_init(self.init_scale, 1)
-        w_q = self.param("w_q", init, (h, k, e))
-        w_k = self.param("w_k", init, (h, k, e))
-        w_v = self.param("w_v", init, (h, k, e))
-        w_p = self.param("w_p", init, (h, e, k))
+        params = _declare_attention_params(self, self.num_heads, self.key_size, e, self.init_scale)
+        w_q, w_k, w_v, w_p = (params[name] for name in PARAM_NAMES)
+        k = w_q.shape[1]
         context_NxE = tokens_TxE[:-1]
         queries_HxTxK = einsum("hke,te->htk", w_q, tokens_TxE)
         keys_HxNxK = einsum("hke,ne->hnk", w_k, context_NxE)

@@ -77,16 +77,9 @@ def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsy
 
 def test_console_script_and_module_share_the_parser():
     for command in (
-        ["-m", "icl_toy.cli", "--help"],
+        ["-m", "icl_toy.cli", "run", "--help"],
         ["-m", "experiments.single_layer_gd", "--help"],
     ):
         out = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.single_layer_gd", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "--set" in out.stdout and "--resume" in out.stdout
+        assert "--set" in out.stdout and "--resume" in out.stdout and "--sweep" in out.stdout

@@ -2,8 +2,6 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +43,6 @@ def test_single_layer_gd_quick_end_to_end(tmp_path):
 def test_single_layer_gd_rejects_other_depths():
     with pytest.raises(ValueError, match="one layer"):
         dataclasses.replace(single_layer_gd.get_config(), model=ModelConfig(num_layers=2))
-
-
-def test_module_entry_point_parses_arguments():
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.single_layer_gd", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "--quick" in out.stdout
 
 
 def test_committed_figure_comes_from_the_current_full_config():
