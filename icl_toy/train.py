@@ -91,6 +91,12 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adam)
 
 
+def set_learning_rate(opt_state, learning_rate: jax.Array):
+    """Write the learning rate into a `make_optimizer` state (chain of clip, then Adam)."""
+    opt_state[1].hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+    return opt_state
+
+
 def batch_predict(model: nn.Module, params, prompts: Prompt) -> jax.Array:
     """ŷ for a batch of prompts, (B, Y); LSA params are shape-checked before tracing."""
     if isinstance(model, LSATransformer):
@@ -180,8 +186,7 @@ def make_trainer(
     def init_one_run(key, learning_rate):
         init_key, data_key = jax.random.split(key)
         params = model.init(init_key, dummy_tokens)
-        opt_state = optimizer.init(params)
-        opt_state[1].hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+        opt_state = set_learning_rate(optimizer.init(params), learning_rate)
         return TrainState(params, opt_state, data_key), eval_fn(params)
 
     def step(state: TrainState, t):
@@ -335,8 +340,7 @@ def train(
     if options.resume and checkpoints.latest() is not None:
         done, state, history = checkpoints.restore(state)
         # The learning rate is config, not state: the one asked for now wins.
-        state.opt_state[1].hyperparams["learning_rate"] = run_lrs
-        state = place(state)
+        state = place(state._replace(opt_state=set_learning_rate(state.opt_state, run_lrs)))
     start = time.perf_counter()
     with _progress_bar(options.progress, cfg.steps) as bar:
         bar_task = bar.add_task(
