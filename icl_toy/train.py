@@ -153,19 +153,42 @@ class Trainer(NamedTuple):
     advance: Callable
 
 
+# `gradient(loss, params, prompts, key) -> (loss value, gradient estimate)`, where
+# `loss(params, prompts)` is a scalar; `key` is for stochastic estimators.
+GradientFn = Callable[[Callable, dict, Prompt, jax.Array], tuple[jax.Array, dict]]
+# Folded into a step's key so a gradient estimator never reuses the batch's random stream.
+GRADIENT_KEY_TAG = 0x6772
+
+
+def backprop_gradient(loss: Callable, params: dict, prompts: Prompt, key: jax.Array):
+    """The exact gradient by reverse mode (`jax.value_and_grad`); `key` is unused."""
+    del key
+    return jax.value_and_grad(loss)(params, prompts)
+
+
+def gradient_key(data_key: jax.Array, step: jax.Array) -> jax.Array:
+    """The key of a gradient estimator at `step`: a pure function of (run, step), so resume
+    stays bitwise exact, and distinct from the keys that sample the step's batch."""
+    return jax.random.fold_in(jax.random.fold_in(data_key, step), GRADIENT_KEY_TAG)
+
+
 def make_trainer(
     model: nn.Module,
     task: TaskConfig,
     cfg: TrainConfig,
     eval_fn: Callable[[dict], dict[str, jax.Array]] | None = None,
     devices: Sequence[jax.Device] | None = None,
+    gradient: GradientFn | None = None,
 ) -> Trainer:
     """Build the jitted `init` and `advance` of a run (see `Trainer`).
 
     With several `devices` (default: all that JAX sees) every batch is split over them
     along the task axis (data parallelism); parameters are replicated and XLA sums the
-    gradients across devices.
+    gradients across devices. `gradient` (default `backprop_gradient`) computes the loss
+    and the gradient handed to the optimizer, e.g. a forward-only estimator from
+    `icl_toy.forward_only`; its key at step t is `gradient_key(data_key, t)`.
     """
+    gradient = gradient or backprop_gradient
     devices = jax.devices() if devices is None else list(devices)
     if cfg.batch_size % len(devices):
         raise ValueError(
@@ -193,7 +216,7 @@ def make_trainer(
         prompts = batch_at_step(state.data_key, task, cfg.batch_size, t)
         if batch_sharding is not None:
             prompts = jax.lax.with_sharding_constraint(prompts, batch_sharding)
-        value, grads = jax.value_and_grad(loss)(state.params, prompts)
+        value, grads = gradient(loss, state.params, prompts, gradient_key(state.data_key, t))
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return state._replace(
             params=optax.apply_updates(state.params, updates), opt_state=opt_state
@@ -285,6 +308,7 @@ def train(
     options: RunOptions | None = None,
     learning_rates: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
+    gradient: GradientFn | None = None,
 ) -> TrainResult:
     """Train `model` on online prompts of `task`, S seeds at once.
 
@@ -294,6 +318,7 @@ def train(
 
     `eval_fn(params) -> {name: scalar}` runs inside the scan at step 0 and every
     `eval_every` steps; it must be traceable (fixed eval prompts are closed over).
+    `gradient` replaces backprop by another gradient estimator (see `make_trainer`).
     Without checkpoints or progress the whole run is one compiled call. Otherwise it
     runs in groups of `options.checkpoint_every` chunks, saving a checkpoint and updating
     the progress bar between groups; group boundaries do not depend on where a run was
@@ -303,7 +328,9 @@ def train(
     options = options or RunOptions()
     devices = jax.devices()[: options.num_devices]
     by_runs = options.shard == "runs" and len(devices) > 1
-    trainer = make_trainer(model, task, cfg, eval_fn, devices[:1] if by_runs else devices)
+    trainer = make_trainer(
+        model, task, cfg, eval_fn, devices[:1] if by_runs else devices, gradient=gradient
+    )
     num_chunks = cfg.steps // cfg.eval_every
     chunked = options.checkpoint_dir is not None or options.progress
     group = min(options.checkpoint_every, num_chunks) if chunked else num_chunks
