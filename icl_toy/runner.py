@@ -31,7 +31,7 @@ from icl_toy.results import (
 from icl_toy.train import RunOptions
 
 # Experiment modules under `experiments/`, in the order `icl-toy reproduce` runs them.
-EXPERIMENTS = ("single_layer_gd",)
+EXPERIMENTS = ("single_layer_gd", "icl_vs_finetuning", "forward_only")
 
 
 def get_experiment(name: str) -> ModuleType:

@@ -1,0 +1,350 @@
+"""Learning with forward passes alone: ICL as weight updates, and training an LSA without backprop
+
+    icl-toy run forward_only           # or python -m experiments.forward_only
+    icl-toy run forward_only --quick   # shrunk config, ~20 s
+
+Full: 3 methods x 3 seeds x 10,000 steps (batch 256) plus a 50-chunk stream, ~3 min on 2 CPU cores.
+
+Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; THEORY §9):
+1. Training the transformer without backprop. One LSA layer is trained with Adam (same init,
+   same batches, 3 seeds vmapped) from three gradients: backprop, the forward gradient
+   (∇L·v) v from one `jax.jvp` per step, and two-point SPSA (L(θ+εv) − L(θ−εv))/(2ε) v, with
+   v ~ N(0, I) over all 484 parameters (`icl_toy.forward_only`). Each method uses its best
+   learning rate of {3e-4, 1e-3, 3e-3, 1e-2} from a 6000-step, 2-seed scan (see the config).
+   Held-out half-MSE against steps and against wall-clock seconds (steps divided by the
+   steps/s of each compiled method, timed after a warm-up compile).
+2. ICL baked into weights. Each of `stream_tasks` fixed teachers W* streams its (x, W* x) in
+   chunks of N = 10; each chunk is a prompt with residual labels y − W x, and the in-context
+   learner's implicit update ΔW_ICL (`icl_toy.duality`) is added to the running linear model W
+   (`forward_only.stream_icl_fit`). Learners: the GD construction at η* (exactly minibatch SGD
+   at lr η*), and the LSAs trained in study 1. Against backprop minibatch SGD on the same
+   chunks at several learning rates. Population half-MSE ½ s ||W − W*||² against examples seen.
+Writes `forward_only.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/` (--quick).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from icl_toy import duality, forward_only
+from icl_toy.cli import experiment_main
+from icl_toy.constructions import gd_weights
+from icl_toy.learners import gd_half_mse, optimal_gd_eta
+from icl_toy.linalg import einsum
+from icl_toy.plotting import save_figure, seed_band
+from icl_toy.results import Results, git_commit, seed_stats
+from icl_toy.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.train import (
+    ModelConfig,
+    RunOptions,
+    TrainConfig,
+    batch_loss,
+    make_model,
+    make_trainer,
+    seed_keys,
+    train,
+)
+
+NAME = "forward_only"
+RUNTIME = {"full": "~3 min", "quick": "~20 s"}  # on a 2-core CPU
+METHODS = ("backprop", "forward_gradient", "spsa")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # Shared by all methods except the learning rate; batch 256 (not the paper's 2048) keeps
+    # three methods x 10,000 steps within a few minutes on 2 cores.
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            steps=10_000, batch_size=256, eval_every=250, num_seeds=3, learning_rate=1e-2
+        )
+    )
+    # Best of {3e-4, 1e-3, 3e-3, 1e-2} for each estimator in a 6000-step, 2-seed scan
+    # (backprop: 1e-2, the value in `train`).
+    forward_gradient_learning_rate: float = 3e-3
+    spsa_learning_rate: float = 3e-3
+    num_directions: int = 1  # M random directions averaged per step by both estimators
+    spsa_epsilon: float = 1e-3  # SPSA perturbation size ε
+    eval_tasks: int = 1000  # held-out prompts for the learning curves
+    timing_steps: int = 1000  # steps timed (after a warm-up compile) for steps/s
+    stream_chunks: int = 50  # C chunks of N examples from each fixed teacher
+    stream_tasks: int = 64  # independent teachers W*, averaged
+    # Backprop minibatch SGD baselines on the stream; η* = 200/33 ≈ 6.06 is among them.
+    sgd_learning_rates: tuple[float, ...] = (2.0, 4.0, 200 / 33, 8.0, 10.0)
+    eval_seed: int = 10_000  # root key of eval prompts and of the streams
+
+    def __post_init__(self):
+        if self.model.num_layers != 1 or self.model.num_heads != 1 or self.task.d_y != 1:
+            raise ValueError(
+                "forward_only uses one LSA layer, one head and d_y = 1; got "
+                f"num_layers={self.model.num_layers}, num_heads={self.model.num_heads}, "
+                f"d_y={self.task.d_y}"
+            )
+        for name in ("forward_gradient_learning_rate", "spsa_learning_rate", "spsa_epsilon"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("num_directions", "eval_tasks", "timing_steps", "stream_chunks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stream_tasks < 1 or not self.sgd_learning_rates:
+            raise ValueError("stream_tasks must be >= 1 and sgd_learning_rates non-empty")
+        if min(self.sgd_learning_rates) <= 0:
+            raise ValueError(f"sgd_learning_rates must be > 0, got {self.sgd_learning_rates}")
+
+
+def get_config(quick: bool = False) -> Config:
+    if not quick:
+        return Config()
+    return Config(
+        train=TrainConfig(
+            steps=400, batch_size=128, eval_every=100, num_seeds=2, learning_rate=1e-2
+        ),
+        eval_tasks=256,
+        timing_steps=100,
+        stream_chunks=10,
+        stream_tasks=8,
+        sgd_learning_rates=(2.0, 200 / 33),
+    )
+
+
+def _methods(config: Config) -> dict:
+    """method -> (gradient estimator, learning rate); None is backprop."""
+    return {
+        "backprop": (None, config.train.learning_rate),
+        "forward_gradient": (
+            forward_only.forward_gradient(config.num_directions),
+            config.forward_gradient_learning_rate,
+        ),
+        "spsa": (
+            forward_only.spsa_gradient(config.spsa_epsilon, config.num_directions),
+            config.spsa_learning_rate,
+        ),
+    }
+
+
+def steps_per_second(model, task, cfg: TrainConfig, gradient, steps: int) -> float:
+    """Training steps per second of one compiled method (all seeds at once), after a warm-up
+    call that compiles the same program; no eval runs inside the timed steps."""
+    cfg = dataclasses.replace(cfg, steps=steps, eval_every=steps)
+    trainer = make_trainer(model, task, cfg, gradient=gradient)
+    state, _ = trainer.init(seed_keys(cfg), jnp.full(cfg.num_seeds, cfg.learning_rate))
+    state, out = trainer.advance(state, 0, 1)
+    jax.block_until_ready(out)
+    start = time.perf_counter()
+    state, out = trainer.advance(state, 1, 1)
+    jax.block_until_ready(out)
+    return steps / (time.perf_counter() - start)
+
+
+def _method_options(options: RunOptions | None, method: str) -> RunOptions | None:
+    """Each method checkpoints into its own directory."""
+    if options is None or options.checkpoint_dir is None:
+        return options
+    return dataclasses.replace(options, checkpoint_dir=str(Path(options.checkpoint_dir) / method))
+
+
+def _icl_delta_w(model, params, w_star_YxD):
+    """ΔW_ICL of a chunk with residual labels: the query sensitivity (x_q = 0, y-slot 0)."""
+
+    def delta_w(x_NxD, r_NxY):
+        prompt = Prompt(
+            x=x_NxD,
+            y=r_NxY,
+            x_q=jnp.zeros(x_NxD.shape[1], x_NxD.dtype),
+            y_q=jnp.zeros(r_NxY.shape[1], x_NxD.dtype),
+            w=w_star_YxD,
+        )
+        return duality.implicit_weight_update(
+            lambda t: model.apply(params, t), prompt_tokens(prompt), x_NxD.shape[1]
+        )
+
+    return delta_w
+
+
+def stream_curves(config: Config, model, learners: dict) -> dict:
+    """Population half-MSE (C + 1,) averaged over teachers, for ICL learners and SGD."""
+    task = config.task
+    key = jax.random.fold_in(jax.random.key(config.eval_seed), 1)
+    key_w, key_x = jax.random.split(key)
+    teachers = sample_batch(key_w, task, config.stream_tasks).w  # (T, Y, D)
+    chunk_cfg = dataclasses.replace(task, n_context=config.stream_chunks * task.n_context - 1)
+    draws = sample_batch(key_x, chunk_cfg, config.stream_tasks)
+    x_TxCxNxD = jnp.concatenate([draws.x, draws.x_q[:, None]], axis=1).reshape(
+        config.stream_tasks, config.stream_chunks, task.n_context, task.d
+    )
+    y_TxCxNxY = einsum("tcnd,tyd->tcny", x_TxCxNxD, teachers)
+    w0 = jnp.zeros((task.d_y, task.d))
+
+    def curve(ws_TxCxYxD):
+        losses = jax.vmap(
+            jax.vmap(forward_only.population_half_mse, in_axes=(0, None, None)),
+            in_axes=(0, 0, None),
+        )(ws_TxCxYxD, teachers, task)
+        return jnp.mean(losses, axis=0)
+
+    @jax.jit
+    def icl_curve(params):
+        def one(x, y, w_star):
+            return forward_only.stream_icl_fit(_icl_delta_w(model, params, w_star), x, y, w0)
+
+        return curve(jax.vmap(one)(x_TxCxNxD, y_TxCxNxY, teachers))
+
+    @jax.jit
+    def sgd_curve(lr):
+        fit = jax.vmap(forward_only.stream_sgd_fit, in_axes=(0, 0, None, None))
+        return curve(fit(x_TxCxNxD, y_TxCxNxY, w0, lr))
+
+    out = {name: np.asarray(icl_curve(params)) for name, params in learners.items()}
+    out["sgd"] = np.stack([np.asarray(sgd_curve(lr)) for lr in config.sgd_learning_rates])
+    return out
+
+
+def run(config: Config, options: RunOptions | None = None) -> Results:
+    """Train with three gradients, time them, and stream ICL updates into a linear model."""
+    start = time.time()
+    task = config.task
+    model = make_model(task, config.model)
+    eta = optimal_gd_eta(task)
+    eval_prompts = sample_batch(jax.random.key(config.eval_seed), task, config.eval_tasks)
+    gd_loss = float(gd_half_mse(eval_prompts, jnp.asarray([eta])))
+
+    def eval_fn(params):
+        return {"loss": batch_loss(model, params, eval_prompts)}
+
+    curves, rates, finals = {}, {}, {}
+    for method, (gradient, lr) in _methods(config).items():
+        cfg = dataclasses.replace(config.train, learning_rate=lr)
+        result = train(
+            model,
+            task,
+            cfg,
+            eval_fn=eval_fn,
+            options=_method_options(options, method),
+            gradient=gradient,
+        )
+        curves[method] = result.eval_metrics["loss"]  # (S, E)
+        finals[method] = result.params
+        rates[method] = steps_per_second(model, task, cfg, gradient, config.timing_steps)
+    eval_steps = np.arange(config.train.steps // config.train.eval_every + 1)
+    eval_steps = eval_steps * config.train.eval_every
+
+    learners = {"construction": gd_weights(model, eta, task.n_context)}
+    for method in METHODS:
+        for s in range(config.train.num_seeds):
+            learners[f"{method}_seed{s}"] = jax.tree.map(lambda a, s=s: a[s], finals[method])
+    stream = stream_curves(config, model, learners)
+    sgd_final = stream["sgd"][:, -1]
+    best_sgd = int(np.argmin(sgd_final))
+    stream_final = {
+        method: [float(stream[f"{method}_seed{s}"][-1]) for s in range(config.train.num_seeds)]
+        for method in METHODS
+    }
+    exact_sgd = [i for i, lr in enumerate(config.sgd_learning_rates) if np.isclose(lr, eta)]
+    summary = {
+        "experiment": NAME,
+        "config": config,
+        "git_commit": git_commit(),
+        "device": str(jax.devices()[0]),
+        "loss": "half-MSE on held-out prompts (training); population half-MSE (stream)",
+        "eta_star": eta,
+        "gd_loss": gd_loss,
+        "learning_rates": {m: lr for m, (_, lr) in _methods(config).items()},
+        "steps_per_second": rates,  # all seeds together, no eval
+        "final_loss": {m: seed_stats(curves[m][:, -1]) for m in METHODS},
+        "final_loss_per_seed": {m: curves[m][:, -1] for m in METHODS},
+        "final_relative_gap_to_gd": {
+            m: seed_stats(curves[m][:, -1] / gd_loss - 1) for m in METHODS
+        },
+        "stream": {
+            "examples_seen": config.stream_chunks * task.n_context,
+            "initial_loss": float(stream["construction"][0]),
+            "construction_icl_final": float(stream["construction"][-1]),
+            "trained_icl_final": {m: seed_stats(np.asarray(v)) for m, v in stream_final.items()},
+            "trained_icl_final_per_seed": stream_final,
+            "sgd_final": dict(
+                zip(map(str, config.sgd_learning_rates), sgd_final.tolist(), strict=True)
+            ),
+            "sgd_best_learning_rate": config.sgd_learning_rates[best_sgd],
+            "construction_vs_sgd_eta_star_max_abs": (
+                float(np.max(np.abs(stream["construction"] - stream["sgd"][exact_sgd[0]])))
+                if exact_sgd
+                else None
+            ),
+        },
+        "runtime_s": time.time() - start,
+    }
+    arrays = {
+        "eval_steps": eval_steps,
+        **{f"loss_{m}": curves[m] for m in METHODS},
+        "stream_examples": np.arange(config.stream_chunks + 1) * task.n_context,
+        "stream_construction": stream["construction"],
+        **{
+            f"stream_{m}": np.stack([stream[f"{m}_seed{s}"] for s in range(config.train.num_seeds)])
+            for m in METHODS
+        },
+        "stream_sgd": stream["sgd"],  # (len(sgd_learning_rates), C + 1)
+        "sgd_learning_rates": np.asarray(config.sgd_learning_rates),
+    }
+    return Results(summary, arrays)
+
+
+def plot(results: Results, out_dir: str | Path) -> list[Path]:
+    """Draw the study's figure from saved results."""
+    s, a = results.summary, results.arrays
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    fig.subplots_adjust(wspace=0.3)
+    labels = {"backprop": "backprop", "forward_gradient": "forward gradient (jvp)", "spsa": "SPSA"}
+    for method in METHODS:
+        rate, lr = s["steps_per_second"][method], s["learning_rates"][method]
+        label = f"{labels[method]} (lr {lr:g}, {rate:.0f} steps/s)"
+        seed_band(axes[0], a["eval_steps"], a[f"loss_{method}"], label)
+        seed_band(axes[1], a["eval_steps"] / rate, a[f"loss_{method}"], label)
+    for ax, xlabel in ((axes[0], "training step"), (axes[1], "wall-clock seconds (compiled)")):
+        ax.axhline(s["gd_loss"], color="k", ls="--", label=f"GD(η*) {s['gd_loss']:.3f}")
+        ax.set_yscale("log")
+        ax.set(xlabel=xlabel, ylabel="held-out half-MSE")
+        ax.legend(fontsize=8)
+    axes[0].set_title("Training one LSA layer: loss vs steps")
+    axes[1].set_title("... vs wall-clock")
+
+    ax = axes[2]
+    x = a["stream_examples"]
+    for i, lr in enumerate(a["sgd_learning_rates"]):
+        ax.plot(
+            x,
+            a["stream_sgd"][i],
+            color="gray",
+            alpha=0.4 + 0.6 * i / len(a["stream_sgd"]),
+            lw=1,
+            label=f"backprop SGD lr {lr:.3g}",
+        )
+    ax.plot(x, a["stream_construction"], "k--", lw=2, label="ICL: GD construction (η*)")
+    for method, color in zip(METHODS, ("C0", "C1", "C2"), strict=True):
+        seed_band(
+            ax, x, a[f"stream_{method}"], f"ICL: LSA trained by {labels[method]}", color=color
+        )
+    ax.set_yscale("log")
+    ax.set(xlabel="examples seen", ylabel="population half-MSE", title="ICL baked into weights")
+    ax.legend(fontsize=7)
+    fig.suptitle(
+        "Forward-only learning: final loss / GD(η*) − 1 = "
+        + ", ".join(f"{labels[m]} {s['final_relative_gap_to_gd'][m]['mean']:+.1%}" for m in METHODS)
+    )
+    return save_figure(fig, out_dir, NAME)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return experiment_main(NAME, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
