@@ -68,14 +68,15 @@ class Config:
             steps=10_000, batch_size=256, eval_every=250, num_seeds=3, learning_rate=1e-2
         )
     )
-    # Best of {3e-4, 1e-3, 3e-3, 1e-2} for each estimator in a 6000-step, 2-seed scan
-    # (backprop: 1e-2, the value in `train`).
+    # Best of {3e-4, 1e-3, 3e-3, 1e-2} for each estimator in a 6000-step, 2-seed scan at
+    # batch 256 (final held-out half-MSE 0.264 and 0.263; backprop: 1e-2, the value in `train`).
     forward_gradient_learning_rate: float = 3e-3
-    spsa_learning_rate: float = 3e-3
+    spsa_learning_rate: float = 1e-3
     num_directions: int = 1  # M random directions averaged per step by both estimators
     spsa_epsilon: float = 1e-3  # SPSA perturbation size ε
     eval_tasks: int = 1000  # held-out prompts for the learning curves
     timing_steps: int = 1000  # steps timed (after a warm-up compile) for steps/s
+    timing_repeats: int = 3  # steps/s is the best of this many timed calls (shared machine)
     stream_chunks: int = 50  # C chunks of N examples from each fixed teacher
     stream_tasks: int = 64  # independent teachers W*, averaged
     # Backprop minibatch SGD baselines on the stream; η* = 200/33 ≈ 6.06 is among them.
@@ -92,7 +93,13 @@ class Config:
         for name in ("forward_gradient_learning_rate", "spsa_learning_rate", "spsa_epsilon"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("num_directions", "eval_tasks", "timing_steps", "stream_chunks"):
+        for name in (
+            "num_directions",
+            "eval_tasks",
+            "timing_steps",
+            "timing_repeats",
+            "stream_chunks",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.stream_tasks < 1 or not self.sgd_learning_rates:
@@ -110,6 +117,7 @@ def get_config(quick: bool = False) -> Config:
         ),
         eval_tasks=256,
         timing_steps=100,
+        timing_repeats=1,
         stream_chunks=10,
         stream_tasks=8,
         sgd_learning_rates=(2.0, 200 / 33),
@@ -131,18 +139,22 @@ def _methods(config: Config) -> dict:
     }
 
 
-def steps_per_second(model, task, cfg: TrainConfig, gradient, steps: int) -> float:
-    """Training steps per second of one compiled method (all seeds at once), after a warm-up
-    call that compiles the same program; no eval runs inside the timed steps."""
+def steps_per_second(model, task, cfg: TrainConfig, gradient, steps: int, repeats: int) -> float:
+    """Training steps per second of one compiled method (all seeds at once): the best of
+    `repeats` timed calls after a warm-up call that compiles the same program; no eval runs
+    inside the timed steps."""
     cfg = dataclasses.replace(cfg, steps=steps, eval_every=steps)
     trainer = make_trainer(model, task, cfg, gradient=gradient)
     state, _ = trainer.init(seed_keys(cfg), jnp.full(cfg.num_seeds, cfg.learning_rate))
     state, out = trainer.advance(state, 0, 1)
     jax.block_until_ready(out)
-    start = time.perf_counter()
-    state, out = trainer.advance(state, 1, 1)
-    jax.block_until_ready(out)
-    return steps / (time.perf_counter() - start)
+    best = float("inf")
+    for chunk in range(1, repeats + 1):
+        start = time.perf_counter()
+        state, out = trainer.advance(state, chunk, 1)
+        jax.block_until_ready(out)
+        best = min(best, time.perf_counter() - start)
+    return steps / best
 
 
 def _method_options(options: RunOptions | None, method: str) -> RunOptions | None:
@@ -233,7 +245,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         )
         curves[method] = result.eval_metrics["loss"]  # (S, E)
         finals[method] = result.params
-        rates[method] = steps_per_second(model, task, cfg, gradient, config.timing_steps)
+        rates[method] = steps_per_second(
+            model, task, cfg, gradient, config.timing_steps, config.timing_repeats
+        )
     eval_steps = np.arange(config.train.steps // config.train.eval_every + 1)
     eval_steps = eval_steps * config.train.eval_every
 
