@@ -1,0 +1,145 @@
+"""Meta-learning the scalars of explicit learners (step sizes, GD++ γ, momentum) with optax.
+
+An explicit learner is a function `predict(theta, x_NxD, y_NxY, x_q_D) -> ŷ (Y,)` of a small
+pytree of hyperparameters θ (e.g. per-step η_k and γ_k). `fit_learner` tunes θ the way a
+transformer is trained: Adam on the half-MSE of fresh batches of prompts, all steps in one
+`lax.scan`, seeds vmapped. This is how von Oswald et al. (arXiv 2212.07677) fit "GD++ with
+tuned scalars" and the per-layer GD baseline, written once for every learner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from icl_toy.learners import gd_predict, gdpp_predict, heavy_ball_predict, nesterov_predict
+from icl_toy.tasks import Prompt, TaskConfig, batch_at_step
+
+Predict = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+class FitResult(NamedTuple):
+    theta: dict  # fitted hyperparameters; every leaf has a leading seed axis S
+    loss: np.ndarray  # (S, steps) half-MSE of each training batch
+
+
+def learner_half_mse(predict: Predict, theta: dict, prompts: Prompt) -> jax.Array:
+    """Half-MSE of an explicit learner with hyperparameters θ over a batch of prompts."""
+    pred_BxY = jax.vmap(predict, in_axes=(None, 0, 0, 0))(theta, prompts.x, prompts.y, prompts.x_q)
+    return 0.5 * jnp.mean(jnp.sum((pred_BxY - prompts.y_q) ** 2, axis=-1))
+
+
+def fit_learner(
+    predict: Predict,
+    theta0: dict,
+    task: TaskConfig,
+    *,
+    key: jax.Array,
+    steps: int = 2000,
+    batch_size: int = 1024,
+    learning_rate: float = 1e-2,
+    num_seeds: int = 1,
+    clip_norm: float = 10.0,
+) -> FitResult:
+    """Fit θ by Adam on online prompts of `task`; S seeds (independent data) vmapped.
+
+    Every seed starts from `theta0`; the data of seed s at step t is a pure function of
+    (key, s, t). Returns the final θ of each seed and the training loss curve.
+    """
+    if steps < 1 or batch_size < 1 or num_seeds < 1:
+        raise ValueError(
+            f"steps, batch_size and num_seeds must be >= 1, got {steps}, {batch_size}, {num_seeds}"
+        )
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+    theta0 = jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(float)), theta0)
+
+    def one_seed(data_key):
+        def step(carry, t):
+            theta, opt_state = carry
+            prompts = batch_at_step(data_key, task, batch_size, t)
+            loss, grads = jax.value_and_grad(learner_half_mse, argnums=1)(predict, theta, prompts)
+            updates, opt_state = optimizer.update(grads, opt_state, theta)
+            return (optax.apply_updates(theta, updates), opt_state), loss
+
+        (theta, _), losses = jax.lax.scan(step, (theta0, optimizer.init(theta0)), jnp.arange(steps))
+        return theta, losses
+
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(num_seeds))
+    theta, losses = jax.jit(jax.vmap(one_seed))(keys)
+    losses = np.asarray(losses)
+    if not np.isfinite(losses).all():
+        step = int(np.argmax(~np.isfinite(losses).all(axis=0)))
+        raise FloatingPointError(
+            f"fitting the learner diverged (non-finite loss at step {step}); lower the "
+            f"learning rate ({learning_rate}) or start from a stabler theta0"
+        )
+    return FitResult(jax.tree.map(np.asarray, theta), losses)
+
+
+def gd_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+    """K-step GD with a tuned step per step: θ = {"eta": (K,)}."""
+    return gd_predict(x_NxD, y_NxY, x_q_D, theta["eta"])
+
+
+def gdpp_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+    """K-step GD++ with tuned (η_k, γ_k): θ = {"eta": (K,), "gamma": (K,)}."""
+    return gdpp_predict(x_NxD, y_NxY, x_q_D, theta["eta"], theta["gamma"])
+
+
+def initial_steps(values: float | Sequence[float], num_steps: int) -> jnp.ndarray:
+    """A (K,) array from a scalar or K values: the starting point of a per-step fit."""
+    arr = np.broadcast_to(np.asarray(values, dtype=float), (num_steps,))
+    return jnp.asarray(arr)
+
+
+def shared_gdpp_learner(num_steps: int) -> Predict:
+    """K = `num_steps` GD++ steps sharing one (η, γ): θ = {"eta": (), "gamma": ()}.
+
+    The explicit counterpart of a recurrent (weight-shared) K-layer LSA. Without "gamma" in
+    θ it is K steps of GD with one shared η (γ = 0, not fitted).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+
+    def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+        etas = jnp.broadcast_to(theta["eta"], (num_steps,))
+        gammas = jnp.broadcast_to(theta.get("gamma", 0.0), (num_steps,))
+        return gdpp_predict(x_NxD, y_NxY, x_q_D, etas, gammas)
+
+    return predict
+
+
+def heavy_ball_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+    """K-step heavy-ball GD with tuned (η_k, β_k): θ = {"eta": (K,), "beta": (K,) or ()}.
+
+    A scalar β is one momentum shared by all steps (the family `DepthMomentumLSA` builds).
+    """
+    return heavy_ball_predict(x_NxD, y_NxY, x_q_D, theta["eta"], theta["beta"])
+
+
+def nesterov_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+    """K-step Nesterov accelerated GD with tuned (η_k, β_k), θ as `heavy_ball_learner`."""
+    return nesterov_predict(x_NxD, y_NxY, x_q_D, theta["eta"], theta["beta"])
+
+
+def constant_step_learner(learner: Predict, num_steps: int) -> Predict:
+    """`learner` with every hyperparameter shared by its K steps: θ's leaves are scalars.
+
+    E.g. `constant_step_learner(heavy_ball_learner, K)` tunes the classic heavy ball with
+    one (η, β) for all K steps, whose β is identifiable (per-step η_k and β are not).
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+
+    def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+        per_step = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_steps,)), theta)
+        return learner(per_step, x_NxD, y_NxY, x_q_D)
+
+    return predict

@@ -1,0 +1,135 @@
+"""Fitting explicit learners' scalars, and the deep-model readouts built on them."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_toy import metrics, tuning
+from icl_toy.constructions import gd_weights, gdpp_weights
+from icl_toy.learners import gd_predict, gdpp_predict, optimal_gd_eta
+from icl_toy.models import LSATransformer, attention_products, iterate_layer
+from icl_toy.results import mean_ci
+from icl_toy.tasks import prompt_tokens, sample_batch, von_oswald_preset
+
+
+def test_fit_learner_recovers_the_closed_form_step():
+    """Adam on the 1-step GD loss lands on η* = 200/33 (THEORY §10b) up to batch noise."""
+    task = von_oswald_preset()
+    fit = tuning.fit_learner(
+        tuning.gd_learner,
+        {"eta": tuning.initial_steps(1.0, 1)},
+        task,
+        key=jax.random.key(0),
+        steps=600,
+        batch_size=1024,
+        learning_rate=0.05,
+        num_seeds=2,
+    )
+    assert fit.theta["eta"].shape == (2, 1)
+    assert fit.loss.shape == (2, 600)
+    np.testing.assert_allclose(fit.theta["eta"], optimal_gd_eta(task), rtol=0.05)
+
+
+def test_shared_gdpp_learner_repeats_one_step():
+    task = von_oswald_preset()
+    p = sample_batch(jax.random.key(1), task, 1)
+    x, y, xq = p.x[0], p.y[0], p.x_q[0]
+    predict = tuning.shared_gdpp_learner(3)
+    got = predict({"eta": jnp.asarray(2.0), "gamma": jnp.asarray(0.1)}, x, y, xq)
+    want = gdpp_predict(x, y, xq, jnp.full(3, 2.0), jnp.full(3, 0.1))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="num_steps"):
+        tuning.shared_gdpp_learner(0)
+
+
+def test_constructed_gdpp_model_gives_the_fitted_explicit_loss(x64):
+    """The must-show of issue 5: GD++ weights with fitted (η_k, γ_k) reproduce the explicit
+    learner's loss to float64 round-off."""
+    task = von_oswald_preset()
+    k = 3
+    fit = tuning.fit_learner(
+        tuning.gdpp_learner,
+        {"eta": tuning.initial_steps(optimal_gd_eta(task), k), "gamma": jnp.zeros(k)},
+        task,
+        key=jax.random.key(2),
+        steps=40,
+        batch_size=256,
+        learning_rate=0.02,
+    )
+    theta = {name: value[0] for name, value in fit.theta.items()}
+    assert theta["eta"].dtype == np.float64
+    assert np.any(theta["gamma"] != 0)  # the fit moved γ, so the check is not GD
+    prompts = sample_batch(jax.random.key(3), task, 512)
+    explicit = tuning.learner_half_mse(tuning.gdpp_learner, theta, prompts)
+    model = LSATransformer(d=task.d, num_layers=k)
+    params = gdpp_weights(model, theta["eta"], theta["gamma"], task.n_context)
+    tokens = jax.vmap(prompt_tokens)(prompts)
+    pred = jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
+    constructed = metrics.half_mse(pred, prompts.y_q)
+    assert abs(float(constructed) - float(explicit)) <= 1e-12 * float(explicit)
+
+
+def test_fit_learner_reports_divergence():
+    def scaled_gd(theta, x_NxD, y_NxY, x_q_D):
+        # exp overflows to inf once Adam takes a step of ~1e6 on the log-scale.
+        return jnp.exp(theta["log_eta"]) * gd_predict(x_NxD, y_NxY, x_q_D, jnp.ones(1))
+
+    task = von_oswald_preset()
+    with pytest.raises(FloatingPointError, match="diverged"):
+        tuning.fit_learner(
+            scaled_gd,
+            {"log_eta": jnp.asarray(0.0)},
+            task,
+            key=jax.random.key(0),
+            steps=5,
+            batch_size=16,
+            learning_rate=1e6,
+        )
+    with pytest.raises(ValueError, match="steps"):
+        tuning.fit_learner(tuning.gd_learner, {"eta": 1.0}, task, key=jax.random.key(0), steps=0)
+
+
+def test_layer_predictions_follow_gd_step_by_step(x64):
+    """Readout after layer l of the K-step GD construction = W_l x_q of explicit GD."""
+    task = von_oswald_preset()
+    etas = np.array([3.0, 5.0, 2.0, 7.0])
+    model = LSATransformer(d=task.d, num_layers=len(etas))
+    params = gd_weights(model, etas, task.n_context)
+    p = sample_batch(jax.random.key(4), task, 1)
+    got = model.apply(
+        params, prompt_tokens(jax.tree.map(lambda a: a[0], p)), method="layer_predictions"
+    )
+    want = [gd_predict(p.x[0], p.y[0], p.x_q[0], etas[:l]) for l in range(1, len(etas) + 1)]
+    np.testing.assert_allclose(got[0], 0.0, atol=1e-15)
+    np.testing.assert_allclose(got[1:], np.stack(want), rtol=0, atol=1e-12)
+
+
+def test_damped_iteration_of_a_gdpp_layer_is_gdpp_with_scaled_scalars(x64):
+    """Iterating one GD++ layer L times with update × λ is GD++ with (λη, λγ) (§1, item 6)."""
+    task = von_oswald_preset()
+    eta, gamma, lam, steps = 6.0, 0.2, 0.75, 7
+    model = LSATransformer(d=task.d, shared_weights=True)
+    params = gdpp_weights(model, eta, gamma, task.n_context)
+    w_kq, w_pv = attention_products(params["params"])
+    p = jax.tree.map(lambda a: a[0], sample_batch(jax.random.key(5), task, 1))
+    traj = iterate_layer(w_kq, w_pv, prompt_tokens(p), steps, damping=lam)
+    assert traj.shape == (steps + 1, task.n_context + 1, task.token_dim)
+    want = gdpp_predict(p.x, p.y, p.x_q, jnp.full(steps, lam * eta), jnp.full(steps, lam * gamma))
+    np.testing.assert_allclose(-traj[-1, -1, -1:], want, rtol=0, atol=1e-12)
+
+
+def test_implied_gamma_reads_the_gdpp_construction_in_any_gauge():
+    model = LSATransformer(d=4)
+    params = gdpp_weights(model, 3.0, 0.37, 10)
+    w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
+    np.testing.assert_allclose(metrics.implied_gamma(w_kq, w_pv, 4), 0.37, rtol=1e-6)
+    np.testing.assert_allclose(metrics.implied_gamma(w_kq / 5.0, w_pv * 5.0, 4), 0.37, rtol=1e-6)
+
+
+def test_mean_ci_uses_student_t():
+    ci = mean_ci(np.array([1.0, 2.0, 3.0]))
+    # t_{0.975, 2} = 4.303, std = 1, n = 3 (any statistics table).
+    assert ci["mean"] == 2.0
+    np.testing.assert_allclose(ci["high"] - 2.0, 4.303 / np.sqrt(3), rtol=1e-12)
+    assert mean_ci(np.array([5.0]))["low"] == 5.0
