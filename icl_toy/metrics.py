@@ -98,6 +98,17 @@ def implied_eta(w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, d: int, n_context:
     return jnp.trace(implied_preconditioner(w_kq_HxExE, w_pv_HxExE, d, n_context)) / d
 
 
+def implied_gamma(w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, d: int) -> jax.Array:
+    """Implied GD++ input step γ of an LSA layer: −tr(Σ_h P_h B_h)/d.
+
+    The part of the layer's input update Δx_j that is linear in H x_j (H = Σ_i x_i x_iᵀ) is
+    Σ_h P_h H B_h x_j, with P_h = W_PV,h[:d, :d] and B_h = W_KQ,h[:d, :d]. The GD++
+    construction has P = −γI and B = I, so this returns its γ; it is invariant to the β gauge.
+    """
+    p_HxDxD, b_HxDxD = w_pv_HxExE[:, :d, :d], w_kq_HxExE[:, :d, :d]
+    return -einsum("hij,hji->", p_HxDxD, b_HxDxD) / d
+
+
 def interpolated_products(
     trained: tuple[jax.Array, jax.Array], constructed: tuple[jax.Array, jax.Array], d: int
 ) -> tuple[jax.Array, jax.Array]:

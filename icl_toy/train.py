@@ -264,6 +264,13 @@ class RunOptions:
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("RunOptions.resume needs a checkpoint_dir to resume from")
 
+    def stage(self, name: str) -> RunOptions:
+        """Options for one of several training runs of an experiment: checkpoints go to
+        `checkpoint_dir/name`, so each run resumes from its own."""
+        if self.checkpoint_dir is None:
+            return self
+        return dataclasses.replace(self, checkpoint_dir=f"{self.checkpoint_dir}/{name}")
+
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or Inf loss; the last checkpoint before it is kept."""

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import single_layer_gd
+from experiments import multi_layer_gdpp, single_layer_gd
 from icl_toy.results import load_results, to_jsonable
+from icl_toy.runner import EXPERIMENTS, get_experiment
 from icl_toy.train import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +46,40 @@ def test_single_layer_gd_rejects_other_depths():
         dataclasses.replace(single_layer_gd.get_config(), model=ModelConfig(num_layers=2))
 
 
-def test_committed_figure_comes_from_the_current_full_config():
-    """figures/single_layer_gd.json must be a run of today's full config (else rerun it)."""
-    path = ROOT / "figures" / "single_layer_gd.json"
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_committed_figure_comes_from_the_current_full_config(name):
+    """figures/NAME.json must be a run of today's full config (else rerun `icl-toy run NAME`)."""
+    path = ROOT / "figures" / f"{name}.json"
+    assert path.exists(), f"no committed full run of {name}: run `icl-toy run {name}`"
+    assert (ROOT / "figures" / f"{name}.png").exists()
     saved = json.loads(path.read_text())
-    assert saved["config"] == to_jsonable(single_layer_gd.get_config(quick=False))
+    assert saved["config"] == to_jsonable(get_experiment(name).get_config(quick=False))
+
+
+def test_multi_layer_gdpp_quick_end_to_end(tmp_path):
+    multi_layer_gdpp.main(["--quick", "--out", str(tmp_path)])
+    for ext in ("png", "pdf", "json", "npz"):
+        assert (tmp_path / f"multi_layer_gdpp.{ext}").stat().st_size > 0
+    results = load_results(tmp_path, "multi_layer_gdpp")
+    s = results.summary
+    num_seeds = s["config"]["train"]["num_seeds"]
+    for kind in ("per_layer", "recurrent"):
+        row = s["per_depth"][f"{kind}_K2"]
+        for key in ("trained_loss", "gd_loss", "gdpp_loss", "ols_loss", "cos_gd", "cos_gdpp"):
+            assert key in row
+        assert len(row["trained_loss_per_seed"]) == num_seeds
+        # The constructed GD++ model gives the fitted explicit learner's loss (float32).
+        assert row["gdpp_construction_vs_explicit"] <= 1e-5 * row["gdpp_explicit_loss"]
+        # Tuned scalars can only improve on the starting point: GD++ ⊇ GD.
+        assert row["gdpp_loss"] <= row["gd_loss"] * 1.02
+    assert list(s["gdpp_eta"]) == [str(n) for n in s["config"]["recurrent_contexts"]]
+    assert results.arrays["recurrent_K2_iterated_trained"].shape == (
+        num_seeds,
+        s["config"]["iterate_depth"] + 1,
+    )
+    (tmp_path / "multi_layer_gdpp.png").unlink()
+    multi_layer_gdpp.plot(results, tmp_path)
+    assert (tmp_path / "multi_layer_gdpp.png").exists()
 
 
 @pytest.mark.slow
