@@ -1,9 +1,10 @@
 """How close is in-context learning to fine-tuning? The dual form on a toy (Dai et al. 2022)
 
     icl-toy run icl_vs_finetuning           # or python -m experiments.icl_vs_finetuning
-    icl-toy run icl_vs_finetuning --quick   # shrunk config, ~15 s
+    icl-toy run icl_vs_finetuning --quick   # shrunk config, ~30 s
 
-Full: 5 seeds x 5000 steps of training, then the comparison, ~2 min on 2 CPU cores.
+Full: 5 seeds x 5000 steps of training, then the comparison: 3.7 min wall (2 min of CPU) on
+2 CPU cores shared with other jobs; about 2 min on an idle machine.
 
 Trains one linear self-attention layer on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5),
 noiseless; 5 seeds vmapped) and reads off, for each of 2000 held-out prompts, the implicit
@@ -46,7 +47,7 @@ from icl_toy.train import (
 )
 
 NAME = "icl_vs_finetuning"
-RUNTIME = {"full": "~2 min", "quick": "~15 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~2-4 min", "quick": "~30 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +276,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ks = a["finetune_steps"]
     stats, cons = s["trained_seed_stats"], s["construction"]
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
-    fig.subplots_adjust(hspace=0.4, wspace=0.4)
+    fig.subplots_adjust(hspace=0.4, wspace=0.55)
 
     ax = axes[0, 0]
     seed_band(ax, a["eval_steps"], a["eval_cosine_k1"], "cos(ΔW_ICL, ΔW_FT k=1)", color="C2")
@@ -337,7 +338,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.legend(fontsize=8)
 
     ax = axes[1, 2]
-    names = ["trained LSA", "GD construction", "random update"]
+    names = ["trained LSA", "GD\nconstruction", "random\nupdate"]
     values = [stats["simaou"]["mean"], cons["simaou"], stats["simaou_random"]["mean"]]
     ax.bar(names, values, color=["C0", "C1", "C2"], yerr=[stats["simaou"]["std"], 0, 0])
     ax.set(ylabel="SimAOU", title="Toy SimAOU (query-token update vs FT)", ylim=(-0.1, 1.05))
