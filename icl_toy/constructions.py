@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.models import LSATransformer
+from icl_toy.models import DepthMomentumLSA, LSATransformer
 
 
 def _per_layer(values: float | Sequence[float], num_layers: int, name: str) -> np.ndarray:
@@ -98,3 +98,32 @@ def gd_weights(
     Feed tokens from `prompt_tokens(prompt, w0)`; then ŷ equals W_K x_q of explicit GD.
     """
     return gdpp_weights(model, etas, 0.0, n_context, w0)
+
+
+def heavy_ball_weights(
+    model: DepthMomentumLSA,
+    etas: float | Sequence[float],
+    betas: float | Sequence[float],
+    n_context: int,
+    w0: jax.Array | None = None,
+) -> dict:
+    """Params of a `DepthMomentumLSA` running K heavy-ball GD steps (η_k, β), exactly.
+
+    The attention of layer k is the GD construction with step η_k (`gd_weights`); the
+    model's velocity v_k = Δ_k + β v_{k−1} then gives the y-slots y_j − W_k x_j with
+    W_{k+1} = W_k − η_k ∇L(W_k) + β (W_k − W_{k−1}), W_{−1} = W_0, and ŷ = W_K x_q.
+    The model has one β for all layers, so `betas` is a scalar or K equal values; a model
+    with a fixed `momentum` needs β equal to it. Structured exactly like `model.init`'s.
+    """
+    betas = _per_layer(betas, model.num_layers, "betas")
+    if np.ptp(betas) > 0:
+        raise ValueError(
+            f"DepthMomentumLSA shares one β across its layers; got different betas {betas}"
+        )
+    beta = float(betas[0])
+    if model.momentum is not None and beta != model.momentum:
+        raise ValueError(f"the model fixes β = {model.momentum}, but betas give β = {beta}")
+    params = gd_weights(model, etas, n_context, w0)
+    if model.momentum is None:
+        params["params"]["beta"] = jnp.asarray(beta, params["params"]["w_q"].dtype)
+    return params

@@ -140,3 +140,42 @@ def line_search_eta(
     prompts = sample_batch(key, cfg, num_tasks)
     eta, loss = _line_search(prompts, jnp.asarray(grid), num_steps, refine_iters)
     return float(eta), float(loss)
+
+
+def _gradient(x_NxD: jax.Array, y_NxY: jax.Array, w_YxD: jax.Array) -> jax.Array:
+    """∇L(W) = (1/N) Σ_i (W x_i − y_i) x_iᵀ, (Y, D)."""
+    return matmul((matmul(x_NxD, w_YxD.T) - y_NxY).T, x_NxD) / x_NxD.shape[0]
+
+
+def heavy_ball_predict(x_NxD, y_NxY, x_q_D, etas_K, betas_K, w0=None) -> jax.Array:
+    """ŷ = W_K x_q after K heavy-ball steps (Polyak), (Y,).
+
+    W_{k+1} = W_k − η_k ∇L(W_k) + β_k (W_k − W_{k−1}),  W_{−1} = W_0 (default 0),
+    so β_0 has no effect. `etas_K` and `betas_K` broadcast against each other (a scalar β
+    is one momentum shared by all steps); β = 0 is `gd_predict`.
+    """
+    w_YxD = jnp.zeros((y_NxY.shape[1], x_NxD.shape[1]), x_NxD.dtype) if w0 is None else w0
+    w_prev = w_YxD
+    etas_K, betas_K = jnp.broadcast_arrays(jnp.atleast_1d(etas_K), jnp.atleast_1d(betas_K))
+    for eta, beta in zip(etas_K, betas_K, strict=True):
+        w_YxD, w_prev = (
+            w_YxD - eta * _gradient(x_NxD, y_NxY, w_YxD) + beta * (w_YxD - w_prev),
+            w_YxD,
+        )
+    return matmul(w_YxD, x_q_D)
+
+
+def nesterov_predict(x_NxD, y_NxY, x_q_D, etas_K, betas_K, w0=None) -> jax.Array:
+    """ŷ = W_K x_q after K steps of Nesterov's accelerated gradient, (Y,).
+
+    V_k = W_k + β_k (W_k − W_{k−1}),  W_{k+1} = V_k − η_k ∇L(V_k),  W_{−1} = W_0,
+    i.e. heavy ball with the gradient taken at the look-ahead point V_k. Broadcasting and
+    β_0 as in `heavy_ball_predict`.
+    """
+    w_YxD = jnp.zeros((y_NxY.shape[1], x_NxD.shape[1]), x_NxD.dtype) if w0 is None else w0
+    w_prev = w_YxD
+    etas_K, betas_K = jnp.broadcast_arrays(jnp.atleast_1d(etas_K), jnp.atleast_1d(betas_K))
+    for eta, beta in zip(etas_K, betas_K, strict=True):
+        look_ahead = w_YxD + beta * (w_YxD - w_prev)
+        w_YxD, w_prev = look_ahead - eta * _gradient(x_NxD, y_NxY, look_ahead), w_YxD
+    return matmul(w_YxD, x_q_D)

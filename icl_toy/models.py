@@ -252,3 +252,203 @@ class Transformer(nn.Module):
         for block in self.blocks:
             tokens_TxE = block(tokens_TxE)
         return readout(tokens_TxE, self.d_y)
+
+
+# --- Causal prompts and momentum attention (THEORY §1, §2) ------------------------------------
+
+
+def causal_key_mask(num_tokens: int, n_context: int) -> jax.Array:
+    """(T, N) mask, 1 where token t may attend to context token j: j < t.
+
+    Context token t sees the t earlier pairs (token 0 sees none); the query, at t = N,
+    sees all N context tokens, as in the ordinary LSA.
+    """
+    return (jnp.arange(n_context)[None, :] < jnp.arange(num_tokens)[:, None]).astype(float)
+
+
+def causal_lsa_update(
+    w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, tokens_TxE: jax.Array, n_context: int
+) -> jax.Array:
+    """The causal LSA update of every token, (T, E): `lsa_update` with keys j < t.
+
+    Δe_t = Σ_h W_PV,h Σ_{j<t, j<N} e_j e_jᵀ W_KQ,h e_t.
+    Zeroing a key token removes it exactly from both the scores and the values, so token t's
+    update is `lsa_update` over the context with the keys j >= t set to 0.
+    """
+    mask_TxN = causal_key_mask(tokens_TxE.shape[0], n_context).astype(tokens_TxE.dtype)
+    keys_NxE = tokens_TxE[:n_context]
+
+    def one_token(token_E, mask_N):
+        return lsa_update(w_kq_HxExE, w_pv_HxExE, token_E[None], keys_NxE * mask_N[:, None])[0]
+
+    return jax.vmap(one_token)(tokens_TxE, mask_TxN)
+
+
+def position_readout(initial_TxE: jax.Array, final_TxE: jax.Array, d_y: int) -> jax.Array:
+    """ŷ_t = −(y-slot of the total attention update of token t), (T, Y).
+
+    A token's y-slot starts at its label (context) or at −W0 x_q (query), and the GD
+    construction subtracts ΔW x_t from it; minus the update is therefore the learner's
+    prediction ΔW x_t. For the query with W0 = 0 the y-slot starts at 0, so ŷ_N equals
+    `readout`. For context token t it is the prediction of y_t from the t earlier pairs,
+    free of y_t itself as long as no layer's W_KQ reads the attending token's y-slot
+    (true for the GD construction; a trained layer may leak a little of y_t that way).
+    """
+    return -(final_TxE - initial_TxE)[:, -d_y:]
+
+
+class CausalLSATransformer(LSATransformer):
+    """K residual causal LSA layers: token t attends to context tokens j < t only.
+
+    Same params as `LSATransformer`. At the query the first layer equals the ordinary LSA
+    (the query sees all N context tokens), so for K = 1 ŷ is identical; for K >= 2 the
+    context tokens of later layers differ (each saw only its prefix), and so does ŷ.
+    `position_predictions` reads a prediction at every position: a learning curve over
+    context length from one forward pass.
+    """
+
+    def trajectory(self, tokens_TxE: jax.Array) -> jax.Array:
+        """Tokens after each causal layer, (K + 1, T, E)."""
+        w_kq, w_pv = self.layer_products()
+        n_context = tokens_TxE.shape[0] - 1
+        trajectory = [tokens_TxE]
+        for w_kq_l, w_pv_l in zip(w_kq, w_pv, strict=True):
+            trajectory.append(
+                trajectory[-1] + causal_lsa_update(w_kq_l, w_pv_l, trajectory[-1], n_context)
+            )
+        return jnp.stack(trajectory)
+
+    def position_predictions(self, tokens_TxE: jax.Array) -> jax.Array:
+        """ŷ_t for every token t = 0..N, (T, Y); see `position_readout`."""
+        return position_readout(tokens_TxE, self.trajectory(tokens_TxE)[-1], self.d_y)
+
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        return readout(self.trajectory(tokens_TxE)[-1], self.d_y)
+
+
+def momentum_decay(mu: jax.Array, num_tokens: int, n_context: int) -> jax.Array:
+    """(T, N) weights μ^{t−j} for context tokens j < t, else 0 (Dai et al.'s EMA)."""
+    lag_TxN = jnp.arange(num_tokens)[:, None] - jnp.arange(n_context)[None, :]
+    earlier = lag_TxN > 0
+    # μ**lag at masked entries would be μ**0 or μ**(−k); use lag 1 there and zero it after.
+    return jnp.where(earlier, mu ** jnp.where(earlier, lag_TxN, 1), 0.0)
+
+
+class TokenMomentumLSA(LSATransformer):
+    """LSA layers with Dai et al.'s momentum attention (arXiv 2212.10559, THEORY §2).
+
+    Each layer adds an exponential moving average of the earlier context tokens' values to
+    the attention output (causal, over context tokens only, like the keys):
+      Δe_t = Σ_h W_PV,h [ Σ_{j<N} e_j e_jᵀ W_KQ,h e_t + Σ_{j<min(t,N)} μ^{t−j} e_j ],
+    with the value projection W_PV,h = P_h W_V,h shared by both terms. The attention term
+    is the ordinary LSA's, so μ = 0 is exactly `LSATransformer` (the one baseline that the
+    momentum variants are compared against). One μ for all layers and heads, like Dai's
+    single η: learned as μ = sigmoid(`mu_logit`) ∈ (0, 1) when `momentum` is None, else
+    fixed at `momentum` (and no extra param).
+    """
+
+    momentum: float | None = None  # fixed μ in [0, 1); None: learned
+    momentum_init: float = 0.1  # initial μ when learned, in (0, 1)
+
+    def setup(self):
+        super().setup()
+        if self.momentum is None:
+            mu0 = self.momentum_init
+            self.mu_logit = self.param(
+                "mu_logit", lambda _, shape: jnp.full(shape, jnp.log(mu0) - jnp.log1p(-mu0)), ()
+            )
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = super().param_shapes()
+        return shapes if self.momentum is not None else {**shapes, "mu_logit": ()}
+
+    def mu(self) -> jax.Array:
+        """The momentum μ in use."""
+        if self.momentum is not None:
+            return jnp.asarray(self.momentum)
+        return jax.nn.sigmoid(self.mu_logit)
+
+    def _layer(self, w_kq_HxExE, w_pv_HxExE, tokens_TxE, rows: slice) -> jax.Array:
+        """The tokens `rows` after one momentum-attention layer, (R, E)."""
+        n_context = tokens_TxE.shape[0] - 1
+        keys_NxE = tokens_TxE[:n_context]
+        decay_RxN = momentum_decay(self.mu(), tokens_TxE.shape[0], n_context)[rows]
+        queries_RxE = tokens_TxE[rows]
+        ema_RxE = einsum("rn,ne->re", decay_RxN, keys_NxE)
+        update_RxE = lsa_update(w_kq_HxExE, w_pv_HxExE, queries_RxE, keys_NxE)
+        return queries_RxE + update_RxE + einsum("hae,re->ra", w_pv_HxExE, ema_RxE)
+
+    def trajectory(self, tokens_TxE: jax.Array) -> jax.Array:
+        """Tokens after each layer, (K + 1, T, E)."""
+        trajectory = [tokens_TxE]
+        for w_kq, w_pv in zip(*self.layer_products(), strict=True):
+            trajectory.append(self._layer(w_kq, w_pv, trajectory[-1], slice(None)))
+        return jnp.stack(trajectory)
+
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        # As in `lsa_query_output`, the last layer updates only the query.
+        w_kq, w_pv = self.layer_products()
+        for w_kq_l, w_pv_l in zip(w_kq[:-1], w_pv[:-1], strict=True):
+            tokens_TxE = self._layer(w_kq_l, w_pv_l, tokens_TxE, slice(None))
+        return readout(self._layer(w_kq[-1], w_pv[-1], tokens_TxE, slice(-1, None)), self.d_y)
+
+
+class DepthMomentumLSA(LSATransformer):
+    """LSA layers with heavy-ball momentum across depth.
+
+    Layer l computes the ordinary LSA update Δ_l of every token and carries a velocity:
+      v_l = Δ_l + β v_{l−1},  e ← e + v_l,  v_0 = 0.
+    With the GD construction in every layer (step η_l) the y-slots hold y_j − W_l x_j and
+    this is exactly heavy-ball GD, W_{l+1} = W_l − η_l ∇L(W_l) + β (W_l − W_{l−1}) with
+    W_{−1} = W_0 (`constructions.heavy_ball_weights`). One β shared by all layers, as in
+    heavy ball with a constant momentum: β is then comparable with tuned heavy-ball GD.
+    β is unconstrained (`beta`, learned from `momentum_init`) when `momentum` is None,
+    else fixed. β = 0 is exactly `LSATransformer`; for K = 1 β has no effect.
+    """
+
+    momentum: float | None = None  # fixed β; None: learned
+    momentum_init: float = 0.0  # initial β when learned
+
+    def setup(self):
+        super().setup()
+        if self.momentum is None:
+            self.beta = self.param("beta", jax.nn.initializers.constant(self.momentum_init), ())
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = super().param_shapes()
+        return shapes if self.momentum is not None else {**shapes, "beta": ()}
+
+    def momentum_beta(self) -> jax.Array:
+        """The depth momentum β in use."""
+        return jnp.asarray(self.momentum) if self.momentum is not None else self.beta
+
+    def _hidden_layers(self, tokens_TxE: jax.Array) -> tuple[list[jax.Array], jax.Array]:
+        """Tokens after each of the first K − 1 layers (input first), and the velocity."""
+        w_kq, w_pv = self.layer_products()
+        n_context = tokens_TxE.shape[0] - 1
+        velocity_TxE = jnp.zeros_like(tokens_TxE)
+        trajectory = [tokens_TxE]
+        for w_kq_l, w_pv_l in zip(w_kq[:-1], w_pv[:-1], strict=True):
+            tokens = trajectory[-1]
+            update_TxE = lsa_update(w_kq_l, w_pv_l, tokens, tokens[:n_context])
+            velocity_TxE = update_TxE + self.momentum_beta() * velocity_TxE
+            trajectory.append(tokens + velocity_TxE)
+        return trajectory, velocity_TxE
+
+    def _last_layer(self, tokens_TxE, velocity_TxE, rows: slice) -> jax.Array:
+        """The tokens `rows` after the last layer, (R, E)."""
+        w_kq, w_pv = (m[-1] for m in self.layer_products())
+        keys_NxE = tokens_TxE[: tokens_TxE.shape[0] - 1]
+        update_RxE = lsa_update(w_kq, w_pv, tokens_TxE[rows], keys_NxE)
+        return tokens_TxE[rows] + update_RxE + self.momentum_beta() * velocity_TxE[rows]
+
+    def trajectory(self, tokens_TxE: jax.Array) -> jax.Array:
+        """Tokens after each layer, (K + 1, T, E)."""
+        trajectory, velocity_TxE = self._hidden_layers(tokens_TxE)
+        return jnp.stack([*trajectory, self._last_layer(trajectory[-1], velocity_TxE, slice(None))])
+
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        # As in `lsa_query_output`, the last layer updates only the query.
+        trajectory, velocity_TxE = self._hidden_layers(tokens_TxE)
+        query_1xE = self._last_layer(trajectory[-1], velocity_TxE, slice(-1, None))
+        return readout(query_1xE, self.d_y)

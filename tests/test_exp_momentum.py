@@ -1,0 +1,81 @@
+"""End-to-end quick run of the momentum-attention experiment, and its config checks."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import momentum_attention
+from icl_toy.results import load_results, to_jsonable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_momentum_attention_quick_end_to_end(tmp_path):
+    momentum_attention.main(["--quick", "--out", str(tmp_path), "--quiet"])
+    for ext in ("png", "pdf", "json", "npz"):
+        assert (tmp_path / f"momentum_attention.{ext}").stat().st_size > 0
+    results = load_results(tmp_path, "momentum_attention")
+    s = results.summary
+    config = momentum_attention.get_config(quick=True)
+    assert s["heavy_ball_construction_error"] <= 1e-12
+    assert len(s["heavy_ball_construction_error_per_K"]) == config.construction_depths
+    for k in config.depths:
+        entry = s["per_K"][f"K{k}"]
+        for variant in momentum_attention.VARIANTS:
+            stats = entry[variant]
+            assert len(stats["final_loss"]) == config.train.num_seeds
+            assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+            # Even 200 quick steps learn something: below the zero predictor's 0.417.
+            assert np.all(np.asarray(stats["final_loss"]) < 0.4), (k, variant, stats)
+        mu = entry["token_momentum"]["learned_momentum"]
+        assert all(0 < v < 1 for v in mu)
+        for variant in momentum_attention.MOMENTUM_VARIANTS:
+            assert "significant" in entry[variant]["difference_vs_plain"]
+        assert set(entry["tuned_learners"]) == set(config.fit_learners)
+    # Depth momentum cannot act in one layer: β gets no gradient and the runs are identical.
+    k1 = s["per_K"]["K1"]
+    np.testing.assert_allclose(k1["depth_momentum"]["final_loss"], k1["plain"]["final_loss"], 1e-5)
+    assert k1["depth_momentum"]["learned_momentum"] == [config.beta_init] * 2
+    # The causal readout at the query equals the trained model's held-out loss there.
+    position = results.arrays["position_trained_causal"]
+    assert position.shape == (config.train.num_seeds, config.task.n_context + 1)
+    np.testing.assert_allclose(position[:, -1], k1["plain"]["final_loss"], rtol=1e-4)
+    assert "closing_note" in s and "consistent improvement" in s["closing_note"]
+    # The figure can be redrawn from saved results alone.
+    (tmp_path / "momentum_attention.png").unlink()
+    momentum_attention.plot(results, tmp_path)
+    assert (tmp_path / "momentum_attention.png").exists()
+
+
+def test_t_interval_and_paired_difference():
+    # Hand computation: mean 2, sample std 1, n = 3, t_{0.975, 2} = 4.303.
+    stats = momentum_attention.t_interval(np.array([1.0, 2.0, 3.0]))
+    half = 4.303 / np.sqrt(3)
+    assert stats == pytest.approx({"mean": 2.0, "ci_low": 2 - half, "ci_high": 2 + half})
+    diff = momentum_attention.paired_difference(np.array([1.0, 2.0, 3.0]), np.array([2, 3, 4.1]))
+    assert diff["significant"] and diff["mean"] < 0
+    same = momentum_attention.paired_difference(np.array([1.0, 2.0, 3.0]), np.array([3, 2, 1.0]))
+    assert not same["significant"]
+
+
+def test_config_validation():
+    config = momentum_attention.get_config()
+    with pytest.raises(ValueError, match="seeds"):
+        dataclasses.replace(config, train=dataclasses.replace(config.train, num_seeds=1))
+    with pytest.raises(ValueError, match="sweep_depth"):
+        dataclasses.replace(config, sweep_depth=7)
+    with pytest.raises(ValueError, match="μ"):
+        dataclasses.replace(config, sweep_mu=(1.0,))
+    with pytest.raises(ValueError, match="heavy_ball"):
+        dataclasses.replace(config, fit_learners=("gd",))
+
+
+def test_committed_figure_comes_from_the_current_full_config():
+    """figures/momentum_attention.json must be a run of today's full config (else rerun it)."""
+    saved = json.loads((ROOT / "figures" / "momentum_attention.json").read_text())
+    assert saved["config"] == to_jsonable(momentum_attention.get_config(quick=False))
+    assert saved["heavy_ball_construction_error"] <= 1e-12
+    assert len(saved["heavy_ball_construction_error_per_K"]) == 10
