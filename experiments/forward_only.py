@@ -1,9 +1,10 @@
 """Learning with forward passes alone: ICL as weight updates, and training an LSA without backprop
 
     icl-toy run forward_only           # or python -m experiments.forward_only
-    icl-toy run forward_only --quick   # shrunk config, ~20 s
+    icl-toy run forward_only --quick   # shrunk config, ~1 min (9 compiled programs)
 
-Full: 3 methods x 3 seeds x 10,000 steps (batch 256) plus a 50-chunk stream, ~3 min on 2 CPU cores.
+Full: 3 methods x 3 seeds x 10,000 steps (batch 256) plus a 50-chunk stream: 4.8 min wall
+(2.1 min of CPU) on 2 CPU cores shared with other jobs; about 3 min on an idle machine.
 
 Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; THEORY §9):
 1. Training the transformer without backprop. One LSA layer is trained with Adam (same init,
@@ -53,7 +54,7 @@ from icl_toy.train import (
 )
 
 NAME = "forward_only"
-RUNTIME = {"full": "~3 min", "quick": "~20 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~3-5 min", "quick": "~1 min"}  # on a 2-core CPU
 METHODS = ("backprop", "forward_gradient", "spsa")
 
 
