@@ -114,6 +114,29 @@ def lsa_query_output(
     return query_1xE[0]
 
 
+def iterate_layer(
+    w_kq_HxExE: jax.Array,
+    w_pv_HxExE: jax.Array,
+    tokens_TxE: jax.Array,
+    num_iterations: int,
+    damping: float = 1.0,
+) -> jax.Array:
+    """One LSA layer applied `num_iterations` times with its update scaled by `damping`.
+
+    e ← e + λ Δe (λ = damping), i.e. W_PV ← λ W_PV; returns the trajectory (L + 1, T, E).
+    von Oswald et al. iterate a trained layer 50 times with λ = 0.75; on the GD construction
+    this is GD with step λη (and GD++ with (λη, λγ)).
+    """
+    n_keys = tokens_TxE.shape[0] - 1
+
+    def step(tokens, _):
+        tokens = lsa_layer(w_kq_HxExE, damping * w_pv_HxExE, tokens, n_keys)
+        return tokens, tokens
+
+    _, iterates_LxTxE = jax.lax.scan(step, tokens_TxE, None, length=num_iterations)
+    return jnp.concatenate([tokens_TxE[None], iterates_LxTxE])
+
+
 def readout(tokens_TxE: jax.Array, d_y: int) -> jax.Array:
     """ŷ = −(y-slot of the query token), (Y,)."""
     return -tokens_TxE[-1, -d_y:]
@@ -182,6 +205,10 @@ class LSATransformer(nn.Module):
         """Tokens after each layer, (K + 1, T, E)."""
         w_kq, w_pv = self.layer_products()
         return lsa_stack(w_kq, w_pv, tokens_TxE, n_keys=tokens_TxE.shape[0] - 1)
+
+    def layer_predictions(self, tokens_TxE: jax.Array) -> jax.Array:
+        """ŷ read out after each layer, (K + 1, Y); entry 0 is the input (−W0 x_q)."""
+        return -self.trajectory(tokens_TxE)[:, -1, -self.d_y :]
 
     def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
         w_kq, w_pv = self.layer_products()
