@@ -100,6 +100,38 @@ def gd_weights(
     return gdpp_weights(model, etas, 0.0, n_context, w0)
 
 
+def preconditioned_gd_weights(model: LSATransformer, gamma_DxD: jax.Array, n_context: int) -> dict:
+    """Params of one LSA layer computing one preconditioned GD step from 0, ŷ = x_qᵀ Γ h.
+
+    Column form, with h = Xᵀy/N (THEORY §0, §5):
+    W_Q = [[Γᵀ, 0], [0, 0]], W_K = [[I_d, 0], [0, 0]], W_V = [[0, 0], [0, −I]], P = (1/N) I, so
+    W_KQ = [[Γᵀ, 0], [0, 0]] and the query's y-slot becomes −(1/N) Σ_i y_i x_iᵀ Γᵀ x_q, i.e.
+    ŷ = W x_q with W = (1/N) Yᵀ X Γᵀ: the step W ← W − ∇L(W) Γᵀ on L of THEORY §0, which is
+    x_qᵀ Γ h for d_y = 1 and the same Γ for every output when d_y > 1. Γ = ηI is the GD
+    construction. Head 0 carries it; other heads are 0. Only one-layer models: a second
+    layer would be a second preconditioned step, which has no explicit learner here.
+    """
+    d, d_y, e, k, h = model.d, model.d_y, model.token_dim, model.head_size, model.num_heads
+    if model.num_layers != 1:
+        raise ValueError(
+            f"preconditioned_gd_weights builds one layer; the model has K = {model.num_layers}"
+        )
+    if k < e:
+        raise ValueError(f"the construction needs key_size >= d + d_y = {e}, model has {k}")
+    if n_context < 1:
+        raise ValueError(f"n_context must be >= 1, got {n_context}")
+    if jnp.shape(gamma_DxD) != (d, d):
+        raise ValueError(f"gamma has shape {jnp.shape(gamma_DxD)}; the model needs ({d}, {d})")
+    w_q = jnp.zeros((h, k, e)).at[0, :d, :d].set(jnp.asarray(gamma_DxD).T)
+    w_k = jnp.zeros((h, k, e)).at[0, :d, :d].set(jnp.eye(d))
+    w_v = jnp.zeros((h, k, e)).at[0, d:e, d:].set(-jnp.eye(d_y))
+    w_p = jnp.zeros((h, e, k)).at[0, d:, d:e].set(jnp.eye(d_y) / n_context)
+    layer = {"w_q": w_q, "w_k": w_k, "w_v": w_v, "w_p": w_p}
+    if model.shared_weights:
+        return {"params": layer}
+    return {"params": jax.tree.map(lambda a: a[None], layer)}
+
+
 def heavy_ball_weights(
     model: DepthMomentumLSA,
     etas: float | Sequence[float],

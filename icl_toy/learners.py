@@ -142,6 +142,16 @@ def line_search_eta(
     return float(eta), float(loss)
 
 
+def preconditioned_gd_predict(x_NxD, y_NxY, x_q_D, gamma_DxD) -> jax.Array:
+    """ŷ = x_qᵀ Γ h per output, h = Xᵀy/N: one preconditioned GD step from 0, (Y,).
+
+    From W = 0 the gradient of L(W) = (1/2N) Σ_i ||W x_i − y_i||² is −YᵀX/N, and the step
+    W ← W − ∇L Γᵀ gives W = (1/N) Yᵀ X Γᵀ (THEORY §0, §5; Γ = ηI is plain GD).
+    """
+    h_DxY = matmul(x_NxD.T, y_NxY) / x_NxD.shape[0]
+    return matmul(matmul(x_q_D, gamma_DxD), h_DxY)
+
+
 def _gradient(x_NxD: jax.Array, y_NxY: jax.Array, w_YxD: jax.Array) -> jax.Array:
     """∇L(W) = (1/N) Σ_i (W x_i − y_i) x_iᵀ, (Y, D)."""
     return matmul((matmul(x_NxD, w_YxD.T) - y_NxY).T, x_NxD) / x_NxD.shape[0]
