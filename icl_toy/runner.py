@@ -31,7 +31,13 @@ from icl_toy.results import (
 from icl_toy.train import RunOptions
 
 # Experiment modules under `experiments/`, in the order `icl-toy reproduce` runs them.
-EXPERIMENTS = ("single_layer_gd", "icl_vs_finetuning", "forward_only")
+EXPERIMENTS = (
+    "single_layer_gd",
+    "icl_vs_finetuning",
+    "forward_only",
+    "preconditioned_gd",
+    "covariate_shift",
+)
 
 
 def get_experiment(name: str) -> ModuleType:

@@ -1,0 +1,333 @@
+"""One trained LSA layer at other prompt lengths and under covariate shift (Zhang et al. 2023)
+
+    icl-toy run covariate_shift           # or python -m experiments.covariate_shift
+    icl-toy run covariate_shift --quick   # shrunk config, ~25 s
+
+Full: 5 seeds x 3000 steps, then 35 test settings x 50,000 tasks, ~4 min on 2 CPU cores.
+
+Trains one LSA layer at prompt length N = 20 on the anisotropic Gaussian task of
+`preconditioned_gd` (inputs N(0, Λ), d = 5, σ = 0.5), then tests it at prompt lengths M
+and under a covariate shift Ω = cΛ of context and query inputs. The empirical MSE (mean
+and min–max band over seeds, on the same held-out tasks for every seed) is drawn beside the
+closed form R(Γ*; Ω, M) of THEORY §6 (`closed_forms.preconditioner_risk` with Σ := Ω and
+length M) and its limit τ² tr(Ω(Γ*Ω − I)²) as M → ∞, with OLS (closed form σ²d/(M − d − 1),
+unchanged by the shift) and Bayes ridge λ = σ²/τ² as baselines.
+
+Prompt length. The LSA's attention sums over the context, so its weights carry the 1/N of
+the training length; at test length M we scale W_PV by N/M, i.e. we evaluate the
+normalised layer ŷ = x_qᵀ Γ (1/M) Σ_i y_i x_i of Zhang et al. (without it ŷ grows as M/N).
+The M grid starts at 10 > d + 1 because the OLS risk with noisy labels is infinite for
+M ≤ d + 1 (THEORY §8). Losses are MSE.
+Writes `covariate_shift.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from experiments.preconditioned_gd import (
+    anisotropic_task,
+    fitted_gamma,
+    input_covariance,
+    make_lsa,
+    validate_single_layer_gaussian,
+)
+from icl_toy import closed_forms
+from icl_toy.cli import experiment_main
+from icl_toy.learners import ols_predict, ridge_predict
+from icl_toy.linalg import einsum
+from icl_toy.plotting import save_figure, seed_band
+from icl_toy.results import Results, git_commit, seed_stats
+from icl_toy.tasks import Prompt, TaskConfig, sample_batch
+from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, train
+
+NAME = "covariate_shift"
+RUNTIME = {"full": "~4 min", "quick": "~25 s"}  # on a 2-core CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)  # training prompts
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in init
+    # (see experiments/preconditioned_gd.py for why the default is the sparse one).
+    init: Literal["gd_sparsity", "dense"] = "gd_sparsity"
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(steps=3000, batch_size=1024, eval_every=100)
+    )
+    test_lengths: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)  # M; each > d + 1 for OLS
+    shift_scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # c in Ω = cΛ
+    eval_tasks: int = 50_000  # held-out tasks per (M, c), the same for every seed
+    baseline_tasks: int = 10_000  # of those, the first ones also solved by OLS and ridge
+    chunk_tasks: int = 5_000  # tasks evaluated at once (bounds memory at large M)
+    eval_seed: int = 10_000  # root key of the held-out tasks (not a training seed)
+
+    def __post_init__(self):
+        validate_single_layer_gaussian(self.task, self.model, self.init)
+        if not self.test_lengths or min(self.test_lengths) <= self.task.d + 1:
+            raise ValueError(
+                f"test_lengths must all exceed d + 1 = {self.task.d + 1} (the OLS risk is "
+                f"infinite below), got {self.test_lengths}"
+            )
+        if not self.shift_scales or min(self.shift_scales) <= 0:
+            raise ValueError(f"shift_scales must be positive, got {self.shift_scales}")
+        if min(self.eval_tasks, self.baseline_tasks, self.chunk_tasks) < 1:
+            raise ValueError("eval_tasks, baseline_tasks and chunk_tasks must be >= 1")
+        if self.eval_tasks % self.chunk_tasks or self.baseline_tasks % self.chunk_tasks:
+            raise ValueError("chunk_tasks must divide eval_tasks and baseline_tasks")
+        if self.baseline_tasks > self.eval_tasks:
+            raise ValueError("baseline_tasks must be <= eval_tasks")
+
+
+def get_config(quick: bool = False) -> Config:
+    if not quick:
+        return Config()
+    return Config(
+        train=TrainConfig(
+            steps=400, batch_size=512, learning_rate=3e-3, eval_every=50, num_seeds=2
+        ),
+        test_lengths=(10, 40, 160),
+        shift_scales=(0.5, 1.0, 2.0),
+        eval_tasks=5_000,
+        baseline_tasks=5_000,
+    )
+
+
+def length_normalised(params: dict, n_train: int, m_test: int) -> dict:
+    """Params of the same layer with W_PV scaled by N/M: the attention mean over M tokens."""
+    inner = dict(params["params"])
+    inner["w_p"] = inner["w_p"] * (n_train / m_test)
+    return {"params": inner}
+
+
+def shift_inputs(prompts: Prompt, c: jax.Array) -> Prompt:
+    """The same tasks with every input scaled by √c (covariance Λ → cΛ), labels recomputed.
+
+    y = W x + ε becomes W (√c x) + ε: the teacher and the noise draws are kept.
+    """
+    root_c = jnp.sqrt(c)
+    noise_BxNxY = prompts.y - einsum("bnd,byd->bny", prompts.x, prompts.w)
+    query_noise_BxY = prompts.y_q - einsum("bd,byd->by", prompts.x_q, prompts.w)
+    x, x_q = root_c * prompts.x, root_c * prompts.x_q
+    return prompts._replace(
+        x=x,
+        y=einsum("bnd,byd->bny", x, prompts.w) + noise_BxNxY,
+        x_q=x_q,
+        y_q=einsum("bd,byd->by", x_q, prompts.w) + query_noise_BxY,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _lsa_errors(model, test_task: TaskConfig, num_tasks: int, n_train: int, params_S, key, c_C):
+    """Summed squared errors (S, C) of each seed's length-normalised LSA at each shift c."""
+    prompts = sample_batch(key, test_task, num_tasks)
+    m = test_task.n_context
+
+    def at_shift(c):
+        shifted = shift_inputs(prompts, c)
+
+        def per_seed(params):
+            pred = batch_predict(model, length_normalised(params, n_train, m), shifted)
+            return jnp.sum((pred - shifted.y_q) ** 2)
+
+        return jax.vmap(per_seed)(params_S)
+
+    return jax.lax.map(at_shift, c_C).T
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _baseline_errors(test_task: TaskConfig, num_tasks: int, key, c_C):
+    """Summed squared errors (C,) of OLS and of ridge with λ = σ²/τ² at each shift c."""
+    prompts = sample_batch(key, test_task, num_tasks)
+    lam = test_task.noise_std**2 / test_task.w_scale**2
+
+    def at_shift(c):
+        p = shift_inputs(prompts, c)
+        ols = jax.vmap(ols_predict)(p.x, p.y, p.x_q)
+        ridge = jax.vmap(ridge_predict, in_axes=(0, 0, 0, None))(p.x, p.y, p.x_q, lam)
+        return jnp.sum((ols - p.y_q) ** 2), jnp.sum((ridge - p.y_q) ** 2)
+
+    return jax.lax.map(at_shift, c_C)
+
+
+def run(config: Config, options: RunOptions | None = None) -> Results:
+    """Train at length N on Λ; measure and compute the risk at each M and c."""
+    start = time.time()
+    task, d, n = config.task, config.task.d, config.task.n_context
+    tau, sigma = task.w_scale, task.noise_std
+    lam_DxD = input_covariance(task)
+    model = make_lsa(task, config.model, config.init)
+    result = train(model, task, config.train, options=options)
+    params_S = result.params
+    gamma_fit = jax.vmap(fitted_gamma, in_axes=(0, None, None))(params_S, d, n)
+    gamma_star = closed_forms.optimal_preconditioner(
+        jnp.asarray(lam_DxD, jnp.float32), n, tau, sigma
+    )
+
+    lengths, scales = config.test_lengths, config.shift_scales
+    shape = (len(lengths), len(scales))
+    lsa = np.zeros((config.train.num_seeds, *shape))
+    ols, ridge = np.zeros(shape), np.zeros(shape)
+    closed_star, closed_fit = np.zeros(shape), np.zeros((config.train.num_seeds, *shape))
+    ols_closed = np.zeros(shape)
+    root = jax.random.key(config.eval_seed)
+    num_chunks = config.eval_tasks // config.chunk_tasks
+    baseline_chunks = config.baseline_tasks // config.chunk_tasks
+    c_C = jnp.asarray(scales, jnp.float32)
+    for i, m in enumerate(lengths):
+        # Tasks of length M drawn from Λ; every c rescales the same draws (`shift_inputs`),
+        # and every seed sees the same tasks.
+        test_task = dataclasses.replace(task, n_context=m)
+        for k in range(num_chunks):
+            key = jax.random.fold_in(jax.random.fold_in(root, m), k)
+            lsa_sums = _lsa_errors(model, test_task, config.chunk_tasks, n, params_S, key, c_C)
+            lsa[:, i] += np.asarray(lsa_sums) / config.eval_tasks
+            if k < baseline_chunks:
+                ols_sums, ridge_sums = _baseline_errors(test_task, config.chunk_tasks, key, c_C)
+                ols[i] += np.asarray(ols_sums) / config.baseline_tasks
+                ridge[i] += np.asarray(ridge_sums) / config.baseline_tasks
+        for j, c in enumerate(scales):
+            risk = functools.partial(
+                closed_forms.preconditioner_risk,
+                sigma_DxD=jnp.asarray(c * lam_DxD, jnp.float32),
+                n_context=m,
+                w_scale=tau,
+                noise_std=sigma,
+                query_noise=task.query_noise,
+            )
+            closed_star[i, j] = float(risk(gamma_star))
+            closed_fit[:, i, j] = np.asarray(jax.vmap(risk)(gamma_fit))
+            ols_closed[i, j] = closed_forms.ols_risk(d, m, sigma, task.query_noise)
+    limit = np.asarray(
+        [
+            float(closed_forms.limit_risk(gamma_star, jnp.asarray(c * lam_DxD, jnp.float32), tau))
+            for c in scales
+        ]
+    )
+    rel_star = lsa / closed_star[None] - 1.0
+    rel_fit = lsa / closed_fit - 1.0
+    summary = {
+        "experiment": NAME,
+        "config": config,
+        "git_commit": git_commit(),
+        "device": str(jax.devices()[0]),
+        "loss": "MSE, mean (y_hat - y_q)^2; the LSA at length M has W_PV scaled by N/M",
+        "test_lengths": list(lengths),
+        "shift_scales": list(scales),
+        "lsa_empirical": lsa,  # (S, M, C)
+        "lsa_closed_form": closed_star,  # (M, C), at Γ*
+        "lsa_closed_form_at_fitted": closed_fit,  # (S, M, C)
+        "lsa_limit_closed_form": limit,  # (C,), M → ∞
+        "ols_empirical": ols,
+        "ols_closed_form": ols_closed,
+        "ridge_empirical": ridge,
+        "ridge_lambda": sigma**2 / tau**2,
+        "max_abs_relative_error_vs_closed_form": float(np.abs(rel_star.mean(0)).max()),
+        "max_abs_relative_error_vs_closed_form_at_fitted": float(np.abs(rel_fit).max()),
+        "seed_stats": {
+            "relative_error_vs_closed_form_max_over_grid": seed_stats(
+                np.abs(rel_star).reshape(rel_star.shape[0], -1).max(axis=1)
+            ),
+            "train_half_mse_last": seed_stats(result.train_loss[:, -1]),
+        },
+        "runtime_s": time.time() - start,
+    }
+    arrays = {
+        "test_lengths": np.asarray(lengths),
+        "shift_scales": np.asarray(scales),
+        "lsa_empirical": lsa,
+        "lsa_closed_form": closed_star,
+        "lsa_closed_form_at_fitted": closed_fit,
+        "lsa_limit_closed_form": limit,
+        "ols_empirical": ols,
+        "ols_closed_form": ols_closed,
+        "ridge_empirical": ridge,
+        "train_half_mse": result.train_loss,
+    }
+    return Results(summary, arrays)
+
+
+def plot(results: Results, out_dir: str | Path) -> list[Path]:
+    """Draw the study's figure from saved results."""
+    s, a = results.summary, results.arrays
+    lengths, scales = a["test_lengths"], a["shift_scales"]
+    n_train = s["config"]["task"]["n_context"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+
+    ax = axes[0]
+    j = int(np.argmin(np.abs(scales - 1.0)))
+    seed_band(ax, lengths, a["lsa_empirical"][:, :, j], "trained LSA", marker="o", ms=4)
+    ax.plot(lengths, a["lsa_closed_form"][:, j], "k--", label="R(Γ*; Λ, M), closed form")
+    ax.axhline(a["lsa_limit_closed_form"][j], color="gray", ls=":", label="M → ∞ limit")
+    ax.plot(lengths, a["ols_empirical"][:, j], "s", color="C3", label="OLS")
+    ax.plot(lengths, a["ols_closed_form"][:, j], "-", color="C3", lw=0.8, label="OLS closed form")
+    ax.plot(lengths, a["ridge_empirical"][:, j], "^-", color="C2", label="ridge λ = σ²/τ²")
+    ax.axvline(n_train, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="test prompt length M",
+        ylabel="MSE",
+        title=f"Prompt length (c = {scales[j]:g}, trained at N = {n_train})",
+    )
+    ax.legend(fontsize=7)
+
+    ax = axes[1]
+    i = len(lengths) - 1
+    for row, ls in ((int(np.argmin(np.abs(lengths - n_train))), "-"), (i, "--")):
+        m = lengths[row]
+        seed_band(
+            ax,
+            scales,
+            a["lsa_empirical"][:, row, :],
+            f"trained LSA, M = {m}",
+            marker="o",
+            ms=4,
+            ls=ls,
+        )
+        ax.plot(
+            scales, a["lsa_closed_form"][row], "k", ls=ls, lw=0.8, label=f"closed form, M = {m}"
+        )
+        ax.plot(scales, a["ols_empirical"][row], "s", color="C3", ls=ls, label=f"OLS, M = {m}")
+        ax.plot(scales, a["ridge_empirical"][row], "^", color="C2", ls=ls, label=f"ridge, M = {m}")
+    ax.plot(scales, a["lsa_limit_closed_form"], ":", color="gray", label="LSA, M → ∞")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="shift c, inputs ~ N(0, cΛ)", ylabel="MSE", title="Covariate shift Ω = cΛ")
+    ax.legend(fontsize=6)
+
+    ax = axes[2]
+    rel = a["lsa_empirical"].mean(axis=0) / a["lsa_closed_form"] - 1.0
+    vmax = max(float(np.abs(rel).max()), 0.03)
+    image = ax.imshow(rel, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    for (r, col), value in np.ndenumerate(rel):
+        ax.text(col, r, f"{value:+.1%}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(scales)), [f"{c:g}" for c in scales])
+    ax.set_yticks(range(len(lengths)), [str(m) for m in lengths])
+    ax.set(
+        xlabel="shift c", ylabel="test length M", title="empirical / closed form − 1 (seed mean)"
+    )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(
+        f"One LSA layer trained at N = {n_train}: its risk tends to τ² tr(Ω(ΓΩ − I)²) > 0 "
+        "as M → ∞ while OLS → 0; max |empirical / closed form − 1| = "
+        f"{s['max_abs_relative_error_vs_closed_form']:.2%}"
+    )
+    return save_figure(fig, out_dir, NAME)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return experiment_main(NAME, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
