@@ -302,6 +302,8 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.plot(scales, a["lsa_limit_closed_form"], ":", color="gray", label="LSA, M → ∞")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(scales, [f"{c:g}" for c in scales], minor=False)
+    ax.set_xticks([], minor=True)
     ax.set(xlabel="shift c, inputs ~ N(0, cΛ)", ylabel="MSE", title="Covariate shift Ω = cΛ")
     ax.legend(fontsize=6)
 
