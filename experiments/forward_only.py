@@ -158,13 +158,6 @@ def steps_per_second(model, task, cfg: TrainConfig, gradient, steps: int, repeat
     return steps / best
 
 
-def _method_options(options: RunOptions | None, method: str) -> RunOptions | None:
-    """Each method checkpoints into its own directory."""
-    if options is None or options.checkpoint_dir is None:
-        return options
-    return dataclasses.replace(options, checkpoint_dir=str(Path(options.checkpoint_dir) / method))
-
-
 def _icl_delta_w(model, params, w_star_YxD):
     """ΔW_ICL of a chunk with residual labels: the query sensitivity (x_q = 0, y-slot 0)."""
 
@@ -241,7 +234,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             task,
             cfg,
             eval_fn=eval_fn,
-            options=_method_options(options, method),
+            options=None if options is None else options.stage(method),  # own checkpoints
             gradient=gradient,
         )
         curves[method] = result.eval_metrics["loss"]  # (S, E)
