@@ -28,8 +28,10 @@ def test_momentum_attention_quick_end_to_end(tmp_path):
             stats = entry[variant]
             assert len(stats["final_loss"]) == config.train.num_seeds
             assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
-            # Even 200 quick steps learn something: below the zero predictor's 0.417.
-            assert np.all(np.asarray(stats["final_loss"]) < 0.4), (k, variant, stats)
+            # Even the quick run learns: every seed ends below its held-out loss at step 0.
+            curve = results.arrays[f"eval_loss_{variant}_K{k}"]
+            np.testing.assert_allclose(curve[:, -1], stats["final_loss"], rtol=1e-6)
+            assert np.all(curve[:, -1] < curve[:, 0]), (k, variant, curve)
         mu = entry["token_momentum"]["learned_momentum"]
         assert all(0 < v < 1 for v in mu)
         for variant in momentum_attention.MOMENTUM_VARIANTS:
