@@ -93,9 +93,9 @@ def get_config(quick: bool = False) -> Config:
         return Config()
     return Config(
         train=TrainConfig(
-            steps=400, batch_size=512, learning_rate=3e-3, eval_every=50, num_seeds=2
+            steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2
         ),
-        test_lengths=(10, 40, 160),
+        test_lengths=(10, 160),
         shift_scales=(0.5, 1.0, 2.0),
         eval_tasks=5_000,
         baseline_tasks=5_000,

@@ -158,9 +158,9 @@ def get_config(quick: bool = False) -> Config:
         return Config()
     return Config(
         train=TrainConfig(
-            steps=400, batch_size=512, learning_rate=3e-3, eval_every=50, num_seeds=2
+            steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2
         ),
-        eval_tasks=20_000,
+        eval_tasks=10_000,
         curve_tasks=1024,
     )
 

@@ -171,27 +171,26 @@ def test_limit_risk_under_shift(x64, c):
 
 
 @pytest.mark.parametrize(
-    ("n", "c", "query_noise"), [(20, 1.0, False), (8, 1.0, True), (60, 0.3, False), (20, 3.0, True)]
+    ("n", "c", "query_noise"), [(20, 1.0, False), (8, 0.3, True), (60, 3.0, False)]
 )
 def test_preconditioner_risk_matches_monte_carlo(n, c, query_noise):
-    """Trained on Λ at N = 20, tested at length M = n with inputs from Ω = cΛ, 2·10⁵ tasks."""
+    """Trained on Λ at N = 20, tested at length M = n with inputs from Ω = cΛ, 10⁵ tasks."""
     lam = _anisotropic_cov()
     for gamma in (
         cf.optimal_preconditioner(jnp.asarray(lam), 20, 1.0, 0.5),
         0.3 * jax.random.normal(jax.random.key(3), (D, D)),  # any Γ, not symmetric
     ):
         cfg = _task(c * lam, n, query_noise=query_noise)
-        errors = _squared_errors(cfg, 200_000, jax.random.key(11), gamma)
+        errors = _squared_errors(cfg, 100_000, jax.random.key(11), gamma)
         expected = float(
             cf.preconditioner_risk(gamma, jnp.asarray(c * lam), n, 1.0, 0.5, query_noise)
         )
         _assert_within_standard_errors(errors, expected)
 
 
-@pytest.mark.parametrize("c", [0.25, 4.0])
-def test_ols_risk_matches_monte_carlo_and_ignores_the_shift(c):
-    cfg = _task(c * _anisotropic_cov(), 12, noise_std=0.5)
-    prompts = sample_batch(jax.random.key(5), cfg, 100_000)
+def test_ols_risk_matches_monte_carlo_under_a_shift():
+    cfg = _task(4.0 * _anisotropic_cov(), 12, noise_std=0.5)
+    prompts = sample_batch(jax.random.key(5), cfg, 20_000)
     pred = jax.jit(jax.vmap(ols_predict))(prompts.x, prompts.y, prompts.x_q)
     errors = jnp.sum((pred - prompts.y_q) ** 2, axis=-1)
     _assert_within_standard_errors(errors, cf.ols_risk(D, 12, 0.5))

@@ -53,8 +53,9 @@ def _numpy_reference(prompts, gamma):
     return out
 
 
-@pytest.mark.parametrize("d_y", [1, 2])
-@pytest.mark.parametrize(("heads", "key_size", "shared"), [(1, None, False), (2, 9, True)])
+@pytest.mark.parametrize(
+    ("d_y", "heads", "key_size", "shared"), [(1, 1, None, False), (2, 2, 9, True)]
+)
 def test_construction_equals_explicit_prediction_float64(x64, d_y, heads, key_size, shared):
     prompts = _anisotropic_prompts(d_y)
     model = LSATransformer(d=D, d_y=d_y, num_heads=heads, key_size=key_size, shared_weights=shared)
