@@ -1,9 +1,10 @@
 """One trained LSA layer at other prompt lengths and under covariate shift (Zhang et al. 2023)
 
     icl-toy run covariate_shift           # or python -m experiments.covariate_shift
-    icl-toy run covariate_shift --quick   # shrunk config, ~25 s
+    icl-toy run covariate_shift --quick   # shrunk config, ~20 s
 
-Full: 5 seeds x 3000 steps, then 35 test settings x 50,000 tasks, ~4 min on 2 CPU cores.
+Full: 5 seeds x 3000 steps, then 35 test settings x 50,000 tasks, ~2.5 min on 2 CPU cores
+(146 s measured, shared machine).
 
 Trains one LSA layer at prompt length N = 20 on the anisotropic Gaussian task of
 `preconditioned_gd` (inputs N(0, Λ), d = 5, σ = 0.5), then tests it at prompt lengths M
@@ -51,7 +52,7 @@ from icl_toy.tasks import Prompt, TaskConfig, sample_batch
 from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, train
 
 NAME = "covariate_shift"
-RUNTIME = {"full": "~4 min", "quick": "~25 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)
