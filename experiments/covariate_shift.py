@@ -39,7 +39,6 @@ from experiments.preconditioned_gd import (
     anisotropic_task,
     fitted_gamma,
     input_covariance,
-    make_lsa,
     validate_single_layer_gaussian,
 )
 from icl_toy import closed_forms
@@ -49,7 +48,14 @@ from icl_toy.linalg import einsum
 from icl_toy.plotting import save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
 from icl_toy.tasks import Prompt, TaskConfig, sample_batch
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, train
+from icl_toy.train import (
+    ModelConfig,
+    RunOptions,
+    TrainConfig,
+    batch_predict,
+    make_model,
+    train,
+)
 
 NAME = "covariate_shift"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
@@ -166,7 +172,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     task, d, n = config.task, config.task.d, config.task.n_context
     tau, sigma = task.w_scale, task.noise_std
     lam_DxD = input_covariance(task)
-    model = make_lsa(task, config.model, config.init)
+    model = make_model(task, config.model, config.init)
     result = train(model, task, config.train, options=options)
     params_S = result.params
     gamma_fit = jax.vmap(fitted_gamma, in_axes=(0, None, None))(params_S, d, n)

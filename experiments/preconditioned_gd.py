@@ -45,7 +45,7 @@ import numpy as np
 from icl_toy import closed_forms, metrics
 from icl_toy.cli import experiment_main
 from icl_toy.learners import preconditioned_gd_predict
-from icl_toy.models import PARAM_NAMES, LSATransformer, _fan_in_init, attention_products
+from icl_toy.models import attention_products
 from icl_toy.plotting import heatmap, save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
 from icl_toy.tasks import TaskConfig, sample_batch
@@ -85,42 +85,6 @@ def anisotropic_task(
 def input_covariance(task: TaskConfig) -> np.ndarray:
     """Σ of a Gaussian task, (D, D)."""
     return np.eye(task.d) if task.input_cov is None else np.asarray(task.input_cov)
-
-
-class GDSparsityInitLSA(LSATransformer):
-    """`LSATransformer` whose random init has the zero blocks of the GD construction.
-
-    The fan-in init of `LSATransformer`, then W_Q[:, d:] = W_K[:, d:] = 0 (queries and keys
-    read only x) and W_V[:, :d] = 0 (values read only y), as in Zhang, Frei & Bartlett
-    (arXiv 2306.09927). All entries are trained; the params have the same pytree.
-    """
-
-    def setup(self):
-        shapes = self.param_shapes()
-        fan_in = _fan_in_init(self.init_scale / self.num_layers, len(shapes["w_q"]) - 2)
-        d = self.d
-
-        def masked_init(name):
-            def init(key, shape, dtype=jnp.float32):
-                w = fan_in(key, shape, dtype)
-                if name in ("w_q", "w_k"):
-                    return w.at[..., d:].set(0.0)
-                if name == "w_v":
-                    return w.at[..., :d].set(0.0)
-                return w
-
-            return init
-
-        self.weights = {
-            name: self.param(name, masked_init(name), shapes[name]) for name in PARAM_NAMES
-        }
-
-
-def make_lsa(task: TaskConfig, model: ModelConfig, init: str) -> LSATransformer:
-    """The LSA of `model` for `task`, with the GD-sparsity or the dense fan-in init."""
-    if init == "dense":
-        return make_model(task, model)
-    return GDSparsityInitLSA(d=task.d, d_y=task.d_y, **dataclasses.asdict(model))
 
 
 def validate_single_layer_gaussian(task: TaskConfig, model: ModelConfig, init: str) -> None:
@@ -190,7 +154,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     task, d, n = config.task, config.task.d, config.task.n_context
     tau, sigma = task.w_scale, task.noise_std
     cov_DxD = jnp.asarray(input_covariance(task), jnp.float32)
-    model = make_lsa(task, config.model, config.init)
+    model = make_model(task, config.model, config.init)
     key_eval, key_curve = jax.random.split(jax.random.key(config.eval_seed))
 
     gamma_star = closed_forms.optimal_preconditioner(cov_DxD, n, tau, sigma)

@@ -215,6 +215,35 @@ class LSATransformer(nn.Module):
         return readout(lsa_query_output(w_kq, w_pv, tokens_TxE)[None], self.d_y)
 
 
+class GDSparsityLSA(LSATransformer):
+    """`LSATransformer` whose random init has the zero blocks of the GD construction.
+
+    The fan-in init of `LSATransformer`, then W_Q[:, d:] = W_K[:, d:] = 0 (queries and keys
+    read only x) and W_V[:, :d] = 0 (values read only y), as in Zhang, Frei & Bartlett
+    (arXiv 2306.09927). All entries are trained; the params have the same pytree.
+    """
+
+    def setup(self):
+        shapes = self.param_shapes()
+        fan_in = _fan_in_init(self.init_scale / self.num_layers, len(shapes["w_q"]) - 2)
+        d = self.d
+
+        def masked_init(name):
+            def init(key, shape, dtype=jnp.float32):
+                w = fan_in(key, shape, dtype)
+                if name in ("w_q", "w_k"):
+                    return w.at[..., d:].set(0.0)
+                if name == "w_v":
+                    return w.at[..., :d].set(0.0)
+                return w
+
+            return init
+
+        self.weights = {
+            name: self.param(name, masked_init(name), shapes[name]) for name in PARAM_NAMES
+        }
+
+
 class LinearSelfAttention(nn.Module):
     """One residual LSA layer as a composable block; params (H, k, E) / (H, E, k)."""
 

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from icl_toy.checkpoints import Checkpoints
-from icl_toy.models import LSATransformer
+from icl_toy.models import GDSparsityLSA, LSATransformer
 from icl_toy.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
 
 
@@ -79,9 +79,18 @@ class TrainConfig:
             )
 
 
-def make_model(task: TaskConfig, cfg: ModelConfig) -> LSATransformer:
-    """The LSA transformer for prompts of `task`."""
-    return LSATransformer(d=task.d, d_y=task.d_y, **dataclasses.asdict(cfg))
+def make_model(
+    task: TaskConfig, cfg: ModelConfig, init: Literal["dense", "gd_sparsity"] = "dense"
+) -> LSATransformer:
+    """The LSA transformer for prompts of `task`.
+
+    `init="gd_sparsity"` starts from random weights with the GD construction's zero blocks
+    (`GDSparsityLSA`); the default is the dense fan-in init of von Oswald et al.
+    """
+    if init not in ("dense", "gd_sparsity"):
+        raise ValueError(f"init must be 'dense' or 'gd_sparsity', got {init!r}")
+    cls = LSATransformer if init == "dense" else GDSparsityLSA
+    return cls(d=task.d, d_y=task.d_y, **dataclasses.asdict(cfg))
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
