@@ -159,7 +159,8 @@ def _iterated_losses(params, tokens_BxTxE, y_q_BxY, depth: int, damping: float, 
 
 
 def _fit(predict, theta0, task, key, fit: FitConfig) -> dict:
-    """One fit of an explicit learner's scalars; returns θ without the seed axis."""
+    """One fit of an explicit learner's scalars: θ without the seed axis, and the Adam
+    learning rate that converged (halved on divergence, at most 3 times)."""
     result = tuning.fit_learner(
         predict,
         theta0,
@@ -168,8 +169,10 @@ def _fit(predict, theta0, task, key, fit: FitConfig) -> dict:
         steps=fit.steps,
         batch_size=fit.batch_size,
         learning_rate=fit.learning_rate,
+        halvings=3,
     )
-    return {name: np.asarray(value[0]) for name, value in result.theta.items()}
+    theta = {name: np.asarray(value[0]) for name, value in result.theta.items()}
+    return theta | {"fit_learning_rate": result.learning_rate}
 
 
 def _fit_learners(task: TaskConfig, num_layers: int, kind: str, key, fit: FitConfig) -> dict:
@@ -291,6 +294,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
                 "gd_eta": fitted[kind]["gd"]["eta"],
                 "gdpp_eta": fitted[kind]["gdpp"]["eta"],
                 "gdpp_gamma": fitted[kind]["gdpp"]["gamma"],
+                "fit_learning_rates": {
+                    name: fitted[kind][name]["fit_learning_rate"] for name in ("gd", "gdpp")
+                },
             }
             prefix = f"{kind}_K{num_layers}_"
             for name in ("trained_layer_losses", "gd_layer_losses", "gdpp_layer_losses"):

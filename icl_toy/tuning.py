@@ -25,6 +25,7 @@ Predict = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
 
 class FitResult(NamedTuple):
     theta: dict  # fitted hyperparameters; every leaf has a leading seed axis S
+    learning_rate: float  # the Adam learning rate of the fit that converged
     loss: np.ndarray  # (S, steps) half-MSE of each batch; inf/NaN where the step was skipped
 
 
@@ -45,11 +46,14 @@ def fit_learner(
     learning_rate: float = 1e-2,
     num_seeds: int = 1,
     clip_norm: float = 10.0,
+    halvings: int = 0,
 ) -> FitResult:
     """Fit θ by Adam on online prompts of `task`; S seeds (independent data) vmapped.
 
     Every seed starts from `theta0`; the data of seed s at step t is a pure function of
-    (key, s, t). Returns the final θ of each seed and the training loss curve.
+    (key, s, t). Returns the final θ of each seed and the training loss curve. A fit that
+    diverges (θ not finite) is rerun from θ0 with half the learning rate, at most `halvings`
+    times; then `FloatingPointError` is raised.
     """
     if steps < 1 or batch_size < 1 or num_seeds < 1:
         raise ValueError(
@@ -80,13 +84,26 @@ def fit_learner(
     theta, losses = jax.jit(jax.vmap(one_seed))(keys)
     losses = np.asarray(losses)
     theta = jax.tree.map(np.asarray, theta)
-    if not all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(theta)):
-        step = int(np.argmax(~np.isfinite(losses).all(axis=0)))
-        raise FloatingPointError(
-            f"fitting the learner diverged (non-finite loss from step {step}); lower the "
-            f"learning rate ({learning_rate}) or start from a stabler theta0"
+    if all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(theta)):
+        return FitResult(theta, learning_rate, losses)
+    if halvings > 0:
+        return fit_learner(
+            predict,
+            theta0,
+            task,
+            key=key,
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate / 2,
+            num_seeds=num_seeds,
+            clip_norm=clip_norm,
+            halvings=halvings - 1,
         )
-    return FitResult(theta, losses)
+    step = int(np.argmax(~np.isfinite(losses).all(axis=0)))
+    raise FloatingPointError(
+        f"fitting the learner diverged (non-finite loss from step {step}); lower the "
+        f"learning rate ({learning_rate}) or start from a stabler theta0"
+    )
 
 
 def gd_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:

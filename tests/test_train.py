@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -225,3 +226,19 @@ print("OK")
         timeout=300,
     )
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_make_model_gd_sparsity_init_has_the_construction_zero_blocks():
+    from icl_toy.models import GDSparsityLSA
+
+    task = von_oswald_preset()
+    model = make_model(task, ModelConfig(), init="gd_sparsity")
+    assert isinstance(model, GDSparsityLSA)
+    params = model.init(jax.random.key(0), jnp.zeros((task.n_context + 1, task.token_dim)))
+    w = params["params"]
+    d = task.d
+    assert not np.any(w["w_q"][..., d:]) and not np.any(w["w_k"][..., d:])
+    assert not np.any(w["w_v"][..., :d])
+    assert np.any(w["w_q"][..., :d]) and np.any(w["w_v"][..., d:])
+    with pytest.raises(ValueError, match="init must be"):
+        make_model(task, ModelConfig(), init="zeros")

@@ -88,6 +88,20 @@ def test_fit_learner_reports_divergence():
         )
     with pytest.raises(ValueError, match="steps"):
         tuning.fit_learner(tuning.gd_learner, {"eta": 1.0}, task, key=jax.random.key(0), steps=0)
+    # With halvings the fit is rerun at half the learning rate until θ stays finite: a first
+    # Adam step of ~100 on the log scale overflows float32, one of ~25 does not.
+    fit = tuning.fit_learner(
+        scaled_gd,
+        {"log_eta": jnp.asarray(0.0)},
+        task,
+        key=jax.random.key(0),
+        steps=30,
+        batch_size=16,
+        learning_rate=100.0,
+        halvings=4,
+    )
+    assert fit.learning_rate < 100.0
+    assert np.isfinite(fit.theta["log_eta"]).all()
 
 
 def test_layer_predictions_follow_gd_step_by_step(x64):
