@@ -13,7 +13,9 @@ from icl_toy.results import load_results, to_jsonable
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_momentum_attention_quick_end_to_end(tmp_path):
+    """~1.5 min: the quick config still compiles 7 training runs (3 variants x K = 1, 2 + 1)."""
     momentum_attention.main(["--quick", "--out", str(tmp_path), "--quiet"])
     for ext in ("png", "pdf", "json", "npz"):
         assert (tmp_path / f"momentum_attention.{ext}").stat().st_size > 0
@@ -75,9 +77,12 @@ def test_config_validation():
         dataclasses.replace(config, fit_learners=("gd",))
 
 
-def test_committed_figure_comes_from_the_current_full_config():
-    """figures/momentum_attention.json must be a run of today's full config (else rerun it)."""
+def test_committed_full_run(tmp_path):
+    """figures/momentum_attention.* must be a run of today's full config (else rerun it)."""
     saved = json.loads((ROOT / "figures" / "momentum_attention.json").read_text())
     assert saved["config"] == to_jsonable(momentum_attention.get_config(quick=False))
+    # plot() redraws the committed figure from the saved results alone.
+    momentum_attention.plot(load_results(ROOT / "figures", "momentum_attention"), tmp_path)
+    assert (tmp_path / "momentum_attention.png").stat().st_size > 0
     assert saved["heavy_ball_construction_error"] <= 1e-12
     assert len(saved["heavy_ball_construction_error_per_K"]) == 10
