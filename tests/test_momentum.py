@@ -281,3 +281,37 @@ def test_tuned_constant_heavy_ball_beats_its_start():
     assert np.mean(fit.loss[0, -20:]) < 0.9 * np.mean(fit.loss[0, :5])
     with pytest.raises(ValueError, match="num_steps"):
         constant_step_learner(heavy_ball_learner, 0)
+
+
+def test_every_matrix_product_asks_for_full_float32_precision():
+    """As tests/test_models.py, for the momentum models and learners (TF32 breaks exactness)."""
+    prompt = jax.tree.map(lambda a: a[0], _prompts(1))
+    tokens = prompt_tokens(prompt)
+    programs = []
+    for model in (
+        CausalLSATransformer(d=TASK.d, num_layers=2),
+        TokenMomentumLSA(d=TASK.d, num_layers=2),
+        DepthMomentumLSA(d=TASK.d, num_layers=2),
+    ):
+        params = model.init(jax.random.key(0), tokens)
+        programs.append(
+            jax.make_jaxpr(jax.grad(lambda p, m=model: m.apply(p, tokens).sum()))(params)
+        )
+    for predict in (heavy_ball_predict, nesterov_predict):
+        programs.append(
+            jax.make_jaxpr(lambda f=predict: f(prompt.x, prompt.y, prompt.x_q, jnp.ones(2), 0.5))()
+        )
+
+    def dots(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                yield eqn
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", None)
+                if hasattr(inner, "eqns"):
+                    yield from dots(inner)
+
+    found = [eqn for program in programs for eqn in dots(program.jaxpr)]
+    assert len(found) > 10
+    for eqn in found:
+        assert all(p == jax.lax.Precision.HIGHEST for p in eqn.params["precision"]), eqn
