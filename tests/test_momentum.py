@@ -20,19 +20,40 @@ from icl_toy.tuning import constant_step_learner, fit_learner, heavy_ball_learne
 TASK = von_oswald_preset()
 
 
+# Jitted: eager sampling and eager Flax init/apply cost seconds per call on a CPU.
+_sample_batch = jax.jit(sample_batch, static_argnums=(1, 2))
+
+
 def _prompts(num, seed=0, task=TASK):
-    return sample_batch(jax.random.key(seed), task, num)
+    return _sample_batch(jax.random.key(seed), task, num)
+
+
+def _batch_apply(model, params, tokens_BxTxE, method=None):
+    """ŷ (or `method`'s output) for a batch of prompts, vmapped and jitted."""
+
+    def one(tokens_TxE):
+        return model.apply(params, tokens_TxE, method=method)
+
+    return jax.jit(jax.vmap(one))(tokens_BxTxE)
+
+
+def _init_structure(model):
+    """The pytree of shapes that `model.init` returns, without running the init."""
+    tokens = jnp.zeros((TASK.n_context + 1, TASK.token_dim))
+    return jax.eval_shape(model.init, jax.random.key(0), tokens)
 
 
 def _random_init(model, seed=1, scale=0.3):
-    """Init params, with the attention weights scaled up so every term matters."""
-    tokens = jnp.zeros((TASK.n_context + 1, TASK.token_dim))
-    params = model.init(jax.random.key(seed), tokens)
+    """Random attention weights N(0, scale²) in the structure of `model.init` (no extra params)."""
+    shapes = _init_structure(model)["params"]
+    assert set(shapes) == {"w_q", "w_k", "w_v", "w_p"}, set(shapes)
     keys = jax.random.split(jax.random.key(seed + 100), 4)
-    for key, name in zip(keys, ("w_q", "w_k", "w_v", "w_p"), strict=True):
-        w = params["params"][name]
-        params["params"][name] = scale * jax.random.normal(key, w.shape, w.dtype)
-    return params
+    return {
+        "params": {
+            name: scale * jax.random.normal(key, shapes[name].shape, shapes[name].dtype)
+            for key, name in zip(keys, ("w_q", "w_k", "w_v", "w_p"), strict=True)
+        }
+    }
 
 
 @pytest.mark.parametrize("num_layers", [1, 3])
@@ -57,15 +78,13 @@ def test_causal_lsa_at_the_query_equals_plain_lsa_for_one_layer():
     plain = LSATransformer(d=TASK.d, num_layers=1)
     params = _random_init(plain)
     tokens = jax.vmap(prompt_tokens)(_prompts(64))
-    got = jax.vmap(causal.apply, in_axes=(None, 0))(params, tokens)
-    want = jax.vmap(plain.apply, in_axes=(None, 0))(params, tokens)
+    got = _batch_apply(causal, params, tokens)
+    want = _batch_apply(plain, params, tokens)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
-    def position_predictions(tokens_TxE):
-        return causal.apply(params, tokens_TxE, method=CausalLSATransformer.position_predictions)
-
     # The per-position readout at the query is the ordinary readout.
-    np.testing.assert_allclose(jax.vmap(position_predictions)(tokens)[:, -1], want, atol=1e-6)
+    positions = _batch_apply(causal, params, tokens, CausalLSATransformer.position_predictions)
+    np.testing.assert_allclose(positions[:, -1], want, atol=1e-6)
 
 
 def test_causal_gd_construction_predicts_each_label_from_its_prefix(x64):
@@ -75,9 +94,7 @@ def test_causal_gd_construction_predicts_each_label_from_its_prefix(x64):
     params = gd_weights(model, eta, n)
     prompts = _prompts(8)
     tokens = jax.vmap(prompt_tokens)(prompts)
-    got = jax.vmap(
-        lambda t: model.apply(params, t, method=CausalLSATransformer.position_predictions)
-    )(tokens)
+    got = _batch_apply(model, params, tokens, CausalLSATransformer.position_predictions)
     x_all = jnp.concatenate([prompts.x, prompts.x_q[:, None]], axis=1)
     for t in range(1, n + 1):
         # The construction sums over the prefix with P = η/N: step η·t/N on the prefix mean.
@@ -93,11 +110,11 @@ def test_token_momentum_with_mu_zero_is_plain_lsa():
     token = TokenMomentumLSA(d=TASK.d, num_layers=3, momentum=0.0)
     params = _random_init(plain)
     tokens = jax.vmap(prompt_tokens)(_prompts(32))
-    want = jax.vmap(plain.apply, in_axes=(None, 0))(params, tokens)
-    np.testing.assert_allclose(jax.vmap(token.apply, in_axes=(None, 0))(params, tokens), want)
+    want = _batch_apply(plain, params, tokens)
+    np.testing.assert_allclose(_batch_apply(token, params, tokens), want)
     # A nonzero μ changes the prediction (the momentum term is wired in).
     moving = TokenMomentumLSA(d=TASK.d, num_layers=3, momentum=0.5)
-    moved = jax.vmap(moving.apply, in_axes=(None, 0))(params, tokens)
+    moved = _batch_apply(moving, params, tokens)
     assert float(jnp.max(jnp.abs(moved - want))) > 1e-3
 
 
@@ -130,13 +147,13 @@ def test_learned_momentum_params_and_their_range():
         params["params"]["mu_logit"] = jnp.asarray(logit)
         assert 0.0 <= float(token.apply(params, method=TokenMomentumLSA.mu)) <= 1.0
     depth = DepthMomentumLSA(d=TASK.d, num_layers=2)
-    assert "beta" in depth.init(jax.random.key(0), tokens)["params"]
+    learned = depth.init(jax.random.key(0), tokens)["params"]
+    assert "beta" in learned
     # Fixed momentum: no extra parameter, so the init pytree is the plain model's.
-    fixed = DepthMomentumLSA(d=TASK.d, num_layers=2, momentum=0.3).init(jax.random.key(0), tokens)
+    fixed = _init_structure(DepthMomentumLSA(d=TASK.d, num_layers=2, momentum=0.3))
     plain = LSATransformer(d=TASK.d, num_layers=2).init(jax.random.key(0), tokens)
     assert jax.tree.structure(fixed) == jax.tree.structure(plain)
     # Same key, same attention init: momentum and plain runs are paired.
-    learned = depth.init(jax.random.key(0), tokens)["params"]
     for name in ("w_q", "w_k", "w_v", "w_p"):
         np.testing.assert_array_equal(learned[name], plain["params"][name])
 
@@ -152,15 +169,15 @@ def test_depth_momentum_with_beta_zero_is_plain_lsa_stack():
     depth = DepthMomentumLSA(d=TASK.d, num_layers=4, momentum=0.0)
     params = _random_init(plain, scale=0.2)
     tokens = jax.vmap(prompt_tokens)(_prompts(32))
-    want = jax.vmap(plain.apply, in_axes=(None, 0))(params, tokens)
-    np.testing.assert_allclose(jax.vmap(depth.apply, in_axes=(None, 0))(params, tokens), want)
+    want = _batch_apply(plain, params, tokens)
+    np.testing.assert_allclose(_batch_apply(depth, params, tokens), want)
     np.testing.assert_allclose(
         depth.apply(params, tokens[0], method=DepthMomentumLSA.trajectory),
         plain.apply(params, tokens[0], method=LSATransformer.trajectory),
         atol=1e-6,
     )
     moving = DepthMomentumLSA(d=TASK.d, num_layers=4, momentum=0.5)
-    moved = jax.vmap(moving.apply, in_axes=(None, 0))(params, tokens)
+    moved = _batch_apply(moving, params, tokens)
     assert float(jnp.max(jnp.abs(moved - want))) > 1e-3
 
 
@@ -177,11 +194,10 @@ def test_heavy_ball_construction_float64(x64, num_layers):
     model = DepthMomentumLSA(d=TASK.d, num_layers=num_layers)
     etas, beta, w0 = _heavy_ball_case(num_layers, num_layers, 1.0)
     params = heavy_ball_weights(model, etas, beta, TASK.n_context, w0)
-    tokens = jnp.zeros((TASK.n_context + 1, TASK.token_dim))
-    assert jax.tree.structure(params) == jax.tree.structure(model.init(jax.random.key(0), tokens))
+    assert jax.tree.structure(params) == jax.tree.structure(_init_structure(model))
     prompts = _prompts(64, seed=num_layers)
     tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
-    built = jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
+    built = _batch_apply(model, params, tokens)
     explicit = jax.vmap(heavy_ball_predict, in_axes=(0, 0, 0, None, None, None))(
         prompts.x, prompts.y, prompts.x_q, etas, beta, w0
     )
@@ -202,7 +218,7 @@ def test_heavy_ball_construction_float32():
         etas, beta, _ = _heavy_ball_case(num_layers, num_layers, 0.0)
         params = heavy_ball_weights(model, etas, beta, TASK.n_context)
         prompts = _prompts(256, seed=num_layers)
-        built = jax.vmap(model.apply, in_axes=(None, 0))(params, jax.vmap(prompt_tokens)(prompts))
+        built = _batch_apply(model, params, jax.vmap(prompt_tokens)(prompts))
         explicit = jax.vmap(heavy_ball_predict, in_axes=(0, 0, 0, None, None))(
             prompts.x, prompts.y, prompts.x_q, etas, beta
         )
