@@ -18,13 +18,15 @@ and evaluates both on the same held-out tasks. Per task it computes:
 
 Every metric is a mean over tasks of a per-task value. Confidence intervals are Student-t
 (`icl_toy.results.mean_ci`): over seeds when a predictor has a seed axis S > 1 (each
-seed's value is its mean over the same tasks; seeds are paired by index), and always also
-over tasks (the per-task values, averaged over seeds, n = number of tasks).
+seed's value is its mean over the same tasks, so the interval is conditional on that task
+set; seeds are paired by index), and always also over tasks (the per-task values, averaged
+over seeds, n = number of tasks).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -96,20 +98,19 @@ def evaluate(
 def evaluate_many(
     predictors: dict[str, Predictor | SeededPredictor], prompts: Prompt, probes_BxPxD: jax.Array
 ) -> dict[str, Evaluation]:
-    """`evaluate` for several learners in one compiled program (one compile, not one each)."""
+    """`evaluate` for several learners on the same prompts and probes.
 
-    def all_arrays(prompts, probes_BxPxD):
-        probes_pinv_BxDxP = jnp.linalg.pinv(probes_BxPxD)  # shared by every learner
-        return {
-            name: _evaluation_arrays(predictor, prompts, probes_BxPxD, probes_pinv_BxDxP)
-            for name, predictor in predictors.items()
-        }
-
-    arrays = jax.jit(all_arrays)(prompts, probes_BxPxD)
-    return {
-        name: Evaluation(*arrays[name], seeded=isinstance(predictor, SeededPredictor))
-        for name, predictor in predictors.items()
-    }
+    Each learner is its own compiled program: one program holding a whole baseline family
+    compiled a little faster, but hung intermittently on a 2-core CPU (jax 0.10.2).
+    """
+    probes_pinv_BxDxP = jax.jit(jnp.linalg.pinv)(probes_BxPxD)  # shared by every learner
+    evaluations = {}
+    for name, predictor in predictors.items():
+        arrays = jax.jit(functools.partial(_evaluation_arrays, predictor))(
+            prompts, probes_BxPxD, probes_pinv_BxDxP
+        )
+        evaluations[name] = Evaluation(*arrays, seeded=isinstance(predictor, SeededPredictor))
+    return evaluations
 
 
 def _on_one_task(metric, a_YxD: jax.Array, b_YxD: jax.Array) -> jax.Array:
@@ -193,7 +194,9 @@ def _check_sizes(task: TaskConfig, num_tasks: int, num_probes: int | None) -> in
     return num_probes
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _held_out(key: jax.Array, task: TaskConfig, num_tasks: int, num_probes: int):
+    """The held-out prompts and probe queries of `compare` (one compiled sampler)."""
     key_tasks, key_probes = jax.random.split(key)
     return sample_batch(key_tasks, task, num_tasks), sample_probes(
         key_probes, task, num_tasks, num_probes
@@ -218,8 +221,11 @@ def compare(
     num_probes = _check_sizes(task, num_tasks, num_probes)
     _check_seed_axes(predictor_a, predictor_b)
     prompts, probes = _held_out(key, task, num_tasks, num_probes)
-    evaluations = evaluate_many({"a": predictor_a, "b": predictor_b}, prompts, probes)
-    ev_a, ev_b = evaluations["a"], evaluations["b"]
+    if predictor_a is predictor_b:  # one evaluation serves both sides
+        ev_a = ev_b = evaluate(predictor_a, prompts, probes)
+    else:
+        evaluations = evaluate_many({"a": predictor_a, "b": predictor_b}, prompts, probes)
+        ev_a, ev_b = evaluations["a"], evaluations["b"]
     values = pair_metrics(ev_a, ev_b, prompts)
     seeded = ev_a.seeded or ev_b.seeded
     return {name: summarize(values[name], seeded) for name in METRICS}

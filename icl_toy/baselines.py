@@ -351,7 +351,9 @@ def ols_excess_risk(task: TaskConfig) -> float:
     return float("inf") if d <= n + 1 else tau2 * (d - n) + sigma2 * n / (d - n - 1)
 
 
-def bayes_ridge_excess_risk(task: TaskConfig, *, key: jax.Array, num_tasks: int = 10_000):
+def bayes_ridge_excess_risk(
+    task: TaskConfig, *, key: jax.Array, num_tasks: int = 10_000
+) -> tuple[float, float]:
     """Bayes risk of ridge at λ = σ²/τ²: σ² E_X tr(Σ_x (XᵀX + λI)⁻¹), a Monte Carlo estimate.
 
     Given X the posterior covariance of w is σ²(XᵀX + λI)⁻¹, so the conditional excess risk

@@ -15,9 +15,8 @@ TASK = TaskConfig(d=4, n_context=6, inputs="gaussian", noise_std=0.3)
 
 
 def test_a_learner_compared_with_itself(x64):
-    result = alignment.compare(
-        baselines.ridge(0.5), baselines.ridge(0.5), TASK, key=jax.random.key(0), num_tasks=32
-    )
+    ridge = baselines.ridge(0.5)
+    result = alignment.compare(ridge, ridge, TASK, key=jax.random.key(0), num_tasks=32)
     for name in ("pred_diff", "spd", "ilwd", "model_diff"):
         assert result[name]["mean"] == 0.0, name
     assert result["cosine"]["mean"] == pytest.approx(1.0, abs=1e-7)  # the 1e-8 in the norms
@@ -25,7 +24,7 @@ def test_a_learner_compared_with_itself(x64):
     assert result["spd"]["over"] == "tasks" and result["spd"]["n"] == 32
     # The task-averaged losses are metrics.half_mse on the same held-out prompts.
     prompts = sample_batch(jax.random.split(jax.random.key(0))[0], TASK, 32)
-    preds = jax.vmap(baselines.ridge(0.5))(prompts)
+    preds = jax.vmap(ridge)(prompts)
     expected = float(metrics.half_mse(preds, prompts.y_q))
     assert result["half_mse_a"]["mean"] == pytest.approx(expected, rel=1e-12)
     assert result["half_mse_a"]["low"] < expected < result["half_mse_a"]["high"]
@@ -68,7 +67,7 @@ def test_gd_construction_is_closest_to_one_gd_step_with_its_eta(x64):
     model = LSATransformer(d=task.d)
     construction = baselines.model_predictor(model, gd_weights(model, eta, task.n_context))
     family = baselines.baseline_family(
-        task, key=jax.random.key(2), max_steps=1, ridge_lambdas=(0.01, 1.0)
+        task, key=jax.random.key(2), max_steps=1, ridge_lambdas=(1.0,)
     )
     rows = alignment.closest_algorithm(
         construction, task, family, key=jax.random.key(3), num_tasks=64
@@ -79,10 +78,7 @@ def test_gd_construction_is_closest_to_one_gd_step_with_its_eta(x64):
     assert [r["spd"] for r in rows] == sorted(r["spd"] for r in rows)
     table = alignment.format_table(rows)
     assert rows[0]["name"] in table and "ols" in table and "knn(k=3)" in table
-    by_cosine = alignment.closest_algorithm(
-        construction, task, family, key=jax.random.key(3), num_tasks=64, sort_by="cosine"
-    )
-    assert by_cosine[0]["name"] == rows[0]["name"]
+    assert max(rows, key=lambda r: r["cosine"])["name"] == rows[0]["name"]
 
 
 def test_bad_arguments_raise():

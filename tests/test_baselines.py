@@ -200,3 +200,45 @@ def test_bad_arguments_raise():
         baselines.nearest_neighbours(0)
     with pytest.raises(ValueError, match="noise_std"):
         baselines.bayes_ridge_excess_risk(von_oswald_preset(), key=jax.random.key(0))
+
+
+def test_every_matrix_product_asks_for_full_float32_precision():
+    """As tests/test_models.py: GPUs default to TF32 products (see icl_toy.linalg)."""
+    from icl_toy import alignment
+
+    prompts = _prompts(d=4, n=6, num_tasks=3)
+    family = {
+        "ols": baselines.ols,
+        "ridge": baselines.ridge(0.1),
+        "gd": baselines.gd([0.5, 0.5]),
+        "line_search_gd": baselines.line_search_gd(2),
+        "cg": baselines.conjugate_gradient(2),
+        "gdpp": baselines.gdpp(0.5, 0.1),
+        "preconditioned_gd": baselines.preconditioned_gd(jnp.eye(4)),
+        "newton_schulz": baselines.newton_schulz(2),
+        "knn": baselines.nearest_neighbours(2),
+    }
+    probes = jnp.ones((3, 5, 4))
+    programs = [
+        jax.make_jaxpr(
+            lambda p, q, f=f: alignment._evaluation_arrays(f, p, q, jnp.ones((3, 4, 5)))
+        )(prompts, probes)
+        for f in family.values()
+    ]
+
+    def dots(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                yield eqn
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", None)
+                if hasattr(inner, "eqns"):
+                    yield from dots(inner)
+
+    found = [eqn for program in programs for eqn in dots(program.jaxpr)]
+    assert len(found) > 20
+    for eqn in found:
+        precision = eqn.params["precision"]
+        assert precision is not None and all(p == jax.lax.Precision.HIGHEST for p in precision), (
+            f"a matrix product at {precision}"
+        )
