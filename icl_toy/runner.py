@@ -33,6 +33,7 @@ from icl_toy.train import RunOptions
 # Experiment modules under `experiments/`, in the order `icl-toy reproduce` runs them.
 EXPERIMENTS = (
     "single_layer_gd",
+    "multi_layer_gdpp",
     "momentum_attention",
     "icl_vs_finetuning",
     "forward_only",
