@@ -122,23 +122,6 @@ def initial_steps(values: float | Sequence[float], num_steps: int) -> jnp.ndarra
     return jnp.asarray(arr)
 
 
-def shared_gdpp_learner(num_steps: int) -> Predict:
-    """K = `num_steps` GD++ steps sharing one (η, γ): θ = {"eta": (), "gamma": ()}.
-
-    The explicit counterpart of a recurrent (weight-shared) K-layer LSA. Without "gamma" in
-    θ it is K steps of GD with one shared η (γ = 0, not fitted).
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-
-    def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
-        etas = jnp.broadcast_to(theta["eta"], (num_steps,))
-        gammas = jnp.broadcast_to(theta.get("gamma", 0.0), (num_steps,))
-        return gdpp_predict(x_NxD, y_NxY, x_q_D, etas, gammas)
-
-    return predict
-
-
 def heavy_ball_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
     """K-step heavy-ball GD with tuned (η_k, β_k): θ = {"eta": (K,), "beta": (K,) or ()}.
 
@@ -164,5 +147,19 @@ def constant_step_learner(learner: Predict, num_steps: int) -> Predict:
     def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
         per_step = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_steps,)), theta)
         return learner(per_step, x_NxD, y_NxY, x_q_D)
+
+    return predict
+
+
+def normalized_gamma(learner: Predict) -> Predict:
+    """`learner` with θ["gamma"] read in units of Ŝ = H/N: γ = γ̂/N, so x ← (I − γ̂ Ŝ) x.
+
+    GD++'s γ scales like 1/N; fitting γ̂ = Nγ gives Adam the same step scale at every
+    context length. Divide the fitted γ̂ by N to build `gdpp_weights`.
+    """
+
+    def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+        theta = theta | {"gamma": theta["gamma"] / x_NxD.shape[0]}
+        return learner(theta, x_NxD, y_NxY, x_q_D)
 
     return predict

@@ -31,16 +31,19 @@ def test_fit_learner_recovers_the_closed_form_step():
     np.testing.assert_allclose(fit.theta["eta"], optimal_gd_eta(task), rtol=0.05)
 
 
-def test_shared_gdpp_learner_repeats_one_step():
+def test_constant_step_and_normalized_gamma_learners():
     task = von_oswald_preset()
     p = sample_batch(jax.random.key(1), task, 1)
     x, y, xq = p.x[0], p.y[0], p.x_q[0]
-    predict = tuning.shared_gdpp_learner(3)
-    got = predict({"eta": jnp.asarray(2.0), "gamma": jnp.asarray(0.1)}, x, y, xq)
+    theta = {"eta": jnp.asarray(2.0), "gamma": jnp.asarray(0.1)}
+    got = tuning.constant_step_learner(tuning.gdpp_learner, 3)(theta, x, y, xq)
     want = gdpp_predict(x, y, xq, jnp.full(3, 2.0), jnp.full(3, 0.1))
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    normalized = tuning.normalized_gamma(tuning.constant_step_learner(tuning.gdpp_learner, 3))
+    theta_hat = theta | {"gamma": 0.1 * task.n_context}  # γ̂ = Nγ
+    np.testing.assert_allclose(normalized(theta_hat, x, y, xq), want, rtol=1e-6)
     with pytest.raises(ValueError, match="num_steps"):
-        tuning.shared_gdpp_learner(0)
+        tuning.constant_step_learner(tuning.gd_learner, 0)
 
 
 def test_constructed_gdpp_model_gives_the_fitted_explicit_loss(x64):
