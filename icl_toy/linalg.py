@@ -22,3 +22,30 @@ def einsum(subscripts: str, *operands: jax.Array) -> jax.Array:
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     """`a @ b` at full precision."""
     return jnp.matmul(a, b, precision=PRECISION)
+
+
+def matrix_products(jaxpr) -> list:
+    """Every `dot_general` in a (closed) jaxpr, including inside jit, scan and custom_jvp.
+
+    With `products_below_full_precision` this lets a test check that a program keeps the
+    policy above, e.g. `jax.make_jaxpr(jax.grad(loss))(params)`.
+    """
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn)
+        for value in eqn.params.values():  # closed sub-programs of jit, scan, custom_jvp
+            inner = getattr(value, "jaxpr", None)
+            if hasattr(inner, "eqns"):
+                found.extend(matrix_products(inner))
+    return found
+
+
+def products_below_full_precision(products: list) -> list:
+    """The `dot_general` equations in `products` that do not ask for `PRECISION`."""
+    return [
+        eqn
+        for eqn in products
+        if eqn.params["precision"] is None or any(p != PRECISION for p in eqn.params["precision"])
+    ]

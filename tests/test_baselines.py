@@ -7,6 +7,7 @@ import pytest
 
 from icl_toy import baselines
 from icl_toy.learners import gd_predict
+from icl_toy.linalg import matrix_products, products_below_full_precision
 from icl_toy.tasks import Prompt, TaskConfig, von_oswald_preset
 
 
@@ -226,19 +227,6 @@ def test_every_matrix_product_asks_for_full_float32_precision():
         for f in family.values()
     ]
 
-    def dots(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                yield eqn
-            for value in eqn.params.values():
-                inner = getattr(value, "jaxpr", None)
-                if hasattr(inner, "eqns"):
-                    yield from dots(inner)
-
-    found = [eqn for program in programs for eqn in dots(program.jaxpr)]
+    found = [eqn for program in programs for eqn in matrix_products(program)]
     assert len(found) > 20
-    for eqn in found:
-        precision = eqn.params["precision"]
-        assert precision is not None and all(p == jax.lax.Precision.HIGHEST for p in precision), (
-            f"a matrix product at {precision}"
-        )
+    assert not products_below_full_precision(found), products_below_full_precision(found)[0]

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from icl_toy.linalg import matrix_products, products_below_full_precision
 from icl_toy.models import (
     LinearSelfAttention,
     LSATransformer,
@@ -139,19 +140,14 @@ def test_every_matrix_product_asks_for_full_float32_precision():
         jax.make_jaxpr(lambda k: sample_task(k, TaskConfig(d=3, n_context=2)))(jax.random.key(0)),
     ]
 
-    def dots(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                yield eqn
-            for value in eqn.params.values():  # jit, scan, custom_jvp: closed sub-programs
-                inner = getattr(value, "jaxpr", None)
-                if hasattr(inner, "eqns"):
-                    yield from dots(inner)
-
-    found = [eqn for program in programs for eqn in dots(program.jaxpr)]
+    found = [eqn for program in programs for eqn in matrix_products(program)]
     assert len(found) > 10
-    for eqn in found:
-        precision = eqn.params["precision"]
-        assert precision is not None and all(p == jax.lax.Precision.HIGHEST for p in precision), (
-            f"a matrix product at {precision}"
-        )
+    assert not products_below_full_precision(found), products_below_full_precision(found)[0]
+
+
+def test_precision_check_flags_a_default_precision_product():
+    """The checker used above can fail: a plain `@` product is reported."""
+    a = jnp.ones((3, 3))
+    found = matrix_products(jax.make_jaxpr(jax.jit(lambda x: x @ x))(a))
+    assert len(found) == 1
+    assert products_below_full_precision(found) == found

@@ -7,6 +7,7 @@ import pytest
 
 from icl_toy.constructions import gd_weights, heavy_ball_weights
 from icl_toy.learners import gd_predict, heavy_ball_predict, nesterov_predict
+from icl_toy.linalg import matrix_products, products_below_full_precision
 from icl_toy.models import (
     CausalLSATransformer,
     DepthMomentumLSA,
@@ -318,16 +319,6 @@ def test_every_matrix_product_asks_for_full_float32_precision():
             jax.make_jaxpr(lambda f=predict: f(prompt.x, prompt.y, prompt.x_q, jnp.ones(2), 0.5))()
         )
 
-    def dots(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                yield eqn
-            for value in eqn.params.values():
-                inner = getattr(value, "jaxpr", None)
-                if hasattr(inner, "eqns"):
-                    yield from dots(inner)
-
-    found = [eqn for program in programs for eqn in dots(program.jaxpr)]
+    found = [eqn for program in programs for eqn in matrix_products(program)]
     assert len(found) > 10
-    for eqn in found:
-        assert all(p == jax.lax.Precision.HIGHEST for p in eqn.params["precision"]), eqn
+    assert not products_below_full_precision(found), products_below_full_precision(found)[0]
