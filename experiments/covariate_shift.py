@@ -38,7 +38,6 @@ import numpy as np
 from experiments.preconditioned_gd import (
     anisotropic_task,
     fitted_gamma,
-    input_covariance,
     validate_single_layer_gaussian,
 )
 from icl_toy import closed_forms
@@ -47,7 +46,7 @@ from icl_toy.learners import ols_predict, ridge_predict
 from icl_toy.linalg import einsum
 from icl_toy.plotting import save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import Prompt, TaskConfig, sample_batch
+from icl_toy.tasks import Prompt, TaskConfig, input_covariance, sample_batch
 from icl_toy.train import (
     ModelConfig,
     RunOptions,

@@ -48,7 +48,7 @@ from icl_toy.learners import preconditioned_gd_predict
 from icl_toy.models import attention_products
 from icl_toy.plotting import heatmap, save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import TaskConfig, sample_batch
+from icl_toy.tasks import TaskConfig, input_covariance, sample_batch
 from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
 
 NAME = "preconditioned_gd"
@@ -80,11 +80,6 @@ def anisotropic_task(
         input_cov=tuple(map(tuple, cov.tolist())),
         noise_std=noise_std,
     )
-
-
-def input_covariance(task: TaskConfig) -> np.ndarray:
-    """Σ of a Gaussian task, (D, D)."""
-    return np.eye(task.d) if task.input_cov is None else np.asarray(task.input_cov)
 
 
 def validate_single_layer_gaussian(task: TaskConfig, model: ModelConfig, init: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from icl_toy import learners
 from icl_toy.linalg import matmul
-from icl_toy.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch
+from icl_toy.tasks import Prompt, TaskConfig, input_covariance, prompt_tokens, sample_batch
 
 # One prompt -> ŷ (Y,). Pure and traceable, so it can be vmapped, jitted and differentiated.
 Predictor = Callable[[Prompt], jax.Array]
@@ -364,7 +364,7 @@ def bayes_ridge_excess_risk(
     if task.noise_std <= 0:
         raise ValueError("the Bayes ridge risk needs noise_std > 0 (σ = 0 gives λ = 0)")
     lam, sigma2 = bayes_ridge_lambda(task), task.noise_std**2
-    sigma_x_DxD = jnp.asarray(_input_covariance(task))
+    sigma_x_DxD = jnp.asarray(input_covariance(task))
     x_BxNxD = sample_batch(key, task, num_tasks).x
 
     def conditional_risk(x_NxD):
@@ -375,15 +375,5 @@ def bayes_ridge_excess_risk(
     return float(risks_B.mean()), float(risks_B.std(ddof=1) / np.sqrt(num_tasks))
 
 
-def _input_covariance(task: TaskConfig) -> np.ndarray:
-    """Σ_x = E x xᵀ of the task's input law, (D, D)."""
-    if task.inputs == "gaussian":
-        return np.eye(task.d) if task.input_cov is None else np.asarray(task.input_cov)
-    lo, hi = task.input_low, task.input_high
-    second_moment = (lo**2 + lo * hi + hi**2) / 3.0
-    mean2 = ((lo + hi) / 2) ** 2
-    return (second_moment - mean2) * np.eye(task.d) + mean2 * np.ones((task.d, task.d))
-
-
 def _input_trace(task: TaskConfig) -> float:
-    return float(np.trace(_input_covariance(task)))
+    return float(np.trace(input_covariance(task)))

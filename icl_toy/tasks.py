@@ -202,3 +202,13 @@ def input_moments(cfg: TaskConfig) -> tuple[float, float]:
     if not np.allclose(cov, cov[0, 0] * np.eye(cfg.d)):
         raise ValueError("closed forms for a scalar GD step need isotropic inputs")
     return float(cov[0, 0]), 3.0
+
+
+def input_covariance(cfg: TaskConfig) -> np.ndarray:
+    """Σ_x = E x xᵀ of the task's input law, (D, D) (the second moment; zero-mean laws give Σ)."""
+    if cfg.inputs == "gaussian":
+        return np.eye(cfg.d) if cfg.input_cov is None else np.asarray(cfg.input_cov)
+    lo, hi = cfg.input_low, cfg.input_high
+    second_moment = (lo**2 + lo * hi + hi**2) / 3.0
+    mean2 = ((lo + hi) / 2) ** 2
+    return (second_moment - mean2) * np.eye(cfg.d) + mean2 * np.ones((cfg.d, cfg.d))
