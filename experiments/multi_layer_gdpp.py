@@ -419,12 +419,20 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, jax.tree.map(np.asarray, arrays))
 
 
+def _clip_top(ax, initial_loss: float) -> None:
+    """Cap a log-scale loss axis at 5× the zero-prediction loss, saying so in the title."""
+    bottom, top = ax.get_ylim()
+    if top > 5 * initial_loss:
+        ax.set_ylim(bottom, 5 * initial_loss)
+        ax.set_title(ax.get_title() + " (clipped)")
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
     """Draw the study's figure from saved results."""
     s, a = results.summary, results.arrays
     depths = [int(k) for k in a["depths"]]
     fig, axes = plt.subplots(2, 4, figsize=(20, 9))
-    fig.subplots_adjust(hspace=0.4, wspace=0.35)
+    fig.subplots_adjust(hspace=0.4, wspace=0.45)
     pd = s["per_depth"]
 
     for ax, kind in zip(axes[0, :2], KINDS, strict=True):
@@ -459,6 +467,8 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.plot(layers, a[f"per_layer_K{k_max}_gdpp_layer_losses"], "C3:", label="tuned GD++")
     ax.set_yscale("log")
     ax.set(xlabel="readout after layer", ylabel="half-MSE", title="Loss per layer (per-layer)")
+    # GD++ tuned for its last step overshoots in between (up to ~1e2): clip to keep detail.
+    _clip_top(ax, a[f"per_layer_K{k_max}_gd_layer_losses"][0])
     ax.legend(fontsize=8)
 
     ax = axes[0, 3]
@@ -495,6 +505,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         ylabel="half-MSE",
         title="Past the training depth (dotted: GD++)",
     )
+    _clip_top(ax, a[f"recurrent_K{depths[0]}_iterated_gdpp"][0])
     ax.legend(fontsize=7)
 
     ax = axes[1, 1]
