@@ -3,7 +3,7 @@
     icl-toy run multi_layer_gdpp           # or python -m experiments.multi_layer_gdpp
     icl-toy run multi_layer_gdpp --quick   # shrunk config, ~1 min
 
-Full: ~20 min on 2 CPU cores (the per-prompt products of deep full-token LSA stacks are slow
+Full: ~16 min on 2 CPU cores (the per-prompt products of deep full-token LSA stacks are slow
 on a CPU; see the README's Speed section).
 
 On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless), for K = 1..5:
@@ -51,7 +51,7 @@ from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_pr
 from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
 
 NAME = "multi_layer_gdpp"
-RUNTIME = {"full": "~20 min", "quick": "~1 min"}  # on a 2-core CPU
+RUNTIME = {"full": "~16 min", "quick": "~1 min"}  # on a 2-core CPU
 KINDS = ("per_layer", "recurrent")
 
 
@@ -127,14 +127,14 @@ def get_config(quick: bool = False) -> Config:
     return Config(
         depths=(2,),
         train=TrainConfig(
-            steps=300, batch_size=128, learning_rate=2e-3, eval_every=100, num_seeds=2
+            steps=200, batch_size=128, learning_rate=2e-3, eval_every=100, num_seeds=2
         ),
-        fit=FitConfig(steps=300, batch_size=256),
-        eval_tasks=500,
-        iterate_depth=6,
+        fit=FitConfig(steps=200, batch_size=256),
+        eval_tasks=300,
+        iterate_depth=4,
         recurrent_contexts=(10,),
         recurrent_batch_sizes=(64,),
-        recurrent_steps=300,
+        recurrent_steps=200,
         softmax_heads=(1,),
     )
 

@@ -4,7 +4,7 @@
     icl-toy run NAME [--quick] [--seeds S] [--set key=value ...] [--out DIR] [--resume] [--quiet]
                      [--sweep key=v1,v2,... ...]
     icl-toy plot NAME --from DIR
-    icl-toy reproduce [--quick]
+    icl-toy reproduce [--quick] [NAME ...]
 
 `python -m experiments.NAME [options]` is `icl-toy run NAME [options]`.
 """
@@ -118,8 +118,9 @@ def _plot(args) -> None:
 
 def _reproduce(args) -> None:
     out_dir = default_out_dir(args.quick)
-    for name in EXPERIMENTS:
-        config = resolve_config(name, args.quick, None, [])
+    names = args.names or EXPERIMENTS
+    configs = {name: resolve_config(name, args.quick, None, []) for name in names}
+    for name, config in configs.items():
         if is_complete(out_dir, name, config):
             print(f"{name}: complete in {out_dir}/, skipped")
             continue
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce = commands.add_parser("reproduce", help="run every paper figure into figures/")
     reproduce.add_argument("--quick", action="store_true")
     reproduce.add_argument("--quiet", action="store_true")
+    reproduce.add_argument(
+        "names", nargs="*", metavar="NAME", help="experiments to run (default: all, in order)"
+    )
     reproduce.set_defaults(func=_reproduce)
     return parser
 

@@ -1,8 +1,11 @@
 """The benchmark runs and reports what the README table needs (no timing is asserted)."""
 
+import pytest
+
 from benchmarks import train_throughput
 
 
+@pytest.mark.slow  # four subprocesses that each import JAX and compile: ~40 s on 2 cores
 def test_train_throughput_reports_every_field():
     summary = train_throughput.main(["--steps", "2", "--repeats", "1", "--seeds", "1"])
     for key in (

@@ -33,6 +33,8 @@ def test_list_names_every_experiment_with_runtimes(capsys):
         (["run", "single_layer_gd", "--set", "task.n_context=0"], "n_context"),
         (["run", "single_layer_gd", "--seeds", "0"], "num_seeds"),
         (["plot", "nope", "--from", "."], "unknown experiment"),
+        # Every name is checked before the first experiment runs.
+        (["reproduce", "--quick", "single_layer_gd", "nope"], "unknown experiment 'nope'"),
     ],
 )
 def test_bad_input_exits_with_a_message_before_any_compute(argv, message, capsys):
@@ -61,15 +63,20 @@ def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsy
     ]
     small = apply_overrides(single_layer_gd.get_config(quick=True), overrides)
     monkeypatch.setattr(single_layer_gd, "get_config", lambda quick=False: small)
-    assert cli.main(["reproduce", "--quick", "--quiet"]) == 0
+    # One experiment keeps the test short; `reproduce` with no names runs them all in order.
+    assert cli.main(["reproduce", "--quick", "--quiet", "single_layer_gd"]) == 0
     out_dir = tmp_path / "figures" / "quick"
     for suffix in (".json", ".npz", ".png", ".pdf", ".config.json", ".log"):
         assert (out_dir / f"single_layer_gd{suffix}").exists(), suffix
     metadata = json.loads((out_dir / "single_layer_gd.config.json").read_text())
     assert {"icl_toy_version", "git_commit", "jax_version", "device", "config"} <= set(metadata)
     assert metadata["config"]["train"]["steps"] == 200
-    assert cli.main(["reproduce", "--quick", "--quiet"]) == 0
+    assert cli.main(["reproduce", "--quick", "--quiet", "single_layer_gd"]) == 0
     assert "complete" in capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.glob("*.json")) == [
+        "single_layer_gd.config.json",
+        "single_layer_gd.json",
+    ]
     (out_dir / "single_layer_gd.png").unlink()
     assert cli.main(["plot", "single_layer_gd", "--from", str(out_dir)]) == 0
     assert (out_dir / "single_layer_gd.png").exists()
