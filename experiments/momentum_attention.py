@@ -286,7 +286,7 @@ def _position_losses(config: Config, plain_k1_params, eval_prompts) -> dict[str,
             )
 
         pred_BxTxY = jax.vmap(predict)(tokens_BxTxE)
-        return 0.5 * jnp.mean(jnp.sum((pred_BxTxY - targets_BxTxY) ** 2, axis=-1), axis=0)
+        return jax.vmap(metrics.half_mse, in_axes=1)(pred_BxTxY, targets_BxTxY)  # (T,)
 
     def prefix_losses(params):
         losses = []

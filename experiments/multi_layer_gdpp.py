@@ -139,12 +139,17 @@ def get_config(quick: bool = False) -> Config:
     )
 
 
+def _half_mse_per_layer(preds_BxLxY: jax.Array, y_q_BxY: jax.Array) -> jax.Array:
+    """Half-MSE of the readout after each layer, (L,)."""
+    return jax.vmap(metrics.half_mse, in_axes=(1, None))(preds_BxLxY, y_q_BxY)
+
+
 def _layer_losses(model: LSATransformer, params, tokens_BxTxE, y_q_BxY) -> jax.Array:
     """Half-MSE of the readout after each layer, (K + 1,)."""
     preds_BxLxY = jax.vmap(
         lambda t: model.apply(params, t, method=LSATransformer.layer_predictions)
     )(tokens_BxTxE)
-    return 0.5 * jnp.mean(jnp.sum((preds_BxLxY - y_q_BxY[:, None]) ** 2, axis=-1), axis=0)
+    return _half_mse_per_layer(preds_BxLxY, y_q_BxY)
 
 
 def _sensitivities(model, params, tokens_BxTxE, d: int) -> jax.Array:
@@ -162,7 +167,7 @@ def _iterated_losses(params, tokens_BxTxE, y_q_BxY, depth: int, damping: float, 
         return -iterate_layer(w_kq, w_pv, tokens_TxE, depth, damping)[:, -1, -d_y:]
 
     preds_BxLxY = jax.vmap(preds)(tokens_BxTxE)
-    return 0.5 * jnp.mean(jnp.sum((preds_BxLxY - y_q_BxY[:, None]) ** 2, axis=-1), axis=0)
+    return _half_mse_per_layer(preds_BxLxY, y_q_BxY)
 
 
 def _fit(predict, theta0, task, key, fit: FitConfig) -> dict:

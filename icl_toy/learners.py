@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_toy.linalg import matmul
+from icl_toy.metrics import half_mse
 from icl_toy.tasks import TaskConfig, input_moments, sample_batch
 
 
@@ -95,7 +96,7 @@ def optimal_gd_mse(cfg: TaskConfig) -> float:
 def gd_half_mse(prompts, etas_K) -> jax.Array:
     """Half-MSE of explicit K-step GD (step sizes η_k) over a batch of prompts."""
     preds = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(prompts.x, prompts.y, prompts.x_q, etas_K)
-    return 0.5 * jnp.mean(jnp.sum((preds - prompts.y_q) ** 2, axis=-1))
+    return half_mse(preds, prompts.y_q)
 
 
 @functools.partial(jax.jit, static_argnames=("num_steps", "refine_iters"))

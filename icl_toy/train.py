@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from icl_toy.checkpoints import Checkpoints
+from icl_toy.metrics import half_mse
 from icl_toy.models import GDSparsityLSA, LSATransformer
 from icl_toy.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
 
@@ -116,8 +117,7 @@ def batch_predict(model: nn.Module, params, prompts: Prompt) -> jax.Array:
 
 def batch_loss(model: nn.Module, params, prompts: Prompt) -> jax.Array:
     """Half-MSE of the model on a batch of prompts."""
-    err = batch_predict(model, params, prompts) - prompts.y_q
-    return 0.5 * jnp.mean(jnp.sum(err**2, axis=-1))
+    return half_mse(batch_predict(model, params, prompts), prompts.y_q)
 
 
 class TrainState(NamedTuple):

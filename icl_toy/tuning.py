@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from icl_toy.learners import gd_predict, gdpp_predict, heavy_ball_predict, nesterov_predict
+from icl_toy.metrics import half_mse
 from icl_toy.tasks import Prompt, TaskConfig, batch_at_step
 
 Predict = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -32,7 +33,7 @@ class FitResult(NamedTuple):
 def learner_half_mse(predict: Predict, theta: dict, prompts: Prompt) -> jax.Array:
     """Half-MSE of an explicit learner with hyperparameters θ over a batch of prompts."""
     pred_BxY = jax.vmap(predict, in_axes=(None, 0, 0, 0))(theta, prompts.x, prompts.y, prompts.x_q)
-    return 0.5 * jnp.mean(jnp.sum((pred_BxY - prompts.y_q) ** 2, axis=-1))
+    return half_mse(pred_BxY, prompts.y_q)
 
 
 def fit_learner(
