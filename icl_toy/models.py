@@ -304,10 +304,92 @@ class Transformer(nn.Module):
     blocks: Sequence[nn.Module]
     d_y: int = 1
 
+    def residual_stream(self, tokens_TxE: jax.Array) -> jax.Array:
+        """The tokens before and after every block, (num_blocks + 1, T, E); entry 0 is the input."""
+        stream = [tokens_TxE]
+        for block in self.blocks:
+            stream.append(block(stream[-1]))
+        return jnp.stack(stream)
+
     def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
         for block in self.blocks:
             tokens_TxE = block(tokens_TxE)
         return readout(tokens_TxE, self.d_y)
+
+
+class EmbeddedTransformer(Transformer):
+    """A `Transformer` on a learned token embedding, with a learned linear readout.
+
+    h⁰_t = W_in e_t + b_in (width W = `embed_dim`), then the blocks at width W, then
+    ŷ = W_out h^L_query + b_out. A token (x, y) of width d + d_y is too narrow for softmax heads
+    and MLPs to compute in (Akyürek et al., arXiv 2211.15661, use width ≥ 16 for d = 8), so the
+    residual stream, and `residual_stream`, live at width W.
+    """
+
+    embed_dim: int = 64  # W, the width of the residual stream
+
+    def setup(self):
+        dense = functools.partial(nn.Dense, precision=PRECISION)
+        self.embed = dense(self.embed_dim)
+        self.unembed = dense(self.d_y)
+
+    def residual_stream(self, tokens_TxE: jax.Array) -> jax.Array:
+        """The embedded tokens before and after every block, (num_blocks + 1, T, W)."""
+        return super().residual_stream(self.embed(tokens_TxE))
+
+    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
+        hidden_TxW = self.embed(tokens_TxE)
+        for block in self.blocks:
+            hidden_TxW = block(hidden_TxW)
+        return self.unembed(hidden_TxW[-1])
+
+
+def softmax_transformer(
+    d_y: int = 1,
+    depth: int = 1,
+    num_heads: int = 2,
+    mlp_hidden: int = 128,
+    *,
+    embed_dim: int = 32,
+    key_size: int | None = None,
+    layer_norm: bool = True,
+) -> EmbeddedTransformer:
+    """A softmax transformer with MLPs, as in Akyürek et al. (arXiv 2211.15661), on our tokens.
+
+    `depth` blocks, each one layer: SoftmaxSelfAttention(num_heads) → LayerNorm → MLPBlock →
+    LayerNorm (post-norm residual layers; without `layer_norm` the two norms are left out),
+    on an embedding of width `embed_dim` with a learned readout (`EmbeddedTransformer`), so
+    `residual_stream` returns (depth + 1, T, W): the embedding, then the state after each
+    layer. `key_size` defaults to embed_dim // num_heads.
+
+    Departures from Akyürek et al.: one token (x_i, y_i) per pair and a query token (x_q, 0),
+    not separate x and y tokens; keys and values come from the context tokens only (the query
+    reads, nothing reads the query), so the model is a set function of the context and needs
+    no position embedding; it is trained on the query loss only, not autoregressively.
+    """
+    for name, value in (
+        ("d_y", d_y),
+        ("depth", depth),
+        ("num_heads", num_heads),
+        ("mlp_hidden", mlp_hidden),
+        ("embed_dim", embed_dim),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"softmax_transformer needs {name} >= 1 (an integer), got {value!r}")
+    key_size = embed_dim // num_heads if key_size is None else key_size
+    if key_size < 1:
+        raise ValueError(f"key_size must be >= 1, got {key_size} (embed_dim // num_heads?)")
+
+    def layer() -> nn.Module:
+        attention = SoftmaxSelfAttention(num_heads, key_size)
+        mlp = MLPBlock(mlp_hidden)
+        if layer_norm:
+            return nn.Sequential([attention, nn.LayerNorm(), mlp, nn.LayerNorm()])
+        return nn.Sequential([attention, mlp])
+
+    return EmbeddedTransformer(
+        blocks=tuple(layer() for _ in range(depth)), d_y=d_y, embed_dim=embed_dim
+    )
 
 
 # --- Causal prompts and momentum attention (THEORY §1, §2) ------------------------------------
