@@ -35,18 +35,14 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.preconditioned_gd import (
-    anisotropic_task,
-    fitted_gamma,
-    validate_single_layer_gaussian,
-)
-from icl_toy import closed_forms
+from experiments.preconditioned_gd import validate_single_layer_gaussian
+from icl_toy import closed_forms, metrics
 from icl_toy.cli import experiment_main
 from icl_toy.learners import ols_predict, ridge_predict
 from icl_toy.linalg import einsum
 from icl_toy.plotting import save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import Prompt, TaskConfig, input_covariance, sample_batch
+from icl_toy.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance, sample_batch
 from icl_toy.train import (
     ModelConfig,
     RunOptions,
@@ -174,7 +170,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     model = make_model(task, config.model, config.init)
     result = train(model, task, config.train, options=options)
     params_S = result.params
-    gamma_fit = jax.vmap(fitted_gamma, in_axes=(0, None, None))(params_S, d, n)
+    gamma_fit = jax.vmap(metrics.layer_preconditioner, in_axes=(0, None, None))(params_S, d, n)
     gamma_star = closed_forms.optimal_preconditioner(
         jnp.asarray(lam_DxD, jnp.float32), n, tau, sigma
     )

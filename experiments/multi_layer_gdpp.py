@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -56,19 +55,6 @@ KINDS = ("per_layer", "recurrent")
 
 
 @dataclasses.dataclass(frozen=True)
-class FitConfig:
-    """Adam on the explicit learner's own half-MSE (`icl_toy.tuning.fit_learner`)."""
-
-    steps: int = 3000
-    batch_size: int = 512
-    learning_rate: float = 0.05  # step sizes are O(10), so a large Adam step
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
-            raise ValueError(f"FitConfig needs positive steps, batch_size, learning_rate: {self}")
-
-
-@dataclasses.dataclass(frozen=True)
 class Config:
     task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
     depths: tuple[int, ...] = (1, 2, 3, 4, 5)  # K
@@ -85,7 +71,7 @@ class Config:
     # From the dense init ("dense", the paper's) seed 0 sat on the initial plateau at
     # K = 1, 2, 3 for all 3000 steps (loss 0.35-0.39) at batch 256; the sparse init does not.
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
-    fit: FitConfig = dataclasses.field(default_factory=FitConfig)
+    fit: tuning.FitConfig = dataclasses.field(default_factory=tuning.FitConfig)
     eval_tasks: int = 4000  # held-out tasks shared by every model, seed and metric
     iterate_depth: int = 20  # recurrent layers are iterated this many times at test
     damping: float = 0.75  # update scale λ when iterating past the training depth
@@ -129,7 +115,7 @@ def get_config(quick: bool = False) -> Config:
         train=TrainConfig(
             steps=200, batch_size=128, learning_rate=2e-3, eval_every=100, num_seeds=2
         ),
-        fit=FitConfig(steps=200, batch_size=256),
+        fit=tuning.FitConfig(steps=200, batch_size=256),
         eval_tasks=300,
         iterate_depth=4,
         recurrent_contexts=(10,),
@@ -170,54 +156,6 @@ def _iterated_losses(params, tokens_BxTxE, y_q_BxY, depth: int, damping: float, 
     return _half_mse_per_layer(preds_BxLxY, y_q_BxY)
 
 
-def _fit(predict, theta0, task, key, fit: FitConfig) -> dict:
-    """One fit of an explicit learner's scalars: θ without the seed axis, and the Adam
-    learning rate that converged (halved on divergence, at most 3 times)."""
-    result = tuning.fit_learner(
-        predict,
-        theta0,
-        task,
-        key=key,
-        steps=fit.steps,
-        batch_size=fit.batch_size,
-        learning_rate=fit.learning_rate,
-        halvings=3,
-    )
-    theta = {name: np.asarray(value[0]) for name, value in result.theta.items()}
-    return theta | {"fit_learning_rate": result.learning_rate}
-
-
-def _fit_learners(task: TaskConfig, num_layers: int, kind: str, key, fit: FitConfig) -> dict:
-    """Tuned GD and GD++ scalars for K steps: one per step (per-layer models) or one shared
-    by all steps (recurrent models). Both start at the closed-form one-step η* (and γ = 0);
-    GD++'s γ is fitted as γ̂ = Nγ (`tuning.normalized_gamma`) and returned as γ."""
-    key_gd, key_gdpp = jax.random.split(key)
-    gd_learner, gdpp_learner = _explicit_learners(kind, num_layers)
-    start = optimal_gd_eta(task)
-    if kind == "per_layer":
-        start = tuning.initial_steps(start, num_layers)
-    gd = _fit(gd_learner, {"eta": start}, task, key_gd, fit)
-    gdpp = _fit(
-        tuning.normalized_gamma(gdpp_learner),
-        {"eta": start, "gamma": jnp.zeros_like(start)},
-        task,
-        key_gdpp,
-        fit,
-    )
-    gdpp["gamma"] = gdpp["gamma"] / task.n_context
-    return {"gd": gd | {"gamma": np.zeros_like(gd["eta"])}, "gdpp": gdpp}
-
-
-def _explicit_learners(kind: str, num_layers: int) -> tuple[tuning.Predict, tuning.Predict]:
-    """(GD, GD++) with per-step scalars (per-layer models) or shared ones (recurrent)."""
-    if kind == "per_layer":
-        return tuning.gd_learner, tuning.gdpp_learner
-    return (
-        tuning.constant_step_learner(tuning.gd_learner, num_layers),
-        tuning.constant_step_learner(tuning.gdpp_learner, num_layers),
-    )
-
-
 def _study_depth(config, model, fitted, prompts, tokens, options, tag) -> dict:
     """Train one K-layer model (S seeds) and compare it with its GD and GD++ constructions."""
     task, d, n = config.task, config.task.d, config.task.n_context
@@ -241,7 +179,7 @@ def _study_depth(config, model, fitted, prompts, tokens, options, tag) -> dict:
         }
 
     trained = jax.vmap(final_metrics)(result.params)
-    explicit = _explicit_learners(
+    explicit = tuning.gd_and_gdpp_learners(
         "recurrent" if model.shared_weights else "per_layer", model.num_layers
     )[1]
     out = {
@@ -286,7 +224,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     for num_layers in config.depths:
         for kind in KINDS:
             key = jax.random.fold_in(jax.random.fold_in(key_fit, num_layers), KINDS.index(kind))
-            fitted = {kind: _fit_learners(task, num_layers, kind, key, config.fit)}
+            fitted = {kind: tuning.fit_gd_and_gdpp(task, num_layers, kind, key, config.fit)}
             model = make_model(
                 task,
                 ModelConfig(
@@ -348,7 +286,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         key_n = jax.random.fold_in(key_sweep, n_ctx)
         prompts_n = sample_batch(key_n, task_n, config.eval_tasks)
         tokens_n = jax.vmap(prompt_tokens)(prompts_n)
-        fitted = _fit_learners(task_n, config.recurrent_depth, "recurrent", key_n, config.fit)
+        fitted = tuning.fit_gd_and_gdpp(
+            task_n, config.recurrent_depth, "recurrent", key_n, config.fit
+        )
         model = make_model(
             task_n,
             ModelConfig(

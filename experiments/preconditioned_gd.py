@@ -45,41 +45,15 @@ import numpy as np
 from icl_toy import closed_forms, metrics
 from icl_toy.cli import experiment_main
 from icl_toy.learners import preconditioned_gd_predict
-from icl_toy.models import attention_products
 from icl_toy.plotting import heatmap, save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import TaskConfig, input_covariance, sample_batch
+from icl_toy.tasks import TaskConfig, anisotropic_task, input_covariance, sample_batch
 from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
 
 NAME = "preconditioned_gd"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
 
-R2_DEFINITION = "1 - ||G_fit - G*||_F^2 / ||G* - mean(G*)||_F^2, mean over the d^2 entries of G*"
-
-
-def anisotropic_task(
-    d: int = 5,
-    n_context: int = 20,
-    eig_low: float = 0.5,
-    eig_high: float = 2.0,
-    rotation_seed: int = 0,
-    noise_std: float = 0.5,
-) -> TaskConfig:
-    """Gaussian inputs N(0, Σ), Σ = Q diag(geomspace(eig_low, eig_high, d)) Qᵀ, w ~ N(0, I).
-
-    Q is the orthogonal factor of a Gaussian matrix drawn with numpy's `default_rng(
-    rotation_seed)`, so Σ and hence Γ* are not diagonal.
-    """
-    rotation, _ = np.linalg.qr(np.random.default_rng(rotation_seed).normal(size=(d, d)))
-    cov = rotation @ np.diag(np.geomspace(eig_low, eig_high, d)) @ rotation.T
-    cov = (cov + cov.T) / 2  # exactly symmetric, as TaskConfig checks
-    return TaskConfig(
-        d=d,
-        n_context=n_context,
-        inputs="gaussian",
-        input_cov=tuple(map(tuple, cov.tolist())),
-        noise_std=noise_std,
-    )
+R2_DEFINITION = metrics.R2_DEFINITION
 
 
 def validate_single_layer_gaussian(task: TaskConfig, model: ModelConfig, init: str) -> None:
@@ -126,18 +100,6 @@ def get_config(quick: bool = False) -> Config:
     )
 
 
-def r_squared(gamma_fit_DxD: jax.Array, gamma_star_DxD: jax.Array) -> jax.Array:
-    """R² of Γ_fit against Γ*, see R2_DEFINITION."""
-    residual = jnp.sum((gamma_fit_DxD - gamma_star_DxD) ** 2)
-    return 1.0 - residual / jnp.sum((gamma_star_DxD - jnp.mean(gamma_star_DxD)) ** 2)
-
-
-def fitted_gamma(params: dict, d: int, n_context: int) -> jax.Array:
-    """Γ (D, D) of a one-layer, one-head LSA, read from W_KQ and W_PV."""
-    w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
-    return metrics.implied_preconditioner(w_kq, w_pv, d, n_context)
-
-
 def mse(pred_BxY: jax.Array, target_BxY: jax.Array) -> jax.Array:
     """mean over tasks of ||ŷ − y||² (MSE, no ½)."""
     return jnp.mean(jnp.sum((pred_BxY - target_BxY) ** 2, axis=-1))
@@ -163,11 +125,11 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     curve_prompts = sample_batch(key_curve, task, config.curve_tasks)
 
     def eval_fn(params):
-        gamma = fitted_gamma(params, d, n)
+        gamma = metrics.layer_preconditioner(params, d, n)
         return {
             "mse": mse(batch_predict(model, params, curve_prompts), curve_prompts.y_q),
             "closed_form_risk_at_fitted": risk_of(gamma),
-            "r2": r_squared(gamma, gamma_star),
+            "r2": metrics.r_squared(gamma, gamma_star),
         }
 
     result = train(model, task, config.train, eval_fn=eval_fn, options=options)
@@ -177,7 +139,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     @jax.jit
     def final_metrics(params_S):
         def per_seed(params):
-            gamma = fitted_gamma(params, d, n)
+            gamma = metrics.layer_preconditioner(params, d, n)
             pred = batch_predict(model, params, eval_prompts)
             return gamma, mse(pred, eval_prompts.y_q), risk_of(gamma)
 
@@ -191,7 +153,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         return jax.vmap(per_seed)(params_S), explicit_mse(gamma_star), explicit_mse(eta_star * eye)
 
     (gamma_fit, trained_mse, risk_fit), gamma_star_mse, scalar_mse = final_metrics(result.params)
-    r2 = jax.vmap(r_squared, in_axes=(0, None))(gamma_fit, gamma_star)
+    r2 = jax.vmap(metrics.r_squared, in_axes=(0, None))(gamma_fit, gamma_star)
     risk_star = float(risk_star)
     per_seed = {
         "r2": r2,

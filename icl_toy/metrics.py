@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_toy.linalg import einsum
+from icl_toy.models import attention_products
 
 # Added to the norms in the cosine, as in von Oswald et al.'s `analyse()`.
 COSINE_EPS = 1e-8
@@ -119,3 +120,18 @@ def interpolated_products(
     """
     w_kq, w_pv, _ = beta_rescale(*trained, d)
     return 0.5 * (w_kq + constructed[0]), 0.5 * (w_pv + constructed[1])
+
+
+R2_DEFINITION = "1 - ||G_fit - G*||_F^2 / ||G* - mean(G*)||_F^2, mean over the d^2 entries of G*"
+
+
+def r_squared(fit_DxD: jax.Array, target_DxD: jax.Array) -> jax.Array:
+    """R² of a fitted matrix against a target, see `R2_DEFINITION` (1 = equal)."""
+    residual = jnp.sum((fit_DxD - target_DxD) ** 2)
+    return 1.0 - residual / jnp.sum((target_DxD - jnp.mean(target_DxD)) ** 2)
+
+
+def layer_preconditioner(params: dict, d: int, n_context: int) -> jax.Array:
+    """Γ (D, D) of a one-layer, one-head `LSATransformer`'s params (`implied_preconditioner`)."""
+    w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
+    return implied_preconditioner(w_kq, w_pv, d, n_context)

@@ -125,7 +125,11 @@ def sample_task(key: jax.Array, cfg: TaskConfig) -> Prompt:
 
     All numbers of a task come from one `jax.random.uniform` call: one threefry call per
     task compiles about twice as fast as one call per distribution, at the same speed.
+    A task family with its own `sample(key) -> Prompt` method (the nonlinear families of
+    `icl_toy.nonlinear`) draws its prompt itself, so every sampler and trainer takes it.
     """
+    if hasattr(cfg, "sample"):
+        return cfg.sample(key)
     t, d, d_y = cfg.n_context + 1, cfg.d, cfg.d_y
     n_noise = t * d_y if cfg.noise_std > 0 else 0
     v = jax.random.uniform(key, (t * d + d_y * d + n_noise,), minval=_OPEN_LOW, maxval=1.0)
@@ -212,3 +216,28 @@ def input_covariance(cfg: TaskConfig) -> np.ndarray:
     second_moment = (lo**2 + lo * hi + hi**2) / 3.0
     mean2 = ((lo + hi) / 2) ** 2
     return (second_moment - mean2) * np.eye(cfg.d) + mean2 * np.ones((cfg.d, cfg.d))
+
+
+def anisotropic_task(
+    d: int = 5,
+    n_context: int = 20,
+    eig_low: float = 0.5,
+    eig_high: float = 2.0,
+    rotation_seed: int = 0,
+    noise_std: float = 0.5,
+) -> TaskConfig:
+    """Gaussian inputs N(0, Σ), Σ = Q diag(geomspace(eig_low, eig_high, d)) Qᵀ, w ~ N(0, I).
+
+    Q is the orthogonal factor of a Gaussian matrix drawn with numpy's `default_rng(
+    rotation_seed)`, so Σ and hence Γ* are not diagonal.
+    """
+    rotation, _ = np.linalg.qr(np.random.default_rng(rotation_seed).normal(size=(d, d)))
+    cov = rotation @ np.diag(np.geomspace(eig_low, eig_high, d)) @ rotation.T
+    cov = (cov + cov.T) / 2  # exactly symmetric, as TaskConfig checks
+    return TaskConfig(
+        d=d,
+        n_context=n_context,
+        inputs="gaussian",
+        input_cov=tuple(map(tuple, cov.tolist())),
+        noise_std=noise_std,
+    )

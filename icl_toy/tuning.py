@@ -9,15 +9,22 @@ tuned scalars" and the per-layer GD baseline, written once for every learner.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from icl_toy.learners import gd_predict, gdpp_predict, heavy_ball_predict, nesterov_predict
+from icl_toy.learners import (
+    gd_predict,
+    gdpp_predict,
+    heavy_ball_predict,
+    nesterov_predict,
+    optimal_gd_eta,
+)
 from icl_toy.metrics import half_mse
 from icl_toy.tasks import Prompt, TaskConfig, batch_at_step
 
@@ -164,3 +171,76 @@ def normalized_gamma(learner: Predict) -> Predict:
         return learner(theta, x_NxD, y_NxY, x_q_D)
 
     return predict
+
+
+# --- Tuned K-step GD and GD++ (the baselines of von Oswald et al.'s deep models) ----------
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Adam on the explicit learner's own half-MSE (`fit_learner`)."""
+
+    steps: int = 3000
+    batch_size: int = 512
+    learning_rate: float = 0.05  # step sizes are O(10), so a large Adam step
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ValueError(f"FitConfig needs positive steps, batch_size, learning_rate: {self}")
+
+
+def gd_and_gdpp_learners(
+    kind: Literal["per_layer", "recurrent"], num_steps: int
+) -> tuple[Predict, Predict]:
+    """(GD, GD++) with per-step scalars (per-layer models) or shared ones (recurrent)."""
+    if kind not in ("per_layer", "recurrent"):
+        raise ValueError(f"kind must be 'per_layer' or 'recurrent', got {kind!r}")
+    if kind == "per_layer":
+        return gd_learner, gdpp_learner
+    return (
+        constant_step_learner(gd_learner, num_steps),
+        constant_step_learner(gdpp_learner, num_steps),
+    )
+
+
+def _fit_one(predict: Predict, theta0: dict, task: TaskConfig, key, fit: FitConfig) -> dict:
+    """θ of one fit without the seed axis, and the Adam learning rate that converged
+    (halved on divergence, at most 3 times)."""
+    result = fit_learner(
+        predict,
+        theta0,
+        task,
+        key=key,
+        steps=fit.steps,
+        batch_size=fit.batch_size,
+        learning_rate=fit.learning_rate,
+        halvings=3,
+    )
+    theta = {name: np.asarray(value[0]) for name, value in result.theta.items()}
+    return theta | {"fit_learning_rate": result.learning_rate}
+
+
+def fit_gd_and_gdpp(
+    task: TaskConfig,
+    num_steps: int,
+    kind: Literal["per_layer", "recurrent"],
+    key: jax.Array,
+    fit: FitConfig,
+) -> dict:
+    """Tuned K-step GD and GD++ scalars: {"gd": {"eta", "gamma"=0}, "gdpp": {"eta", "gamma"}}.
+
+    One scalar per step (`kind="per_layer"`) or one shared by all steps ("recurrent"). Both
+    fits start at the closed-form one-step η* (and γ = 0); GD++'s γ is fitted as γ̂ = Nγ
+    (`normalized_gamma`) and returned as γ, ready for `constructions.gdpp_weights`.
+    """
+    key_gd, key_gdpp = jax.random.split(key)
+    gd, gdpp = gd_and_gdpp_learners(kind, num_steps)
+    start = optimal_gd_eta(task)
+    if kind == "per_layer":
+        start = initial_steps(start, num_steps)
+    gd_theta = _fit_one(gd, {"eta": start}, task, key_gd, fit)
+    gdpp_theta = _fit_one(
+        normalized_gamma(gdpp), {"eta": start, "gamma": jnp.zeros_like(start)}, task, key_gdpp, fit
+    )
+    gdpp_theta["gamma"] = gdpp_theta["gamma"] / task.n_context
+    return {"gd": gd_theta | {"gamma": np.zeros_like(gd_theta["eta"])}, "gdpp": gdpp_theta}
