@@ -10,6 +10,7 @@ from icl_toy.linalg import matrix_products, products_below_full_precision
 from icl_toy.models import (
     EmbeddedTransformer,
     MLPBlock,
+    PreNorm,
     SoftmaxSelfAttention,
     Transformer,
     softmax_transformer,
@@ -44,11 +45,31 @@ def test_softmax_transformer_stream_shapes_and_readout(x64, layer_norm):
     assert stream.shape == (4, 5, 8)
     embed, unembed = params["params"]["embed"], params["params"]["unembed"]
     # Entry 0 is the embedding W_in e + b_in; ŷ is W_out (last entry's query) + b_out.
-    np.testing.assert_allclose(stream[0], tokens @ embed["kernel"] + embed["bias"][None], atol=1e-12)
+    embedded = tokens @ embed["kernel"] + embed["bias"][None]
+    np.testing.assert_allclose(stream[0], embedded, rtol=0, atol=1e-12)
     expected = stream[-1, -1] @ unembed["kernel"] + unembed["bias"]
     np.testing.assert_allclose(model.apply(params, tokens), expected, atol=1e-12)
-    # One block per layer: attention, (LayerNorm,) MLP, (LayerNorm).
-    assert len(params["params"]["blocks_0"]) == (4 if layer_norm else 2)
+    # One block per layer: attention and MLP, each in a PreNorm (with its LayerNorm) or bare.
+    layer_params = params["params"]["blocks_0"]
+    assert len(layer_params) == 2
+    assert ("LayerNorm_0" in layer_params["layers_1"]) == layer_norm
+
+
+def test_pre_norm_mlp_matches_the_formula(x64):
+    """PreNorm(MLPBlock): e + W₂ gelu(W₁ LN(e) + b₁) + b₂, LN over the token width."""
+    block = PreNorm(MLPBlock(6))
+    tokens = jax.random.normal(jax.random.key(1), (3, 4))
+    params = block.init(jax.random.key(0), tokens)["params"]
+    params = jax.tree.map(lambda a: a + 0.1, params)  # LN scale 1.1, bias 0.1: not the identity
+    mean = tokens.mean(-1, keepdims=True)
+    var = ((tokens - mean) ** 2).mean(-1, keepdims=True)
+    norm = params["LayerNorm_0"]
+    normed = (tokens - mean) / np.sqrt(var + 1e-6) * norm["scale"][None] + norm["bias"][None]
+    d0, d1 = params["inner"]["Dense_0"], params["inner"]["Dense_1"]
+    hidden = jax.nn.gelu(normed @ d0["kernel"] + d0["bias"][None])
+    expected = tokens + hidden @ d1["kernel"] + d1["bias"][None]
+    got = block.apply({"params": params}, tokens)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
 def test_softmax_transformer_is_a_set_function_that_never_reads_the_query(x64):
