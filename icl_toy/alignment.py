@@ -278,6 +278,35 @@ def closest_algorithm(
     return sorted(rows, key=lambda row: sign * row[sort_by])
 
 
+def per_seed_metrics(
+    predictor: Predictor | SeededPredictor,
+    task: TaskConfig,
+    baselines: dict[str, Predictor | SeededPredictor],
+    *,
+    key: jax.Array,
+    num_tasks: int = 1000,
+    num_probes: int | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """{baseline: {metric: (S,) values}}: each seed's mean over the same held-out tasks.
+
+    The raw material of paired, per-seed statistics (`icl_toy.hypotheses`): e.g. the
+    difference of SPD to two baselines, seed by seed. The predictor is evaluated once.
+    """
+    if not baselines:
+        raise ValueError("baselines is empty")
+    num_probes = _check_sizes(task, num_tasks, num_probes)
+    _check_seed_axes(predictor, *baselines.values())
+    prompts, probes = _held_out(key, task, num_tasks, num_probes)
+    evaluations = evaluate_many(
+        {"model": predictor, **{f"b:{k}": v for k, v in baselines.items()}}, prompts, probes
+    )
+    out = {}
+    for name in baselines:
+        values = pair_metrics(evaluations["model"], evaluations[f"b:{name}"], prompts)
+        out[name] = {metric: v.mean(axis=1) for metric, v in values.items()}
+    return out
+
+
 def format_table(rows: list[dict[str, Any]], sort_by: str = "spd") -> str:
     """A plain-text table of `closest_algorithm` rows (SPD and ILWD are divided by d)."""
     if not rows:

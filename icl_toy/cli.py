@@ -5,6 +5,7 @@
                      [--sweep key=v1,v2,... ...]
     icl-toy plot NAME --from DIR
     icl-toy reproduce [--quick] [NAME ...]
+    icl-toy hypotheses [--quick] [--out DIR] [--rerun] [--list] [NAME ...]
 
 `python -m experiments.NAME [options]` is `icl-toy run NAME [options]`.
 """
@@ -128,6 +129,32 @@ def _reproduce(args) -> None:
         run_experiment(name, config, out_dir, resume=True, quiet=args.quiet)
 
 
+def _hypotheses(args) -> None:
+    from icl_toy import hypotheses  # imports every model: only for this command
+
+    if args.list:
+        for h in hypotheses.HYPOTHESES.values():
+            print(f"{h.name:<28} {h.claim}\n{'':<28} ({h.source})")
+        return
+    try:
+        hypotheses.get_hypotheses(args.names)
+    except ValueError as error:
+        print(f"icl-toy: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    out_dir = args.out or default_out_dir(args.quick)
+    entries = hypotheses.run_hypotheses(
+        args.names,
+        out_dir,
+        quick=args.quick,
+        rerun=args.rerun,
+        progress=not args.quiet,
+        echo=print,
+    )
+    names = [h.name for h in hypotheses.get_hypotheses(args.names)]
+    print(hypotheses.format_table(entries, names))
+    print(f"results in {out_dir}/{hypotheses.NAME}.json, figure {out_dir}/{hypotheses.NAME}.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icl-toy", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
         "names", nargs="*", metavar="NAME", help="experiments to run (default: all, in order)"
     )
     reproduce.set_defaults(func=_reproduce)
+    hyp = commands.add_parser(
+        "hypotheses", help="run named claims over seeds and print their verdicts"
+    )
+    hyp.add_argument("--quick", action="store_true", help="shrunk configs (minutes on a CPU)")
+    hyp.add_argument("--out", type=Path, default=None, help="results directory")
+    hyp.add_argument("--rerun", action="store_true", help="rerun hypotheses already saved there")
+    hyp.add_argument("--list", action="store_true", help="list the hypotheses and exit")
+    hyp.add_argument("--quiet", action="store_true", help="no progress bar")
+    hyp.add_argument("names", nargs="*", metavar="NAME", help="hypotheses (default: all)")
+    hyp.set_defaults(func=_hypotheses)
     return parser
 
 
