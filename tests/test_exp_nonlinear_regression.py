@@ -1,0 +1,49 @@
+"""End-to-end quick run of the nonlinear-regression experiment, and its config checks."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from experiments import nonlinear_regression
+from icl_toy.results import load_results
+from icl_toy.train import TrainConfig
+
+
+def test_nonlinear_regression_quick_end_to_end(tmp_path):
+    nonlinear_regression.main(["--quick", "--out", str(tmp_path), "--quiet"])
+    for ext in ("png", "pdf", "json", "npz"):
+        assert (tmp_path / f"nonlinear_regression.{ext}").stat().st_size > 0
+    results = load_results(tmp_path, "nonlinear_regression")
+    s, a = results.summary, results.arrays
+    config = nonlinear_regression.get_config(quick=True)
+    num_seeds = config.train.num_seeds
+    for key, values in s["per_seed"].items():
+        assert len(values) == num_seeds, key
+    base = s["baseline_loss"]
+    # Least squares on (sin x, cos x) is exact on noiseless sine tasks; 0 predicts 0.25 E a².
+    assert base["sine_oracle"] < 1e-6
+    assert base["zero"] == pytest.approx(0.25 * (0.1**2 + 0.1 * 5 + 5**2) / 3, rel=0.15)
+    # Even the quick run learns: both models end well below the zero predictor.
+    for name in nonlinear_regression.MODELS:
+        curve = a[f"eval_loss_{name}"]
+        np.testing.assert_allclose(curve[:, -1], s["per_seed"][f"{name}_loss"], rtol=1e-6)
+        assert np.all(curve[:, -1] < 0.8 * base["zero"]), (name, curve[:, -1])
+    cos = np.asarray(s["per_seed"]["sensitivity_cosine_lsa_vs_gd"])
+    assert np.all(np.abs(cos) <= 1 + 1e-6)
+    assert isinstance(s["lsa_within_5_percent_of_gd"], bool)
+    assert a["plot_pred_mlp_lsa"].shape == (num_seeds, config.plot_tasks, config.grid_points)
+    # The figure can be redrawn from saved results alone.
+    (tmp_path / "nonlinear_regression.png").unlink()
+    nonlinear_regression.plot(results, tmp_path)
+    assert (tmp_path / "nonlinear_regression.png").exists()
+
+
+def test_nonlinear_regression_config_rejects_bad_values():
+    config = nonlinear_regression.get_config(quick=True)
+    with pytest.raises(ValueError, match="num_seeds"):
+        dataclasses.replace(config, train=TrainConfig(steps=10, eval_every=5, num_seeds=1))
+    with pytest.raises(ValueError, match="sensitivity_tasks"):
+        dataclasses.replace(config, sensitivity_tasks=10**6)
+    with pytest.raises(ValueError, match="length_scales"):
+        dataclasses.replace(config, length_scales=(0.0,))
