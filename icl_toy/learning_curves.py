@@ -22,6 +22,11 @@ layer's W_PV by N/n, so the attention averages over the context, which is the GD
 Zhang, Frei & Bartlett (THEORY §6). Both are worth a curve: the raw layer is what the
 trained weights compute, the normalised one is the algorithm they implement.
 
+Compilation: the prompt shape changes with n, so every (learner, length) pair is its own
+compiled program, reused by every test law. One program per learner holding all lengths
+compiled OLS in 12 s and hung while compiling ridge on a 2-core CPU (jax 0.10.2), like the
+whole-family program that `icl_toy.alignment` avoids.
+
 Heavy tails: with label noise the OLS risk is infinite at n ∈ {d − 1, d, d + 1} (THEORY §8),
 so the sample mean there is dominated by a few near-singular prompts and its t-interval is
 not a valid interval; the median is reported beside it. Plot such curves on a log axis.

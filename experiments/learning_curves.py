@@ -1,0 +1,339 @@
+"""Learning curves: loss against the number of in-context examples, in and out of distribution
+
+    icl-toy run learning_curves           # or python -m experiments.learning_curves
+    icl-toy run learning_curves --quick   # shrunk config, ~25 s (33 s on a loaded machine)
+
+Full: LSA transformers with K = 1 and 2 layers (5 seeds each, 2000 steps at batch 256), then
+12 learners x 20 lengths x 5 test laws on 5000 tasks each: ~5.5 min on 2 CPU cores (320 s
+measured with the cores shared, load ~7: training 115 s, the curves ~200 s, dominated by
+compiling one program per learner and length; see `icl_toy.learning_curves`).
+
+Trains K-layer LSA transformers (`init="gd_sparsity"`) at N = 10 on Gaussian prompts, d = 10,
+x ~ N(0, I), w ~ N(0, I), label noise σ = 0.5, and evaluates them at every context length
+n = 1..2N beside every baseline, on the same nested prompts (the prompt of length n is the
+first n pairs of one 2N-pair prompt), in distribution and under four OOD test laws
+(`icl_toy.learning_curves.Shift`): inputs ×2, teacher ×2, a skewed input covariance with
+condition number 25 (same trace), and label noise σ = 1.5 (3x the training noise).
+
+Why this task: Gaussian inputs give closed forms at every n that the curves are checked
+against (zero predictor, OLS including n < d, one GD step via `closed_forms`, THEORY §5,
+§8), and the noise makes ridge at the Bayes λ = σ²/τ² differ from OLS. With noise the OLS
+risk is infinite at n ∈ {d − 1, d, d + 1} (THEORY §8): its curve spikes there, the y axis is
+logarithmic, and the median over tasks is saved beside the mean.
+
+Context length: each trained model is drawn twice. "raw" is the trained weights as they are:
+an LSA layer sums over the keys with the training length's 1/N in W_PV, so at n pairs a GD
+layer steps η·n/N. "normalised" scales W_PV by N/n (`learning_curves.length_normalised`),
+so attention averages over the context; this is the same convention as the GD baselines
+(`baselines.gd`, 1/n inside η, η tuned at N) and GD++ (η with 1/n, γ = γ̂/n). Baselines
+keep the parameters tuned for the training law under every shift; ridge at the training
+λ stays Bayes-optimal under input shifts (the posterior of w does not depend on the x law)
+but not under the teacher and noise shifts. Losses are half-MSE against the noiseless query
+label (excess risk / 2). Bands are 95% Student-t intervals: over seeds for trained models
+(each seed's mean over the same tasks), over tasks for baselines.
+Writes `learning_curves.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from icl_toy import baselines, tuning
+from icl_toy import learning_curves as lc
+from icl_toy.cli import experiment_main
+from icl_toy.learning_curves import Shift
+from icl_toy.plotting import save_figure
+from icl_toy.results import Results, git_commit, seed_stats
+from icl_toy.tasks import TaskConfig
+from icl_toy.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+
+NAME = "learning_curves"
+RUNTIME = {"full": "~5.5 min", "quick": "~25 s"}  # on a 2-core CPU
+IN_DISTRIBUTION = "in_distribution"
+
+
+def gaussian_noisy_task() -> TaskConfig:
+    """d = N = 10, x ~ N(0, I), w ~ N(0, I), context labels with noise σ = 0.5."""
+    return TaskConfig(d=10, n_context=10, inputs="gaussian", noise_std=0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    task: TaskConfig = dataclasses.field(default_factory=gaussian_noisy_task)  # training law
+    depths: tuple[int, ...] = (1, 2)  # K of each trained LSA transformer
+    # "gd_sparsity": random weights with the GD construction's zero blocks (the dense init
+    # can sit on a plateau for thousands of steps at small batches, see multi_layer_gdpp).
+    init: Literal["gd_sparsity", "dense"] = "gd_sparsity"
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            steps=2000, batch_size=256, learning_rate=2e-3, eval_every=500, num_seeds=5
+        )
+    )
+    lengths: tuple[int, ...] = tuple(range(1, 21))  # context lengths n of the curves (to 2N)
+    shifts: tuple[Shift, ...] = (
+        Shift("input_scale", 2.0),
+        Shift("weight_scale", 2.0),
+        Shift("skewed_covariance", 25.0),
+        Shift("label_noise", 1.5),
+    )
+    gd_steps: tuple[int, ...] = (1, 2, 3)  # K-step GD baselines, one constant η tuned at N
+    gdpp_steps: int = 2  # GD++ with (η_k, γ_k) fitted at N; 0 leaves it out
+    gdpp_fit_steps: int = 1000  # Adam steps of the GD++ fit (`tuning.fit_learner`)
+    gdpp_fit_batch: int = 512
+    gdpp_fit_learning_rate: float = 0.05
+    knn_k: int = 3  # k of the nearest-neighbour baseline (undefined for n < k)
+    eval_tasks: int = 5000  # held-out tasks per test law, the same for every learner
+    tune_tasks: int = 10_000  # tasks of the η line search for K >= 2
+    eval_seed: int = 10_000  # root key of held-out tasks and of the tuning (not a training seed)
+
+    def __post_init__(self):
+        if self.task.d_y != 1:
+            raise ValueError("learning_curves studies d_y = 1")
+        if not self.depths or min(self.depths) < 1 or len(set(self.depths)) != len(self.depths):
+            raise ValueError(f"depths must be distinct integers >= 1, got {self.depths}")
+        if not self.lengths or min(self.lengths) < 1 or len(set(self.lengths)) != len(self.lengths):
+            raise ValueError(f"lengths must be distinct integers >= 1, got {self.lengths}")
+        if list(self.lengths) != sorted(self.lengths):
+            raise ValueError(f"lengths must be increasing, got {self.lengths}")
+        for shift in self.shifts:
+            if not isinstance(shift, Shift):
+                raise ValueError(f"shifts must be Shift instances, got {shift!r}")
+            lc.apply_shift(self.task, shift)  # validates the shifted law now
+        if len({s.label for s in self.shifts}) != len(self.shifts):
+            raise ValueError(f"shifts must be distinct, got {self.shifts}")
+        if not self.gd_steps or min(self.gd_steps) < 1:
+            raise ValueError(f"gd_steps must be integers >= 1, got {self.gd_steps}")
+        if self.gdpp_steps < 0 or self.knn_k < 1:
+            raise ValueError("gdpp_steps must be >= 0 and knn_k >= 1")
+        for name in ("gdpp_fit_steps", "gdpp_fit_batch", "tune_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_tasks < 2:
+            raise ValueError(f"eval_tasks must be >= 2 for an interval, got {self.eval_tasks}")
+        if not self.gdpp_fit_learning_rate > 0:
+            raise ValueError("gdpp_fit_learning_rate must be > 0")
+
+
+def get_config(quick: bool = False) -> Config:
+    if not quick:
+        return Config()
+    return Config(
+        depths=(1,),
+        train=TrainConfig(
+            steps=200, batch_size=128, learning_rate=3e-3, eval_every=100, num_seeds=2
+        ),
+        lengths=(2, 10, 20),
+        shifts=(Shift("input_scale", 2.0),),
+        gd_steps=(1,),
+        gdpp_steps=0,
+        eval_tasks=1000,
+    )
+
+
+def _baselines(config: Config) -> tuple[dict, dict]:
+    """The baseline learners, tuned on the training law, and their tuned parameters."""
+    task = config.task
+    key_gd, key_gdpp = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), 1))
+    lam = baselines.bayes_ridge_lambda(task)
+    learners = {"zero": baselines.zero_predictor, "OLS": baselines.ols}
+    learners[f"ridge (Bayes λ={lam:g})"] = baselines.ridge(lam)
+    tuned = {"ridge_lambda": lam, "gd_eta": {}}
+    for k in config.gd_steps:
+        eta = baselines.tuned_gd_eta(
+            task, k, key=jax.random.fold_in(key_gd, k), num_tasks=config.tune_tasks
+        )
+        tuned["gd_eta"][k] = eta
+        learners[f"GD K={k}"] = baselines.gd(np.full(k, eta))
+    if config.gdpp_steps:
+        # Per-step (η_k, γ̂_k) with γ = γ̂/n (`tuning.normalized_gamma`), from the one-step η*.
+        learner = tuning.normalized_gamma(tuning.gdpp_learner)
+        k = config.gdpp_steps
+        theta0 = {
+            "eta": tuning.initial_steps(baselines.tuned_gd_eta(task, 1, key=key_gd), k),
+            "gamma": jnp.zeros(k),
+        }
+        fit = tuning.fit_learner(
+            learner,
+            theta0,
+            task,
+            key=key_gdpp,
+            steps=config.gdpp_fit_steps,
+            batch_size=config.gdpp_fit_batch,
+            learning_rate=config.gdpp_fit_learning_rate,
+            halvings=3,
+        )
+        theta = {name: jnp.asarray(value[0]) for name, value in fit.theta.items()}
+        tuned["gdpp"] = {name: np.asarray(v).tolist() for name, v in theta.items()}
+        tuned["gdpp"]["fit_learning_rate"] = fit.learning_rate
+        learners[f"GD++ K={k}"] = lc.learner_predictor(learner, theta)
+    learners[f"{config.knn_k}-NN"] = baselines.nearest_neighbours(config.knn_k)
+    return learners, tuned
+
+
+def run(config: Config, options: RunOptions | None = None) -> Results:
+    """Train the LSA models, tune the baselines, and evaluate every curve on every law."""
+    start = time.time()
+    task, n_train = config.task, config.task.n_context
+    learners, train_stats = {}, {}
+    for k in config.depths:
+        model = make_model(task, ModelConfig(num_layers=k), config.init)
+        stage = options.stage(f"K{k}") if options is not None else None
+        result = train(model, task, config.train, options=stage)
+        raw = baselines.seeded_model_predictor(model, result.params)
+        learners[f"LSA K={k} (normalised)"] = lc.length_normalised(raw, n_train)
+        learners[f"LSA K={k} (raw)"] = raw
+        train_stats[f"K={k}"] = seed_stats(result.train_loss[:, -100:].mean(axis=1))
+    train_time = time.time() - start
+    baseline_learners, tuned = _baselines(config)
+    learners.update(baseline_learners)
+
+    laws = {IN_DISTRIBUTION: task} | {s.label: lc.apply_shift(task, s) for s in config.shifts}
+    key = jax.random.fold_in(jax.random.key(config.eval_seed), 0)
+    curves = lc.learning_curves(
+        learners, laws, config.lengths, key=key, num_tasks=config.eval_tasks
+    )
+    names = list(learners)
+    fields = ("mean", "low", "high", "median", "tasks_low", "tasks_high")
+    arrays = {"lengths": np.asarray(config.lengths)}
+    for field in fields:  # (law, learner, length)
+        arrays[field] = np.asarray(
+            [[curves[law]["curves"][name][field] for name in names] for law in laws]
+        )
+    closed = {
+        law: lc.closed_form_curves(t, config.lengths, tuned["gd_eta"].get(1))
+        for law, t in laws.items()
+    }
+    for form in ("zero", "ols", "gd"):
+        arrays[f"closed_{form}"] = np.asarray(
+            [closed[law].get(form, np.full(len(config.lengths), np.nan)) for law in laws]
+        )
+
+    i_n, i_2n = _index(config.lengths, n_train), _index(config.lengths, max(config.lengths))
+    at = {
+        law: {
+            name: {
+                "n=N": None if i_n is None else arrays["mean"][li, ci, i_n],
+                "n=max": arrays["mean"][li, ci, i_2n],
+            }
+            for ci, name in enumerate(names)
+        }
+        for li, law in enumerate(laws)
+    }
+    summary = {
+        "experiment": NAME,
+        "config": config,
+        "git_commit": git_commit(),
+        "device": str(jax.devices()[0]),
+        "loss": "half-MSE, 0.5 * mean (y_hat - y_q)^2, noiseless query label",
+        "interval": "95% Student-t: over seeds for LSA models, over tasks for baselines",
+        "laws": list(laws),
+        "law_tasks": laws,
+        "learners": names,
+        "tuned": tuned,
+        "train_half_mse_last_100": train_stats,
+        "train_time_s": train_time,
+        "mean_at": at,
+        "curves": {law: curves[law]["curves"] for law in laws},
+        "runtime_s": time.time() - start,
+    }
+    return Results(summary, arrays)
+
+
+def _index(lengths, n) -> int | None:
+    return list(lengths).index(n) if n in lengths else None
+
+
+STYLE = {
+    "zero": dict(color="0.6", ls=":"),
+    "OLS": dict(color="k", ls="-", lw=1.0),
+    "ridge": dict(color="C2", ls="-", lw=1.2),
+    "GD K=1": dict(color="C1", ls="--", lw=1.0),
+    "GD K=2": dict(color="C4", ls="--", lw=1.0),
+    "GD K=3": dict(color="C5", ls="--", lw=1.0),
+    "GD++": dict(color="C6", ls="-.", lw=1.0),
+    "NN": dict(color="C8", ls="-.", lw=1.0),
+    "LSA K=1 (normalised)": dict(color="C0", lw=2.0),
+    "LSA K=1 (raw)": dict(color="C0", lw=1.2, ls=(0, (4, 2)), marker="."),
+    "LSA K=2 (normalised)": dict(color="C3", lw=2.0),
+    "LSA K=2 (raw)": dict(color="C3", lw=1.2, ls=(0, (4, 2)), marker="."),
+}
+
+
+def _style(name: str) -> dict:
+    for prefix, style in STYLE.items():
+        if name.startswith(prefix) or (prefix == "NN" and name.endswith("-NN")):
+            return style
+    return {}
+
+
+def plot(results: Results, out_dir: str | Path) -> list[Path]:
+    """One panel per test law: every learner's curve with its 95% band, log y axis."""
+    s, a = results.summary, results.arrays
+    laws, names, lengths = s["laws"], s["learners"], a["lengths"]
+    task = s["config"]["task"]
+    n_train, d = task["n_context"], task["d"]
+    num_cols = min(3, len(laws) + 1)
+    num_rows = -(-(len(laws) + 1) // num_cols)  # one more cell for the legend
+    fig, axes = plt.subplots(
+        num_rows, num_cols, figsize=(5.2 * num_cols, 4.3 * num_rows), squeeze=False
+    )
+    axes = axes.ravel()
+    for li, (law, ax) in enumerate(zip(laws, axes, strict=False)):
+        for ci, name in enumerate(names):
+            style = _style(name)
+            (line,) = ax.plot(lengths, a["mean"][li, ci], label=name, ms=4, **style)
+            low, high = a["low"][li, ci], a["high"][li, ci]
+            # An interval reaching 0 says nothing on a log axis (OLS near n = d, whose mean
+            # is infinite with noise): it is left undrawn rather than filled to the bottom.
+            informative = low > 0
+            ax.fill_between(
+                lengths,
+                np.where(informative, low, np.nan),
+                np.where(informative, high, np.nan),
+                color=line.get_color(),
+                alpha=0.18,
+                linewidth=0,
+            )
+        closed_ols = a["closed_ols"][li]
+        ax.plot(lengths, closed_ols, "k*", ms=5, label="OLS closed form (THEORY §8)")
+        ax.plot(lengths, a["closed_gd"][li], "x", color="C1", ms=4, label="GD K=1 closed form")
+        ols = a["mean"][li, names.index("OLS")]
+        peak = int(np.nanargmax(ols))
+        ax.axvline(n_train, color="gray", lw=0.8)
+        if d != n_train:
+            ax.axvline(d, color="gray", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        finite = a["mean"][li][np.isfinite(a["mean"][li])]
+        ax.set_ylim(max(1e-3, 0.5 * float(finite[finite > 0].min())), 3 * a["closed_zero"][li, 0])
+        title = f"{law.replace('_', ' ')}\nOLS mean peaks at {ols[peak]:.3g} (n = {lengths[peak]})"
+        ax.set(xlabel="context length n", ylabel="half-MSE (log scale)", title=title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[len(laws) :]:
+        ax.axis("off")
+    axes[len(laws)].legend(handles, labels, loc="center", fontsize=9, frameon=False)
+    lines = "N = d (grey line)" if d == n_train else "N (grey line), d (dotted)"
+    fig.suptitle(
+        f"Learning curves of LSA models trained at N = {n_train}, d = {d}; {lines}.\n"
+        "Bands: 95% CIs over seeds (LSA) or tasks (baselines), omitted where they reach 0 "
+        "(OLS at n ≈ d, infinite mean). y clipped at 3x the zero predictor."
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return save_figure(fig, out_dir, NAME)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return experiment_main(NAME, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

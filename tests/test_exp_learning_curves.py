@@ -1,0 +1,61 @@
+"""End-to-end quick run of the learning-curves study (experiments/learning_curves.py)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from experiments import learning_curves
+from icl_toy.learning_curves import Shift
+from icl_toy.results import load_results, t_quantile_975
+
+
+def test_learning_curves_quick_end_to_end(tmp_path):
+    learning_curves.main(["--quick", "--out", str(tmp_path)])
+    for ext in ("png", "pdf", "json", "npz"):
+        assert (tmp_path / f"learning_curves.{ext}").stat().st_size > 0
+    results = load_results(tmp_path, "learning_curves")
+    s, a = results.summary, results.arrays
+    config = learning_curves.get_config(quick=True)
+    laws, names, lengths = s["laws"], s["learners"], list(a["lengths"])
+    assert laws == ["in_distribution", *(shift.label for shift in config.shifts)]
+    assert a["mean"].shape == (len(laws), len(names), len(config.lengths))
+    assert lengths == list(config.lengths)
+    curves = s["curves"]["in_distribution"]
+    n_train = config.task.n_context
+    i_n, i_max = lengths.index(n_train), len(lengths) - 1
+    norm, raw = curves["LSA K=1 (normalised)"], curves["LSA K=1 (raw)"]
+    assert norm["over"] == "seeds" and len(norm["per_seed"]) == config.train.num_seeds
+    # At the training length the two length conventions are the same model.
+    assert norm["mean"][i_n] == pytest.approx(raw["mean"][i_n], rel=1e-6)
+    # Even the quick model is within 10% of one tuned GD step at N...
+    assert norm["mean"][i_n] < 1.1 * curves["GD K=1"]["mean"][i_n]
+    # ...and at 2N the raw layer, which steps η·n/N = 2η, is worse than the normalised one.
+    assert raw["mean"][i_max] > norm["mean"][i_max]
+    # OLS at n = 2N = 20 > d + 3 matches σ²d/(n − d − 1)/2 within 3 standard errors.
+    ols = curves["OLS"]
+    se = (
+        (ols["tasks_high"][i_max] - ols["tasks_low"][i_max])
+        / 2
+        / t_quantile_975(config.eval_tasks - 1)
+    )
+    assert abs(ols["mean"][i_max] - a["closed_ols"][0, i_max]) < 3 * se
+    assert a["closed_ols"][0, i_n] == np.inf  # n = d = 10 with noise
+    # k-NN has no prediction for n < k.
+    knn = curves[f"{config.knn_k}-NN"]
+    assert all(str(n) in knn["undefined"] for n in lengths if n < config.knn_k)
+    (tmp_path / "learning_curves.png").unlink()
+    learning_curves.plot(results, tmp_path)
+    assert (tmp_path / "learning_curves.png").exists()
+
+
+def test_learning_curves_config_rejects_bad_values():
+    config = learning_curves.get_config(quick=True)
+    with pytest.raises(ValueError, match="condition"):
+        dataclasses.replace(config, shifts=(Shift("skewed_covariance", 0.5),))
+    with pytest.raises(ValueError, match="distinct"):
+        dataclasses.replace(config, shifts=(Shift("input_scale", 2.0),) * 2)
+    with pytest.raises(ValueError, match="increasing"):
+        dataclasses.replace(config, lengths=(5, 1))
+    with pytest.raises(ValueError, match="Shift"):
+        dataclasses.replace(config, shifts=("input_scale",))
