@@ -39,6 +39,7 @@ EXPERIMENTS = (
     "forward_only",
     "preconditioned_gd",
     "covariate_shift",
+    "learning_curves",
 )
 
 
