@@ -40,6 +40,8 @@ EXPERIMENTS = (
     "preconditioned_gd",
     "covariate_shift",
     "learning_curves",
+    "nonlinear_regression",
+    "standard_tokens",
 )
 
 
