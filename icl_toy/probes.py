@@ -180,6 +180,30 @@ def mlp_probe_r2(
     return r2_score(pred_BxK * t_stats[1][None] + t_stats[0][None], test_target_BxK)
 
 
+@functools.partial(jax.jit, static_argnames="ridge")
+def _linear_r2_SxLxJ(train_SxLxBxF, train_JxBxK, test_SxLxBxF, test_JxBxK, ridge):
+    def one(train_f, train_t, test_f, test_t):
+        return linear_probe_r2(train_f, train_t, test_f, test_t, ridge)
+
+    over_targets = jax.vmap(one, in_axes=(None, 0, None, 0))
+    over_layers = jax.vmap(over_targets, in_axes=(0, None, 0, None))
+    return jax.vmap(over_layers, in_axes=(0, None, 0, None))(
+        train_SxLxBxF, train_JxBxK, test_SxLxBxF, test_JxBxK
+    )
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _mlp_r2_SxLxJ(keys_SxLxJ, train_SxLxBxF, train_JxBxK, test_SxLxBxF, test_JxBxK, cfg):
+    def one(key, train_f, train_t, test_f, test_t):
+        return mlp_probe_r2(key, train_f, train_t, test_f, test_t, cfg)
+
+    over_targets = jax.vmap(one, in_axes=(0, None, 0, None, 0))
+    over_layers = jax.vmap(over_targets, in_axes=(0, 0, None, 0, None))
+    return jax.vmap(over_layers, in_axes=(0, 0, None, 0, None))(
+        keys_SxLxJ, train_SxLxBxF, train_JxBxK, test_SxLxBxF, test_JxBxK
+    )
+
+
 def probe_layers(
     key: jax.Array,
     train_SxLxBxF: jax.Array,
@@ -191,41 +215,32 @@ def probe_layers(
     """Held-out R² of every probe kind and target at every seed and layer: {kind: {target:
     (S, L)}}.
 
-    Features have leading seed and layer axes; targets are {name: (B, K)}, the same for
-    every seed and layer. The MLP probe of seed s, layer l and target j starts from
-    fold_in(fold_in(fold_in(key, j), s), l). Each (kind, target) is its own compiled
-    program, vmapped over seeds and layers: one program holding every probe hung
-    intermittently on a 2-core CPU (jax 0.10.2), like the whole-family program that
-    `icl_toy.alignment` avoids.
+    Features have leading seed and layer axes; targets are {name: (B, K)} with one K for
+    all, the same for every seed and layer. The MLP probe of seed s, layer l and target j
+    starts from fold_in(fold_in(fold_in(key, s), l), j). Each probe kind is its own compiled
+    program, vmapped over seeds, layers and targets: one program holding every probe and
+    the features hung intermittently on a 2-core CPU (jax 0.10.2), like the whole-family
+    program that `icl_toy.alignment` avoids.
     """
+    names = list(train_targets)
+    train_JxBxK = jnp.stack([train_targets[name] for name in names])
+    test_JxBxK = jnp.stack([test_targets[name] for name in names])
     num_seeds, num_layers = train_SxLxBxF.shape[:2]
-    seeds_SxL = jnp.broadcast_to(jnp.arange(num_seeds)[:, None], (num_seeds, num_layers))
-    layers_SxL = jnp.broadcast_to(jnp.arange(num_layers)[None], (num_seeds, num_layers))
-    over_seeds_and_layers = functools.partial(jax.vmap, in_axes=(0, 0, None, 0, None))
-    result = {"linear": {}, "mlp": {}}
-    for j, name in enumerate(train_targets):
 
-        @jax.jit
-        @over_seeds_and_layers
-        @over_seeds_and_layers
-        def linear(seed, train_f, train_t, test_f, test_t):
-            del seed
-            return linear_probe_r2(train_f, train_t, test_f, test_t, cfg.ridge)
+    def fold(k, i):
+        return jax.random.fold_in(k, i)
 
-        @jax.jit
-        @over_seeds_and_layers
-        @over_seeds_and_layers
-        def mlp(seed_and_layer, train_f, train_t, test_f, test_t, j=j):
-            seed, layer = seed_and_layer
-            probe_key = jax.random.fold_in(
-                jax.random.fold_in(jax.random.fold_in(key, j), seed), layer
-            )
-            return mlp_probe_r2(probe_key, train_f, train_t, test_f, test_t, cfg)
-
-        args = (train_SxLxBxF, train_targets[name], test_SxLxBxF, test_targets[name])
-        result["linear"][name] = linear(seeds_SxL, *args)
-        result["mlp"][name] = mlp((seeds_SxL, layers_SxL), *args)
-    return result
+    keys_SxLxJ = jax.vmap(
+        lambda s: jax.vmap(
+            lambda l: jax.vmap(lambda j: fold(fold(fold(key, s), l), j))(jnp.arange(len(names)))
+        )(jnp.arange(num_layers))
+    )(jnp.arange(num_seeds))
+    linear = _linear_r2_SxLxJ(train_SxLxBxF, train_JxBxK, test_SxLxBxF, test_JxBxK, cfg.ridge)
+    mlp = _mlp_r2_SxLxJ(keys_SxLxJ, train_SxLxBxF, train_JxBxK, test_SxLxBxF, test_JxBxK, cfg)
+    return {
+        kind: {name: r2_SxLxJ[..., j] for j, name in enumerate(names)}
+        for kind, r2_SxLxJ in (("linear", linear), ("mlp", mlp))
+    }
 
 
 def probe_model(
