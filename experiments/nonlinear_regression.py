@@ -1,9 +1,10 @@
 """Nonlinear in-context regression: does MLP + LSA learn kernel smoothing? (von Oswald et al. 2022)
 
     icl-toy run nonlinear_regression           # or python -m experiments.nonlinear_regression
-    icl-toy run nonlinear_regression --quick   # shrunk config, ~20 s
+    icl-toy run nonlinear_regression --quick   # shrunk config, ~1 min (compile-bound)
 
-Full: 3 seeds x 2 models x 3000 steps of 512 tasks, ~5 min on 2 CPU cores.
+Full: 3 seeds x 2 models x 3000 steps of 512 tasks, 2.5 min on 2 CPU cores (measured with
+other jobs sharing them).
 
 THEORY §1, Proposition 2. On sine tasks y = a·sin(x + ρ), x ~ U(-5, 5), a ~ U(0.1, 5) and
 ρ ~ U(0, π) drawn independently, N = 10 (`icl_toy.nonlinear.SineTaskConfig`), trains with the
@@ -53,7 +54,7 @@ from icl_toy.tasks import prompt_tokens, sample_batch
 from icl_toy.train import RunOptions, TrainConfig, batch_loss, train
 
 NAME = "nonlinear_regression"
-RUNTIME = {"full": "~5 min", "quick": "~20 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~2.5 min", "quick": "~1 min"}  # on a 2-core CPU
 MODELS = ("mlp_lsa", "mlp_gd")
 
 

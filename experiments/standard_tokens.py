@@ -1,9 +1,9 @@
 """Standard tokens: does a softmax layer learn to copy y_i to x_i for a GD layer? (von Oswald 2022)
 
     icl-toy run standard_tokens           # or python -m experiments.standard_tokens
-    icl-toy run standard_tokens --quick   # shrunk config, ~20 s
+    icl-toy run standard_tokens --quick   # shrunk config, ~45 s (compile-bound)
 
-Full: 3 seeds x 4000 steps, ~5 min on 2 CPU cores.
+Full: 3 seeds x 4000 steps, 4.5 min on 2 CPU cores (measured with other jobs sharing them).
 
 THEORY §1, Proposition 3. On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless)
 prompts arrive as 2N + 1 alternating tokens x_1, y_1, …, x_N, y_N, x_q with one-hot
@@ -43,7 +43,7 @@ from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_pr
 from icl_toy.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "standard_tokens"
-RUNTIME = {"full": "~5 min", "quick": "~20 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~4.5 min", "quick": "~45 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,9 @@ from icl_toy.results import load_results
 from icl_toy.train import TrainConfig
 
 
+@pytest.mark.slow
 def test_nonlinear_regression_quick_end_to_end(tmp_path):
+    """~55 s of CPU on 2 cores: it compiles two training runs (MLP + LSA, MLP + GD) and more."""
     nonlinear_regression.main(["--quick", "--out", str(tmp_path), "--quiet"])
     for ext in ("png", "pdf", "json", "npz"):
         assert (tmp_path / f"nonlinear_regression.{ext}").stat().st_size > 0

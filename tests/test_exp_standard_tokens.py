@@ -10,7 +10,9 @@ from icl_toy.results import load_results
 from icl_toy.tasks import TaskConfig
 
 
+@pytest.mark.slow
 def test_standard_tokens_quick_end_to_end(tmp_path):
+    """~40 s of CPU on 2 cores, mostly compiling the training run and the in-scan evaluation."""
     standard_tokens.main(["--quick", "--out", str(tmp_path), "--quiet"])
     for ext in ("png", "pdf", "json", "npz"):
         assert (tmp_path / f"standard_tokens.{ext}").stat().st_size > 0

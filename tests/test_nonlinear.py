@@ -54,7 +54,7 @@ def test_sine_amplitude_and_phase_are_independent():
     """
     n = 20_000
     task = SineTaskConfig()
-    params = jax.vmap(task.draw_params)(jax.random.split(jax.random.key(3), n))
+    params = jax.jit(jax.vmap(task.draw_params))(jax.random.split(jax.random.key(3), n))
     a, rho = np.asarray(params[:, 0, 0]), np.asarray(params[:, 0, 1])
     assert abs(np.corrcoef(a, rho)[0, 1]) < 4 / math.sqrt(n)
     # Rank correlation too: independence, not just no linear trend.
@@ -98,9 +98,11 @@ def test_fourier_teacher_has_the_rbf_prior_covariance():
     """E f(x) f(x') = exp(−(x − x')²/(2ℓ²)) for any M (Rahimi & Recht); Monte Carlo, 4 s.e."""
     task = FourierTaskConfig(num_features=8, length_scale=0.7)
     n = 40_000
-    params = jax.vmap(task.draw_params)(jax.random.split(jax.random.key(1), n))
+    params = jax.jit(jax.vmap(task.draw_params))(jax.random.split(jax.random.key(1), n))
     x = jnp.asarray([[0.0], [0.5], [1.2]])
-    f = np.asarray(jax.vmap(task.evaluate, in_axes=(0, None))(params, x))[:, :, 0]  # (n, 3)
+    f = np.asarray(jax.jit(jax.vmap(task.evaluate, in_axes=(0, None)))(params, x))[
+        :, :, 0
+    ]  # (n, 3)
     for i, j in ((0, 0), (0, 1), (0, 2), (1, 2)):
         products = f[:, i] * f[:, j]
         expected = math.exp(-((x[i, 0] - x[j, 0]) ** 2) / (2 * 0.7**2))
@@ -111,11 +113,11 @@ def test_fourier_prompts_and_noise():
     task = FourierTaskConfig(d=2, n_context=6, num_features=5, noise_std=0.3)
     prompts = sample_batch(jax.random.key(2), task, 500)
     assert prompts.x.shape == (500, 6, 2) and prompts.w.shape == (500, 1, 5 * 4)
-    clean = jax.vmap(task.evaluate)(prompts.w, prompts.x)
+    clean = jax.jit(jax.vmap(task.evaluate))(prompts.w, prompts.x)
     residual = np.asarray(prompts.y - clean)
     assert abs(residual.std() - 0.3) < 0.02
     # The query label is clean.
-    clean_q = jax.vmap(task.evaluate)(prompts.w, prompts.x_q[:, None])[:, 0]
+    clean_q = jax.jit(jax.vmap(task.evaluate))(prompts.w, prompts.x_q[:, None])[:, 0]
     np.testing.assert_allclose(prompts.y_q, clean_q, atol=1e-6)
 
 
@@ -157,11 +159,11 @@ def test_mlp_features_then_gd_layer_is_kernel_smoothing_float64(x64):
     lsa_model, gd_model = _features_and_models()
     prompts = sample_batch(jax.random.key(4), SineTaskConfig(), 64)
     tokens = jax.vmap(prompt_tokens)(prompts)
-    gd_params = gd_model.init(jax.random.key(5), tokens[0])
+    gd_params = jax.jit(gd_model.init)(jax.random.key(5), tokens[0])
     lsa_params = feature_gd_lsa_params(lsa_model, gd_params, n_context=10)
-    init_params = lsa_model.init(jax.random.key(6), tokens[0])
+    init_params = jax.eval_shape(lsa_model.init, jax.random.key(6), tokens[0])
     assert jax.tree.structure(lsa_params) == jax.tree.structure(init_params)
-    assert jax.tree.map(jnp.shape, lsa_params) == jax.tree.map(jnp.shape, init_params)
+    assert jax.tree.map(np.shape, lsa_params) == jax.tree.map(lambda a: a.shape, init_params)
 
     got = np.asarray(jax.jit(batch_predict, static_argnums=0)(lsa_model, lsa_params, prompts))
     np.testing.assert_allclose(
@@ -170,7 +172,7 @@ def test_mlp_features_then_gd_layer_is_kernel_smoothing_float64(x64):
 
     mlp = MLPFeatures(embed_dim=12, hidden_size=24)
     features = np.asarray(
-        mlp.apply({"params": gd_params["params"]["features"]}, tokens[..., :1])
+        jax.jit(mlp.apply)({"params": gd_params["params"]["features"]}, tokens[..., :1])
     )  # (B, T, F)
     kernel = np.einsum("bnf,bf->bn", features[:, :-1], features[:, -1])
     expected = 0.37 / 10 * np.einsum("bn,bny->by", kernel, np.asarray(prompts.y))
@@ -182,7 +184,7 @@ def test_mlp_features_then_gd_layer_float32():
     lsa_model, gd_model = _features_and_models()
     prompts = sample_batch(jax.random.key(4), SineTaskConfig(), 256)
     tokens = jax.vmap(prompt_tokens)(prompts)
-    gd_params = gd_model.init(jax.random.key(5), tokens[0])
+    gd_params = jax.jit(gd_model.init)(jax.random.key(5), tokens[0])
     lsa_params = feature_gd_lsa_params(lsa_model, gd_params, n_context=10)
     predict = jax.jit(batch_predict, static_argnums=0)
     got, expected = predict(lsa_model, lsa_params, prompts), predict(gd_model, gd_params, prompts)
@@ -203,7 +205,7 @@ def test_rbf_baselines_against_numpy(x64):
 
 def test_sine_oracle_is_exact_on_noiseless_sine_tasks(x64):
     prompts = sample_batch(jax.random.key(8), SineTaskConfig(), 200)
-    pred = jax.vmap(sine_oracle_predict)(prompts.x, prompts.y, prompts.x_q)
+    pred = jax.jit(jax.vmap(sine_oracle_predict))(prompts.x, prompts.y, prompts.x_q)
     np.testing.assert_allclose(pred, prompts.y_q, atol=1e-10)
 
 
@@ -213,7 +215,7 @@ def test_feature_models_use_full_precision_products():
     tokens = prompt_tokens(jax.tree.map(lambda a: a[0], prompts))
     programs = []
     for model in (lsa_model, gd_model):
-        params = model.init(jax.random.key(0), tokens)
+        params = jax.eval_shape(model.init, jax.random.key(0), tokens)
         programs.append(
             jax.make_jaxpr(jax.grad(lambda p, m=model: batch_loss(m, p, prompts)))(params)
         )
