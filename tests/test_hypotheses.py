@@ -76,8 +76,8 @@ def test_a_claim_the_data_contradicts_is_not_supported():
         criteria=(Criterion("relative_loss_gap", "relative gap to GD(η*)", "<", -0.2),),
     )
     config = hypotheses.OneLayerGDConfig(
-        train=TrainConfig(steps=600, batch_size=512, eval_every=300, num_seeds=3),
-        eval_tasks=500,
+        train=TrainConfig(steps=300, batch_size=256, eval_every=150, num_seeds=3),
+        eval_tasks=300,
     )
     entry = hypotheses.run_hypothesis(false_claim, config)
     assert entry["verdict"] == "not supported"
