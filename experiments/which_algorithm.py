@@ -1,10 +1,11 @@
 """Which learning algorithm does a trained softmax transformer implement? (Akyürek et al. 2022)
 
     icl-toy run which_algorithm           # or python -m experiments.which_algorithm
-    icl-toy run which_algorithm --quick   # shrunk config, ~25 s
+    icl-toy run which_algorithm --quick   # shrunk config, ~100 s (compilation-bound)
 
-Full: depths 1, 2, 4, 8 x noiseless and noisy x 3 seeds x 1000 steps; RUNTIME measured on
-2 CPU cores shared with other jobs.
+Full: depths 1, 2, 4, 8 x noiseless and noisy x 3 seeds x 1000 steps: 17 min (1026 s)
+measured on 2 CPU cores shared with three other jobs (load ~7); about half of it trains
+the two depth-8 models.
 
 Akyürek et al. (arXiv 2211.15661, THEORY §3) train transformers on linear regression
 (d = 8, x ~ N(0, I), w ~ N(0, I)) and find that the algorithm the trained model is closest
@@ -55,7 +56,7 @@ from icl_toy.tasks import TaskConfig, sample_batch
 from icl_toy.train import RunOptions, TrainConfig, TrainResult, train
 
 NAME = "which_algorithm"
-RUNTIME = {"full": "~8 min", "quick": "~25 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~17 min", "quick": "~100 s"}  # on a shared 2-core CPU
 
 # Akyürek et al.'s ridge grid (THEORY §3), plus λ = 1; λ = 0 is OLS.
 AKYUREK_LAMBDAS = (1 / 16, 1 / 9, 1 / 4, 4 / 9)
@@ -403,7 +404,12 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
                     ms=3,
                     label=f"{target} ({kind})",
                 )
-        ax.set_ylim(-0.1, 1.02)
+        lowest = min(
+            float(np.min(a[f"probe_{kind}_{target}_noise{i}_depth{deepest}"]))
+            for kind in PROBE_KINDS
+            for target in TARGETS
+        )
+        ax.set_ylim(max(-0.6, min(-0.1, lowest - 0.05)), 1.02)
         ax.set(
             xlabel="layer (0 = embedding)",
             ylabel="held-out R²",

@@ -42,6 +42,7 @@ EXPERIMENTS = (
     "learning_curves",
     "nonlinear_regression",
     "standard_tokens",
+    "which_algorithm",
 )
 
 

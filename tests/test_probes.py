@@ -194,11 +194,11 @@ class _MomentStream(nn.Module):
 def test_probe_model_finds_the_moment_where_the_stream_holds_it():
     model = _MomentStream()
     task = TaskConfig(d=4, n_context=8, inputs="gaussian")
-    train_prompts = sample_batch(jax.random.key(0), task, 800)
-    test_prompts = sample_batch(jax.random.key(1), task, 800)
+    train_prompts = sample_batch(jax.random.key(0), task, 400)
+    test_prompts = sample_batch(jax.random.key(1), task, 400)
     params = model.init(jax.random.key(0), jnp.zeros((9, 5)), method=model.residual_stream)
     params_S = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)  # two "seeds"
-    cfg = ProbeConfig(mlp_steps=100)
+    cfg = ProbeConfig(mlp_steps=10)  # only the linear probes are checked here
     r2 = probe_model(model, params_S, train_prompts, test_prompts, key=jax.random.key(2), cfg=cfg)
     assert set(r2) == set(PROBE_KINDS) and set(r2["linear"]) == set(TARGETS)
     linear = {name: np.asarray(v) for name, v in r2["linear"].items()}
