@@ -1,7 +1,7 @@
 """Which learning algorithm does a trained softmax transformer implement? (Akyürek et al. 2022)
 
     icl-toy run which_algorithm           # or python -m experiments.which_algorithm
-    icl-toy run which_algorithm --quick   # shrunk config, ~100 s (compilation-bound)
+    icl-toy run which_algorithm --quick   # shrunk config, ~40 s (compilation-bound)
 
 Full: depths 1, 2, 4, 8 x noiseless and noisy x 3 seeds x 1000 steps: 17 min (1026 s)
 measured on 2 CPU cores shared with three other jobs (load ~7); about half of it trains
@@ -56,7 +56,7 @@ from icl_toy.tasks import TaskConfig, sample_batch
 from icl_toy.train import RunOptions, TrainConfig, TrainResult, train
 
 NAME = "which_algorithm"
-RUNTIME = {"full": "~17 min", "quick": "~100 s"}  # on a shared 2-core CPU
+RUNTIME = {"full": "~17 min", "quick": "~40 s"}  # on a shared 2-core CPU
 
 # Akyürek et al.'s ridge grid (THEORY §3), plus λ = 1; λ = 0 is OLS.
 AKYUREK_LAMBDAS = (1 / 16, 1 / 9, 1 / 4, 4 / 9)
