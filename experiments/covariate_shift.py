@@ -39,6 +39,7 @@ from experiments.preconditioned_gd import validate_single_layer_gaussian
 from icl_toy import closed_forms, metrics
 from icl_toy.cli import experiment_main
 from icl_toy.learners import ols_predict, ridge_predict
+from icl_toy.learning_curves import scale_value_projection
 from icl_toy.linalg import einsum
 from icl_toy.plotting import save_figure, seed_band
 from icl_toy.results import Results, git_commit, seed_stats
@@ -104,13 +105,6 @@ def get_config(quick: bool = False) -> Config:
     )
 
 
-def length_normalised(params: dict, n_train: int, m_test: int) -> dict:
-    """Params of the same layer with W_PV scaled by N/M: the attention mean over M tokens."""
-    inner = dict(params["params"])
-    inner["w_p"] = inner["w_p"] * (n_train / m_test)
-    return {"params": inner}
-
-
 def shift_inputs(prompts: Prompt, c: jax.Array) -> Prompt:
     """The same tasks with every input scaled by √c (covariance Λ → cΛ), labels recomputed.
 
@@ -138,7 +132,7 @@ def _lsa_errors(model, test_task: TaskConfig, num_tasks: int, n_train: int, para
         shifted = shift_inputs(prompts, c)
 
         def per_seed(params):
-            pred = batch_predict(model, length_normalised(params, n_train, m), shifted)
+            pred = batch_predict(model, scale_value_projection(params, n_train / m), shifted)
             return jnp.sum((pred - shifted.y_q) ** 2)
 
         return jax.vmap(per_seed)(params_S)

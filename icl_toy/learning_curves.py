@@ -155,11 +155,14 @@ def length_normalised(predictor: SeededPredictor, n_train: int) -> SeededPredict
         raise ValueError("length_normalised needs LSA params {'params': {'w_p': ..., ...}}")
 
     def apply(params, prompt: Prompt) -> jax.Array:
-        scale = n_train / prompt.x.shape[0]
-        scaled = {**params["params"], "w_p": params["params"]["w_p"] * scale}
-        return predictor.apply({**params, "params": scaled}, prompt)
+        return predictor.apply(scale_value_projection(params, n_train / prompt.x.shape[0]), prompt)
 
     return SeededPredictor(apply, predictor.params)
+
+
+def scale_value_projection(params: dict, factor) -> dict:
+    """LSA params with every layer's projection `w_p`, hence W_PV = P W_V, times `factor`."""
+    return {**params, "params": {**params["params"], "w_p": params["params"]["w_p"] * factor}}
 
 
 def learner_predictor(learner: Callable, theta: Any) -> Predictor:

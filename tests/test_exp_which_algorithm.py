@@ -8,6 +8,7 @@ from icl_toy.probes import PROBE_KINDS, TARGETS
 from icl_toy.results import load_results
 
 
+@pytest.mark.slow  # ~45 s on 2 cores: eight softmax transformers and probes, compile-bound
 def test_which_algorithm_quick_end_to_end(tmp_path):
     which_algorithm.main(["--quick", "--out", str(tmp_path)])
     for ext in ("png", "pdf", "json", "npz"):

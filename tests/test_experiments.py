@@ -56,6 +56,7 @@ def test_committed_figure_comes_from_the_current_full_config(name):
     assert saved["config"] == to_jsonable(get_experiment(name).get_config(quick=False))
 
 
+@pytest.mark.slow  # ~80 s on 2 cores: five trainings, two learner fits, compile-bound
 def test_multi_layer_gdpp_quick_end_to_end(tmp_path):
     multi_layer_gdpp.main(["--quick", "--out", str(tmp_path)])
     for ext in ("png", "pdf", "json", "npz"):
