@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_toy import metrics
-from icl_toy.baselines import Predictor, SeededPredictor
+from icl_toy.baselines import Predictor, SeededPredictor, as_seeded
 from icl_toy.linalg import matmul
 from icl_toy.results import mean_ci
 from icl_toy.tasks import Prompt, TaskConfig, sample_batch
@@ -67,13 +67,7 @@ def _evaluation_arrays(
     predictor: Predictor | SeededPredictor, prompts: Prompt, probes_BxPxD, probes_pinv_BxDxP
 ):
     """The four arrays of an `Evaluation` (traceable); a plain predictor gets S = 1."""
-    if isinstance(predictor, SeededPredictor):
-        apply, params = predictor.apply, predictor.params
-    else:
-        params = jnp.zeros(1)
-
-        def apply(_, prompt):
-            return predictor(prompt)
+    apply, params = as_seeded(predictor)
 
     def one_task(theta, prompt: Prompt, probes_PxD: jax.Array, probes_pinv_DxP: jax.Array):
         def at_query(x_q_D):

@@ -41,6 +41,13 @@ class SeededPredictor(NamedTuple):
     params: Any  # pytree, every leaf with a leading seed axis S
 
 
+def as_seeded(predictor: Predictor | SeededPredictor) -> SeededPredictor:
+    """A `SeededPredictor` as is; a plain predictor with a dummy seed axis of size 1."""
+    if isinstance(predictor, SeededPredictor):
+        return predictor
+    return SeededPredictor(lambda _, prompt: predictor(prompt), jnp.zeros(1))
+
+
 # --- Transformers as predictors ------------------------------------------------------------
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from icl_toy import baselines, closed_forms
 from icl_toy.alignment import summarize
-from icl_toy.baselines import Predictor, SeededPredictor
+from icl_toy.baselines import Predictor, SeededPredictor, as_seeded
 from icl_toy.tasks import Prompt, TaskConfig, input_covariance, sample_batch
 
 ShiftKind = Literal["input_scale", "weight_scale", "skewed_covariance", "label_noise"]
@@ -200,13 +200,7 @@ def _loss_program(predictor: Predictor | SeededPredictor) -> Callable[[Prompt], 
     The jitted function is built once per learner and retraced only for a new prompt shape,
     so every test law at a given n reuses one compiled program.
     """
-    if isinstance(predictor, SeededPredictor):
-        apply, params = predictor.apply, predictor.params
-    else:
-        params = jnp.zeros(1)
-
-        def apply(_, prompt):
-            return predictor(prompt)
+    apply, params = as_seeded(predictor)
 
     def per_task(theta, prompt: Prompt) -> jax.Array:
         return 0.5 * jnp.sum((apply(theta, prompt) - prompt.y_q) ** 2)
