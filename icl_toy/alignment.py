@@ -225,6 +225,24 @@ def compare(
     return {name: summarize(values[name], seeded) for name in METRICS}
 
 
+def _against_baselines(predictor, task, baselines, key, num_tasks, num_probes):
+    """({baseline: pair_metrics(predictor, baseline)}, whether the predictor is seeded).
+
+    The predictor is evaluated once, on the same held-out tasks and probes as every baseline.
+    """
+    if not baselines:
+        raise ValueError("baselines is empty")
+    num_probes = _check_sizes(task, num_tasks, num_probes)
+    _check_seed_axes(predictor, *baselines.values())
+    prompts, probes = _held_out(key, task, num_tasks, num_probes)
+    evaluations = evaluate_many(
+        {"model": predictor, **{f"b:{k}": v for k, v in baselines.items()}}, prompts, probes
+    )
+    ev_model = evaluations["model"]
+    values = {name: pair_metrics(ev_model, evaluations[f"b:{name}"], prompts) for name in baselines}
+    return values, ev_model.seeded
+
+
 def closest_algorithm(
     predictor: Predictor | SeededPredictor,
     task: TaskConfig,
@@ -245,18 +263,12 @@ def closest_algorithm(
     pair_names = ("pred_diff", "spd", "ilwd", "cosine", "model_diff")
     if sort_by not in pair_names:
         raise ValueError(f"sort_by must be one of {pair_names}, got {sort_by!r}")
-    if not baselines:
-        raise ValueError("baselines is empty")
-    num_probes = _check_sizes(task, num_tasks, num_probes)
-    prompts, probes = _held_out(key, task, num_tasks, num_probes)
-    evaluations = evaluate_many(
-        {"model": predictor, **{f"b:{k}": v for k, v in baselines.items()}}, prompts, probes
+    values_by_name, seeded = _against_baselines(
+        predictor, task, baselines, key, num_tasks, num_probes
     )
-    ev_model = evaluations["model"]
     rows = []
-    for name in baselines:
-        values = pair_metrics(ev_model, evaluations[f"b:{name}"], prompts)
-        stats = {m: summarize(values[m], ev_model.seeded) for m in METRICS}
+    for name, values in values_by_name.items():
+        stats = {m: summarize(values[m], seeded) for m in METRICS}
         rows.append(
             {
                 "name": name,
@@ -286,19 +298,11 @@ def per_seed_metrics(
     The raw material of paired, per-seed statistics (`icl_toy.hypotheses`): e.g. the
     difference of SPD to two baselines, seed by seed. The predictor is evaluated once.
     """
-    if not baselines:
-        raise ValueError("baselines is empty")
-    num_probes = _check_sizes(task, num_tasks, num_probes)
-    _check_seed_axes(predictor, *baselines.values())
-    prompts, probes = _held_out(key, task, num_tasks, num_probes)
-    evaluations = evaluate_many(
-        {"model": predictor, **{f"b:{k}": v for k, v in baselines.items()}}, prompts, probes
-    )
-    out = {}
-    for name in baselines:
-        values = pair_metrics(evaluations["model"], evaluations[f"b:{name}"], prompts)
-        out[name] = {metric: v.mean(axis=1) for metric, v in values.items()}
-    return out
+    values_by_name, _ = _against_baselines(predictor, task, baselines, key, num_tasks, num_probes)
+    return {
+        name: {metric: v.mean(axis=1) for metric, v in values.items()}
+        for name, values in values_by_name.items()
+    }
 
 
 def format_table(rows: list[dict[str, Any]], sort_by: str = "spd") -> str:

@@ -137,20 +137,19 @@ def _hypotheses(args) -> None:
             print(f"{h.name:<28} {h.claim}\n{'':<28} ({h.source})")
         return
     try:
-        hypotheses.get_hypotheses(args.names)
+        names = [h.name for h in hypotheses.get_hypotheses(args.names)]
     except ValueError as error:
         print(f"icl-toy: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     out_dir = args.out or default_out_dir(args.quick)
     entries = hypotheses.run_hypotheses(
-        args.names,
+        names,
         out_dir,
         quick=args.quick,
         rerun=args.rerun,
         progress=not args.quiet,
         echo=print,
     )
-    names = [h.name for h in hypotheses.get_hypotheses(args.names)]
     print(hypotheses.format_table(entries, names))
     print(f"results in {out_dir}/{hypotheses.NAME}.json, figure {out_dir}/{hypotheses.NAME}.png")
 

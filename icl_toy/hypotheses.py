@@ -116,9 +116,8 @@ def judge(criterion: Criterion, values: np.ndarray) -> dict[str, Any]:
         return result | {"ci_low": nan, "ci_high": nan, "verdict": "inconclusive"}
     low, high = bootstrap_ci(values)
     t = mean_ci(values)
-    on_side, off_side = (high < criterion.threshold, low > criterion.threshold)
-    if criterion.direction == ">":
-        on_side, off_side = (low > criterion.threshold, high < criterion.threshold)
+    above, below = low > criterion.threshold, high < criterion.threshold
+    on_side, off_side = (below, above) if criterion.direction == "<" else (above, below)
     verdict = "supported" if on_side else "not supported" if off_side else "inconclusive"
     return result | {
         "ci_low": low,
