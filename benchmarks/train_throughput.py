@@ -31,8 +31,8 @@ def _measure(name: str, num_seeds: int, steps: int, repeats: int, queue) -> None
     import jax
     import jax.numpy as jnp
 
-    from icl_toy.tasks import batch_at_step, von_oswald_preset
-    from icl_toy.train import (
+    from icl_toy.core.tasks import batch_at_step, von_oswald_preset
+    from icl_toy.training.train import (
         ModelConfig,
         TrainConfig,
         batch_loss,

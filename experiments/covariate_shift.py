@@ -35,16 +35,17 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.preconditioned_gd import validate_single_layer_gaussian
-from icl_toy import closed_forms, metrics
-from icl_toy.cli import experiment_main
-from icl_toy.learners import ols_predict, ridge_predict
-from icl_toy.learning_curves import scale_value_projection
-from icl_toy.linalg import einsum
-from icl_toy.plotting import save_figure, seed_band
-from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance, sample_batch
-from icl_toy.train import (
+from icl_toy.analysis import metrics
+from icl_toy.analysis.learning_curves import scale_value_projection
+from icl_toy.analysis.stats import seed_stats
+from icl_toy.core import closed_forms
+from icl_toy.core.learners import ols_predict, ridge_predict
+from icl_toy.core.linalg import einsum
+from icl_toy.core.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance, sample_batch
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import (
     ModelConfig,
     RunOptions,
     TrainConfig,
@@ -75,7 +76,7 @@ class Config:
     eval_seed: int = 10_000  # root key of the held-out tasks (not a training seed)
 
     def __post_init__(self):
-        validate_single_layer_gaussian(self.task, self.model, self.init)
+        closed_forms.check_closed_form_setting(self.task, self.model)
         if not self.test_lengths or min(self.test_lengths) <= self.task.d + 1:
             raise ValueError(
                 f"test_lengths must all exceed d + 1 = {self.task.d + 1} (the OLS risk is "

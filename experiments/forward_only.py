@@ -10,16 +10,17 @@ Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; T
 1. Training the transformer without backprop. One LSA layer is trained with Adam (same init,
    same batches, 3 seeds vmapped) from three gradients: backprop, the forward gradient
    (∇L·v) v from one `jax.jvp` per step, and two-point SPSA (L(θ+εv) − L(θ−εv))/(2ε) v, with
-   v ~ N(0, I) over all 484 parameters (`icl_toy.forward_only`). Each method uses its best
+   v ~ N(0, I) over all 484 parameters (`icl_toy.training.forward_only`). Each method uses its best
    learning rate of {3e-4, 1e-3, 3e-3, 1e-2} from a 6000-step, 2-seed scan (see the config).
    Held-out half-MSE against steps and against wall-clock seconds (steps divided by the
    steps/s of each compiled method, timed after a warm-up compile).
 2. ICL baked into weights. Each of `stream_tasks` fixed teachers W* streams its (x, W* x) in
    chunks of N = 10; each chunk is a prompt with residual labels y − W x, and the in-context
-   learner's implicit update ΔW_ICL (`icl_toy.duality`) is added to the running linear model W
-   (`forward_only.stream_icl_fit`). Learners: the GD construction at η* (exactly minibatch SGD
-   at lr η*), and the LSAs trained in study 1. Against backprop minibatch SGD on the same
-   chunks at several learning rates. Population half-MSE ½ s ||W − W*||² against examples seen.
+   learner's implicit update ΔW_ICL (`icl_toy.analysis.duality`) is added to the running
+   linear model W (`forward_only.stream_icl_fit`). Learners: the GD construction at η*
+   (exactly minibatch SGD at lr η*), and the LSAs trained in study 1. Against backprop
+   minibatch SGD on the same chunks at several learning rates.
+   Population half-MSE ½ s ||W − W*||² against examples seen.
 Writes `forward_only.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/` (--quick).
 """
 
@@ -34,15 +35,17 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import duality, forward_only
-from icl_toy.cli import experiment_main
-from icl_toy.constructions import gd_weights
-from icl_toy.learners import gd_half_mse, optimal_gd_eta
-from icl_toy.linalg import einsum
-from icl_toy.plotting import save_figure, seed_band
-from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import (
+from icl_toy.analysis import duality
+from icl_toy.analysis.stats import seed_stats
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.learners import gd_half_mse, optimal_gd_eta
+from icl_toy.core.linalg import einsum
+from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training import forward_only
+from icl_toy.training.train import (
     ModelConfig,
     RunOptions,
     TrainConfig,

@@ -8,13 +8,15 @@ Full: 5 seeds x 5000 steps of training, then the comparison: 3.7 min wall (2 min
 
 Trains one linear self-attention layer on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5),
 noiseless; 5 seeds vmapped) and reads off, for each of 2000 held-out prompts, the implicit
-weight update ΔW_ICL = dŷ/dx_q − W0 (W0 = 0; `icl_toy.duality`: an LSA's ŷ is exactly linear in
-x_q, so this is the model it applies). It is compared with fine-tuning a linear model on the
-same context from W0: k full-batch GD steps at η* = 200/33 (ΔW_FT), and Dai's baseline of one
-SGD epoch in context order. The GD construction at η* is measured the same way; for it
+weight update ΔW_ICL = dŷ/dx_q − W0 (W0 = 0; `icl_toy.analysis.duality`: an LSA's ŷ is
+exactly linear in x_q, so this is the model it applies). It is compared with fine-tuning a
+linear model on the same context from W0: k full-batch GD steps at η* = 200/33 (ΔW_FT), and
+Dai's baseline of one SGD epoch in context order.
+The GD construction at η* is measured the same way; for it
 ΔW_ICL = ΔW_FT(k = 1) exactly, and a float64 check of that is stored (`construction_float64`).
 Reports per model the ΔW cosine, norm ratio ||ΔW_ICL||/||ΔW_FT|| and relative error against
-k, and toy Rec2FTP and SimAOU (definitions in `icl_toy.duality`) with random-update baselines.
+k, and toy Rec2FTP and SimAOU (definitions in `icl_toy.analysis.duality`) with random-update
+baselines.
 Writes `icl_vs_finetuning.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
 """
 
@@ -29,15 +31,16 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import duality
-from icl_toy.cli import experiment_main
-from icl_toy.constructions import gd_weights
-from icl_toy.learners import optimal_gd_eta
-from icl_toy.models import LSATransformer
-from icl_toy.plotting import save_figure, seed_band
-from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import (
+from icl_toy.analysis import duality
+from icl_toy.analysis.stats import seed_stats
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.learners import optimal_gd_eta
+from icl_toy.core.models import LSATransformer
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import (
     ModelConfig,
     RunOptions,
     TrainConfig,

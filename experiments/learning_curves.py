@@ -6,13 +6,13 @@
 Full: LSA transformers with K = 1 and 2 layers (5 seeds each, 2000 steps at batch 256), then
 12 learners x 20 lengths x 5 test laws on 5000 tasks each: ~5.5 min on 2 CPU cores (320 s
 measured with the cores shared, load ~7: training 115 s, the curves ~200 s, dominated by
-compiling one program per learner and length; see `icl_toy.learning_curves`).
+compiling one program per learner and length; see `icl_toy.analysis.learning_curves`).
 
 Trains K-layer LSA transformers (`init="gd_sparsity"`) at N = 10 on Gaussian prompts, d = 10,
 x ~ N(0, I), w ~ N(0, I), label noise σ = 0.5, and evaluates them at every context length
 n = 1..2N beside every baseline, on the same nested prompts (the prompt of length n is the
 first n pairs of one 2N-pair prompt), in distribution and under four OOD test laws
-(`icl_toy.learning_curves.Shift`): inputs ×2, teacher ×2, a skewed input covariance with
+(`icl_toy.analysis.learning_curves.Shift`): inputs ×2, teacher ×2, a skewed input covariance with
 condition number 25 (same trace), and label noise σ = 1.5 (3x the training noise).
 
 Why this task: Gaussian inputs give closed forms at every n that the curves are checked
@@ -47,14 +47,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from icl_toy import baselines, tuning
-from icl_toy import learning_curves as lc
-from icl_toy.cli import experiment_main
-from icl_toy.learning_curves import Shift
-from icl_toy.plotting import save_figure
-from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import TaskConfig
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.analysis import baselines
+from icl_toy.analysis import learning_curves as lc
+from icl_toy.analysis.learning_curves import Shift
+from icl_toy.analysis.stats import seed_stats
+from icl_toy.core.tasks import TaskConfig
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training import tuning
+from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 
 NAME = "learning_curves"
 RUNTIME = {"full": "~5.5 min", "quick": "~25 s"}  # on a 2-core CPU

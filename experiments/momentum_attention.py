@@ -39,21 +39,22 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import metrics
-from icl_toy.cli import experiment_main
-from icl_toy.constructions import gd_weights, heavy_ball_weights
-from icl_toy.learners import gd_predict, heavy_ball_predict, optimal_gd_eta
-from icl_toy.models import (
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core.constructions import gd_weights, heavy_ball_weights
+from icl_toy.core.learners import gd_predict, heavy_ball_predict, optimal_gd_eta
+from icl_toy.core.models import (
     CausalLSATransformer,
     DepthMomentumLSA,
     LSATransformer,
     TokenMomentumLSA,
 )
-from icl_toy.plotting import save_figure
-from icl_toy.results import Results, git_commit, mean_ci, seed_stats
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import RunOptions, TrainConfig, batch_predict, train
-from icl_toy.tuning import (
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.training.tuning import (
     constant_step_learner,
     fit_learner,
     gd_learner,

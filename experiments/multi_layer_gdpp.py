@@ -9,7 +9,7 @@ on a CPU; see the README's Speed section).
 On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless), for K = 1..5:
 - trains K-layer LSA transformers with per-layer and with shared (recurrent) weights, S seeds
   vmapped per model, and reads the loss out after every layer;
-- fits the explicit learners by Adam on their own loss (`icl_toy.tuning`): K-step GD with a
+- fits the explicit learners by Adam on their own loss (`icl_toy.training.tuning`): K-step GD with a
   step per step, GD++ with (η_k, γ_k) per step, and the shared-scalar versions for the
   recurrent models; builds each as LSA weights and checks the constructed model's loss equals
   the fitted explicit learner's;
@@ -33,21 +33,30 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import metrics, tuning
-from icl_toy.cli import experiment_main
-from icl_toy.constructions import gd_weights, gdpp_weights
-from icl_toy.learners import ols_predict, optimal_gd_eta
-from icl_toy.models import (
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core.constructions import gd_weights, gdpp_weights
+from icl_toy.core.learners import ols_predict, optimal_gd_eta
+from icl_toy.core.models import (
     LSATransformer,
     SoftmaxSelfAttention,
     Transformer,
     attention_products,
     iterate_layer,
 )
-from icl_toy.plotting import save_figure, seed_band
-from icl_toy.results import Results, git_commit, mean_ci, seed_stats
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training import tuning
+from icl_toy.training.train import (
+    ModelConfig,
+    RunOptions,
+    TrainConfig,
+    batch_predict,
+    make_model,
+    train,
+)
 
 NAME = "multi_layer_gdpp"
 RUNTIME = {"full": "~16 min", "quick": "~1 min"}  # on a 2-core CPU

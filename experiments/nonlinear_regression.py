@@ -7,7 +7,7 @@ Full: 3 seeds x 2 models x 3000 steps of 512 tasks, 2.5 min on 2 CPU cores (meas
 other jobs sharing them).
 
 THEORY §1, Proposition 2. On sine tasks y = a·sin(x + ρ), x ~ U(-5, 5), a ~ U(0.1, 5) and
-ρ ~ U(0, π) drawn independently, N = 10 (`icl_toy.nonlinear.SineTaskConfig`), trains with the
+ρ ~ U(0, π) drawn independently, N = 10 (`icl_toy.core.nonlinear.SineTaskConfig`), trains with the
 same optimiser, data and seeds (vmapped):
 - MLP + LSA (`FeatureLSA`): an embedding and a residual GELU MLP on every x, then one LSA
   layer on the tokens (m(x), y), all trained end to end;
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import metrics
-from icl_toy.cli import experiment_main
-from icl_toy.nonlinear import (
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core.nonlinear import (
     FeatureGD,
     FeatureLSA,
     MLPFeatures,
@@ -48,10 +48,11 @@ from icl_toy.nonlinear import (
     rbf_smoothing_predict,
     sine_oracle_predict,
 )
-from icl_toy.plotting import save_figure, seed_band
-from icl_toy.results import Results, git_commit, mean_ci, seed_stats
-from icl_toy.tasks import prompt_tokens, sample_batch
-from icl_toy.train import RunOptions, TrainConfig, batch_loss, train
+from icl_toy.core.tasks import prompt_tokens, sample_batch
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 
 NAME = "nonlinear_regression"
 RUNTIME = {"full": "~2.5 min", "quick": "~1 min"}  # on a 2-core CPU

@@ -42,31 +42,27 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import closed_forms, metrics
-from icl_toy.cli import experiment_main
-from icl_toy.learners import preconditioned_gd_predict
-from icl_toy.plotting import heatmap, save_figure, seed_band
-from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import TaskConfig, anisotropic_task, input_covariance, sample_batch
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import seed_stats
+from icl_toy.core import closed_forms
+from icl_toy.core.learners import preconditioned_gd_predict
+from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, sample_batch
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import heatmap, save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import (
+    ModelConfig,
+    RunOptions,
+    TrainConfig,
+    batch_predict,
+    make_model,
+    train,
+)
 
 NAME = "preconditioned_gd"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
 
 R2_DEFINITION = metrics.R2_DEFINITION
-
-
-def validate_single_layer_gaussian(task: TaskConfig, model: ModelConfig, init: str) -> None:
-    """Raise ValueError unless one layer, one head, d_y = 1, Gaussian inputs, a known init."""
-    if model.num_layers != 1 or model.num_heads != 1 or task.d_y != 1:
-        raise ValueError(
-            "this study needs one layer, one head and d_y = 1; got "
-            f"num_layers={model.num_layers}, num_heads={model.num_heads}, d_y={task.d_y}"
-        )
-    if task.inputs != "gaussian":
-        raise ValueError(f"the closed forms need task.inputs='gaussian', got {task.inputs!r}")
-    if init not in ("gd_sparsity", "dense"):
-        raise ValueError(f"init must be 'gd_sparsity' or 'dense', got {init!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +79,7 @@ class Config:
     eval_seed: int = 10_000  # root key of the held-out tasks (not a training seed)
 
     def __post_init__(self):
-        validate_single_layer_gaussian(self.task, self.model, self.init)
+        closed_forms.check_closed_form_setting(self.task, self.model)
         if self.eval_tasks < 1 or self.curve_tasks < 1:
             raise ValueError("eval_tasks and curve_tasks must be >= 1")
 

@@ -24,15 +24,23 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import metrics
-from icl_toy.cli import experiment_main
-from icl_toy.constructions import gd_weights
-from icl_toy.learners import line_search_eta, optimal_gd_eta
-from icl_toy.models import attention_products, lsa_query_output, readout
-from icl_toy.plotting import heatmap, save_figure, seed_band
-from icl_toy.results import Results, git_commit, seed_stats
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, batch_predict, make_model, train
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import seed_stats
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.learners import line_search_eta, optimal_gd_eta
+from icl_toy.core.models import attention_products, lsa_query_output, readout
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import heatmap, save_figure, seed_band
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import (
+    ModelConfig,
+    RunOptions,
+    TrainConfig,
+    batch_predict,
+    make_model,
+    train,
+)
 
 NAME = "single_layer_gd"
 RUNTIME = {"full": "~1.5 min", "quick": "~15 s"}  # on a 2-core CPU

@@ -7,7 +7,7 @@ Full: 3 seeds x 4000 steps, 4.5 min on 2 CPU cores (measured with other jobs sha
 
 THEORY §1, Proposition 3. On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless)
 prompts arrive as 2N + 1 alternating tokens x_1, y_1, …, x_N, y_N, x_q with one-hot
-positions (`icl_toy.standard_tokens`). Trains the 2-layer model, softmax attention then
+positions (`icl_toy.core.standard_tokens`). Trains the 2-layer model, softmax attention then
 LSA, S seeds vmapped, and compares it on the same held-out tasks with one GD step at the
 closed-form η* = 200/33, two GD steps at a line-searched η, and the closed-form copy + GD
 construction (copy temperature τ). Tracks during training the held-out loss, the copy score
@@ -28,19 +28,20 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import metrics
-from icl_toy.cli import experiment_main
-from icl_toy.learners import gd_half_mse, gd_predict, line_search_eta, optimal_gd_eta
-from icl_toy.plotting import save_figure
-from icl_toy.results import Results, git_commit, mean_ci, seed_stats
-from icl_toy.standard_tokens import (
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core.learners import gd_half_mse, gd_predict, line_search_eta, optimal_gd_eta
+from icl_toy.core.standard_tokens import (
     StandardTokenTransformer,
     batch_attention,
     copy_gd_weights,
     copy_score,
 )
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "standard_tokens"
 RUNTIME = {"full": "~4.5 min", "quick": "~45 s"}  # on a 2-core CPU

@@ -15,15 +15,15 @@ more like OLS (noiseless); with label noise σ the best-fitting ridge λ is the 
 
 Here, for each noise level and depth, S seeds of `models.softmax_transformer` (pre-norm
 softmax attention + GELU MLP layers on a learned width-W embedding, learned linear readout)
-are trained on online prompts (`icl_toy.train.train`), then:
+are trained on online prompts (`icl_toy.training.train.train`), then:
 
 - compared on the same held-out tasks with the baseline family (`baselines.baseline_family`:
   OLS, ridge on Akyürek's λ grid {1/16, 1/9, 1/4, 4/9} and 1, tuned GD, line-search GD, CG,
   Newton–Schulz, k-NN, zero) by SPD and ILWD (both / d, THEORY §3), with 95% Student-t
-  intervals over seeds (`icl_toy.alignment`); the baselines are evaluated once per noise
+  intervals over seeds (`icl_toy.analysis.alignment`); the baselines are evaluated once per noise
   level and shared by every depth;
 - the best-fitting ridge λ: the λ of {0 (OLS)} ∪ grid with the smallest SPD to the model;
-- probed (`icl_toy.probes`): ridge-linear and MLP probes of the residual stream after
+- probed (`icl_toy.analysis.probes`): ridge-linear and MLP probes of the residual stream after
   every layer (the query token's state and the mean of the context tokens' states), fitted
   on one prompt set and scored by R² on another, for w, Xᵀy and w_OLS.
 
@@ -46,14 +46,14 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy import alignment, baselines
-from icl_toy.cli import experiment_main
-from icl_toy.models import EmbeddedTransformer, softmax_transformer
-from icl_toy.plotting import save_figure
-from icl_toy.probes import PROBE_KINDS, TARGETS, ProbeConfig, probe_model
-from icl_toy.results import Results, git_commit
-from icl_toy.tasks import TaskConfig, sample_batch
-from icl_toy.train import RunOptions, TrainConfig, TrainResult, train
+from icl_toy.analysis import alignment, baselines
+from icl_toy.analysis.probes import PROBE_KINDS, TARGETS, ProbeConfig, probe_model
+from icl_toy.core.models import EmbeddedTransformer, softmax_transformer
+from icl_toy.core.tasks import TaskConfig, sample_batch
+from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.plotting import save_figure
+from icl_toy.runs.results import Results, git_commit
+from icl_toy.training.train import RunOptions, TrainConfig, TrainResult, train
 
 NAME = "which_algorithm"
 RUNTIME = {"full": "~17 min", "quick": "~40 s"}  # on a shared 2-core CPU
@@ -162,7 +162,7 @@ def train_depths(
 ) -> dict[int, tuple[EmbeddedTransformer, TrainResult]]:
     """Train S seeds of `softmax_transformer` at each depth on `task`: {depth: (model, result)}.
 
-    Each depth is one `icl_toy.train.train` call (checkpoints under `depth{D}` of
+    Each depth is one `icl_toy.training.train.train` call (checkpoints under `depth{D}` of
     `options.checkpoint_dir`); `result.params` has a leading seed axis S.
     """
     options = options or RunOptions()

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import alignment, baselines, metrics
-from icl_toy.constructions import gd_weights
-from icl_toy.learners import optimal_gd_eta
-from icl_toy.models import LSATransformer
-from icl_toy.tasks import TaskConfig, sample_batch, von_oswald_preset
+from icl_toy.analysis import alignment, baselines, metrics
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.learners import optimal_gd_eta
+from icl_toy.core.models import LSATransformer
+from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 
 TASK = TaskConfig(d=4, n_context=6, inputs="gaussian", noise_std=0.3)
 

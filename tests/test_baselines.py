@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import baselines
-from icl_toy.learners import gd_predict
-from icl_toy.linalg import matrix_products, products_below_full_precision
-from icl_toy.tasks import Prompt, TaskConfig, von_oswald_preset
+from icl_toy.analysis import baselines
+from icl_toy.core.learners import gd_predict
+from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.tasks import Prompt, TaskConfig, von_oswald_preset
 
 
 def _prompts(d, n, num_tasks=16, noise_std=0.0, d_y=1, seed=0):
@@ -144,8 +144,8 @@ def test_preconditioned_gd_with_scalar_gamma_is_gd(x64):
 
 
 def test_model_predictor_runs_the_gd_construction(x64):
-    from icl_toy.constructions import gd_weights
-    from icl_toy.models import LSATransformer
+    from icl_toy.core.constructions import gd_weights
+    from icl_toy.core.models import LSATransformer
 
     prompts = _prompts(d=5, n=7)
     model = LSATransformer(d=5, num_layers=2)
@@ -204,8 +204,8 @@ def test_bad_arguments_raise():
 
 
 def test_every_matrix_product_asks_for_full_float32_precision():
-    """As tests/test_models.py: GPUs default to TF32 products (see icl_toy.linalg)."""
-    from icl_toy import alignment
+    """As tests/test_models.py: GPUs default to TF32 products (see icl_toy.core.linalg)."""
+    from icl_toy.analysis import alignment
 
     prompts = _prompts(d=4, n=6, num_tasks=3)
     family = {

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from experiments import single_layer_gd
-from icl_toy import cli
-from icl_toy.config import apply_overrides
-from icl_toy.runner import run_experiment
+from icl_toy.runs import cli
+from icl_toy.runs.config import apply_overrides
+from icl_toy.runs.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsy
 
 def test_console_script_and_module_share_the_parser():
     for command in (
-        ["-m", "icl_toy.cli", "run", "--help"],
+        ["-m", "icl_toy.runs.cli", "run", "--help"],
         ["-m", "experiments.single_layer_gd", "--help"],
     ):
         out = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)

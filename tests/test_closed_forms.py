@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import closed_forms as cf
-from icl_toy.learners import (
+from icl_toy.core import closed_forms as cf
+from icl_toy.core.learners import (
     ols_predict,
     optimal_gd_eta,
     optimal_gd_mse,
     preconditioned_gd_predict,
 )
-from icl_toy.tasks import TaskConfig, sample_batch
+from icl_toy.core.tasks import TaskConfig, sample_batch
 
 D = 5
 

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.constructions import gd_weights, gdpp_weights
-from icl_toy.learners import gd_fit, gd_predict, gdpp_predict
-from icl_toy.models import LSATransformer, lsa_stack
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch
+from icl_toy.core.constructions import gd_weights, gdpp_weights
+from icl_toy.core.learners import gd_fit, gd_predict, gdpp_predict
+from icl_toy.core.models import LSATransformer, lsa_stack
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
 
 def _prompts(d_y, n=10, batch=32, seed=0):

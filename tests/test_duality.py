@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import duality
-from icl_toy.constructions import gd_weights
-from icl_toy.models import LSATransformer, SoftmaxSelfAttention, Transformer
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.analysis import duality
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.models import LSATransformer, SoftmaxSelfAttention, Transformer
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 
 ETA = 200 / 33  # η* of the von Oswald preset
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from experiments import learning_curves
-from icl_toy.learning_curves import Shift
-from icl_toy.results import load_results, t_quantile_975
+from icl_toy.analysis.learning_curves import Shift
+from icl_toy.analysis.stats import t_quantile_975
+from icl_toy.runs.results import load_results
 
 
 def test_learning_curves_quick_end_to_end(tmp_path):

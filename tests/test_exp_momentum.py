@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import momentum_attention
-from icl_toy.results import load_results, to_jsonable
+from icl_toy.runs.results import load_results, to_jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from experiments import nonlinear_regression
-from icl_toy.results import load_results
-from icl_toy.train import TrainConfig
+from icl_toy.runs.results import load_results
+from icl_toy.training.train import TrainConfig
 
 
 @pytest.mark.slow

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from experiments import covariate_shift, preconditioned_gd
-from icl_toy import metrics
-from icl_toy.results import load_results, to_jsonable
-from icl_toy.train import ModelConfig
+from icl_toy.analysis import metrics
+from icl_toy.runs.results import load_results, to_jsonable
+from icl_toy.training.train import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

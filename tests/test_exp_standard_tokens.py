@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from experiments import standard_tokens
-from icl_toy.results import load_results
-from icl_toy.tasks import TaskConfig
+from icl_toy.core.tasks import TaskConfig
+from icl_toy.runs.results import load_results
 
 
 @pytest.mark.slow

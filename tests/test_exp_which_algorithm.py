@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from experiments import which_algorithm
-from icl_toy.probes import PROBE_KINDS, TARGETS
-from icl_toy.results import load_results
+from icl_toy.analysis.probes import PROBE_KINDS, TARGETS
+from icl_toy.runs.results import load_results
 
 
 @pytest.mark.slow  # ~45 s on 2 cores: eight softmax transformers and probes, compile-bound

@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import duality, forward_only
-from icl_toy.constructions import gd_weights
-from icl_toy.models import LSATransformer
-from icl_toy.tasks import Prompt, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import (
+from icl_toy.analysis import duality
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.models import LSATransformer
+from icl_toy.core.tasks import Prompt, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.training import forward_only
+from icl_toy.training.train import (
     ModelConfig,
     RunOptions,
     TrainConfig,

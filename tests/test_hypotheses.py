@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icl_toy import cli, hypotheses
-from icl_toy.hypotheses import Criterion, Hypothesis, bootstrap_ci, combine, judge
-from icl_toy.results import to_jsonable
-from icl_toy.train import TrainConfig
+from icl_toy.runs import cli, hypotheses
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, bootstrap_ci, combine, judge
+from icl_toy.runs.results import to_jsonable
+from icl_toy.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.learners import (
+from icl_toy.core.learners import (
     gd_fit,
     gd_half_mse,
     line_search_eta,
@@ -16,7 +16,7 @@ from icl_toy.learners import (
     optimal_gd_mse,
     ridge_predict,
 )
-from icl_toy.tasks import TaskConfig, sample_batch, sample_task, von_oswald_preset
+from icl_toy.core.tasks import TaskConfig, sample_batch, sample_task, von_oswald_preset
 
 
 def test_eta_star_of_the_preset_is_200_over_33():

@@ -1,4 +1,4 @@
-"""icl_toy.learning_curves: closed forms, paired prefixes, length scaling, OOD shifts."""
+"""icl_toy.analysis.learning_curves: closed forms, paired prefixes, length scaling, OOD shifts."""
 
 import dataclasses
 
@@ -7,13 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import baselines, learners, tuning
-from icl_toy import learning_curves as lc
-from icl_toy.constructions import gdpp_weights
-from icl_toy.learning_curves import Shift
-from icl_toy.results import t_quantile_975
-from icl_toy.tasks import TaskConfig, input_covariance, sample_batch
-from icl_toy.train import ModelConfig, make_model
+from icl_toy.analysis import baselines
+from icl_toy.analysis import learning_curves as lc
+from icl_toy.analysis.learning_curves import Shift
+from icl_toy.analysis.stats import t_quantile_975
+from icl_toy.core import learners
+from icl_toy.core.constructions import gdpp_weights
+from icl_toy.core.tasks import TaskConfig, input_covariance, sample_batch
+from icl_toy.training import tuning
+from icl_toy.training.train import ModelConfig, make_model
 
 
 def _standard_errors(curve, num_tasks):

@@ -3,11 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import metrics
-from icl_toy.constructions import gd_weights
-from icl_toy.learners import gd_fit
-from icl_toy.models import LSATransformer, attention_products, lsa_query_output, readout
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch
+from icl_toy.analysis import metrics
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.learners import gd_fit
+from icl_toy.core.models import LSATransformer, attention_products, lsa_query_output, readout
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
 
 def _prompts(batch=64):

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.linalg import matrix_products, products_below_full_precision
-from icl_toy.models import (
+from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.models import (
     LinearSelfAttention,
     LSATransformer,
     MLPBlock,
@@ -122,10 +122,10 @@ def test_softmax_attention_ignores_query_as_key(x64):
 
 
 def test_every_matrix_product_asks_for_full_float32_precision():
-    """GPUs default to TF32 products, which break float32 exactness (see icl_toy.linalg)."""
-    from icl_toy.constructions import gd_weights
-    from icl_toy.learners import gd_predict, gdpp_predict
-    from icl_toy.tasks import TaskConfig, prompt_tokens, sample_task
+    """GPUs default to TF32 products, which break float32 exactness (see icl_toy.core.linalg)."""
+    from icl_toy.core.constructions import gd_weights
+    from icl_toy.core.learners import gd_predict, gdpp_predict
+    from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_task
 
     prompt = sample_task(jax.random.key(0), TaskConfig(d=10, n_context=10))
     model = LSATransformer(d=10, num_layers=2)

@@ -5,18 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.constructions import gd_weights, heavy_ball_weights
-from icl_toy.learners import gd_predict, heavy_ball_predict, nesterov_predict
-from icl_toy.linalg import matrix_products, products_below_full_precision
-from icl_toy.models import (
+from icl_toy.core.constructions import gd_weights, heavy_ball_weights
+from icl_toy.core.learners import gd_predict, heavy_ball_predict, nesterov_predict
+from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.models import (
     CausalLSATransformer,
     DepthMomentumLSA,
     LSATransformer,
     TokenMomentumLSA,
     momentum_decay,
 )
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.tuning import constant_step_learner, fit_learner, heavy_ball_learner
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.training.tuning import constant_step_learner, fit_learner, heavy_ball_learner
 
 TASK = von_oswald_preset()
 
@@ -249,7 +249,7 @@ def test_heavy_ball_with_beta_zero_is_gd(x64):
 
 def _numpy_momentum_reference(x, y, x_q, etas, betas, nesterov):
     """Sutskever et al.'s velocity form, in numpy: v ← βv − η∇L(w + βv) (Nesterov) or
-    v ← βv − η∇L(w) (heavy ball), w ← w + v; independent of `icl_toy.learners`."""
+    v ← βv − η∇L(w) (heavy ball), w ← w + v; independent of `icl_toy.core.learners`."""
     x, y, x_q = (np.asarray(a, dtype=np.float64) for a in (x, y, x_q))
     n = x.shape[0]
     w = np.zeros((y.shape[1], x.shape[1]))

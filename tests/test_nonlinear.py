@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.linalg import matrix_products, products_below_full_precision
-from icl_toy.nonlinear import (
+from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.nonlinear import (
     FeatureGD,
     FeatureLSA,
     FourierTaskConfig,
@@ -19,9 +19,9 @@ from icl_toy.nonlinear import (
     rbf_smoothing_predict,
     sine_oracle_predict,
 )
-from icl_toy.tasks import prompt_tokens, sample_task
-from icl_toy.tasks import sample_batch as _sample_batch
-from icl_toy.train import batch_loss, batch_predict
+from icl_toy.core.tasks import prompt_tokens, sample_task
+from icl_toy.core.tasks import sample_batch as _sample_batch
+from icl_toy.training.train import batch_loss, batch_predict
 
 # Jitted: eager vmapped sampling dispatches every primitive separately and is several times slower.
 sample_batch = jax.jit(_sample_batch, static_argnums=(1, 2))

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import metrics
-from icl_toy.constructions import gd_weights, preconditioned_gd_weights
-from icl_toy.learners import gd_predict, preconditioned_gd_predict
-from icl_toy.models import LSATransformer, attention_products
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch
+from icl_toy.analysis import metrics
+from icl_toy.core.constructions import gd_weights, preconditioned_gd_weights
+from icl_toy.core.learners import gd_predict, preconditioned_gd_predict
+from icl_toy.core.models import LSATransformer, attention_products
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
 D, N = 5, 20
 

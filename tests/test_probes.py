@@ -6,16 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.linalg import matrix_products, products_below_full_precision
-from icl_toy.models import (
-    EmbeddedTransformer,
-    MLPBlock,
-    PreNorm,
-    SoftmaxSelfAttention,
-    Transformer,
-    softmax_transformer,
-)
-from icl_toy.probes import (
+from icl_toy.analysis.probes import (
     PROBE_KINDS,
     TARGETS,
     ProbeConfig,
@@ -24,7 +15,16 @@ from icl_toy.probes import (
     probe_model,
     probe_targets,
 )
-from icl_toy.tasks import TaskConfig, sample_batch
+from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.models import (
+    EmbeddedTransformer,
+    MLPBlock,
+    PreNorm,
+    SoftmaxSelfAttention,
+    Transformer,
+    softmax_transformer,
+)
+from icl_toy.core.tasks import TaskConfig, sample_batch
 
 # --- models: residual stream and the softmax transformer builder ------------------------------
 

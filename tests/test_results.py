@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from icl_toy import results as results_module
-from icl_toy.results import Results, load_results, save_results
+from icl_toy.runs import results as results_module
+from icl_toy.runs.results import Results, load_results, save_results
 
 
 def _results(value):

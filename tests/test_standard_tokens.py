@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.learners import gd_predict, optimal_gd_eta
-from icl_toy.linalg import matrix_products, products_below_full_precision
-from icl_toy.metrics import half_mse
-from icl_toy.standard_tokens import (
+from icl_toy.core.learners import gd_predict, optimal_gd_eta
+from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.losses import half_mse
+from icl_toy.core.standard_tokens import (
     StandardTokenTransformer,
     alternating_tokens,
     batch_attention,
@@ -18,8 +18,8 @@ from icl_toy.standard_tokens import (
     copy_score,
     copy_targets,
 )
-from icl_toy.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.train import batch_loss, batch_predict
+from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.training.train import batch_loss, batch_predict
 
 _sample = jax.jit(sample_batch, static_argnums=(1, 2))
 _predict = jax.jit(batch_predict, static_argnums=0)

@@ -6,10 +6,10 @@ import re
 import pytest
 
 from experiments import single_layer_gd
-from icl_toy import cli
-from icl_toy import train as train_module
-from icl_toy.config import apply_overrides
-from icl_toy.sweep import parse_sweep, run_sweep
+from icl_toy.runs import cli
+from icl_toy.runs.config import apply_overrides
+from icl_toy.runs.sweep import parse_sweep, run_sweep
+from icl_toy.training import train as train_module
 
 TINY = ["train.steps=100", "train.eval_every=100", "train.batch_size=256", "eval_tasks=256"]
 

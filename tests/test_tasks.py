@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.tasks import (
+from icl_toy.core.tasks import (
     TaskConfig,
     batch_at_step,
     get_preset,

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.checkpoints import Checkpoints
-from icl_toy.constructions import gd_weights
-from icl_toy.models import LSATransformer
-from icl_toy.tasks import sample_batch, von_oswald_preset
-from icl_toy.train import (
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.models import LSATransformer
+from icl_toy.core.tasks import sample_batch, von_oswald_preset
+from icl_toy.training.checkpoints import Checkpoints
+from icl_toy.training.train import (
     ModelConfig,
     NonFiniteLossError,
     RunOptions,
@@ -107,8 +107,8 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     ckpt_dir = tmp_path / "killed"
     script = f"""
 import time
-from icl_toy.tasks import von_oswald_preset
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.core.tasks import von_oswald_preset
+from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 task = von_oswald_preset()
 model = make_model(task, ModelConfig())
 cfg = TrainConfig(steps=60_000, batch_size=256, eval_every=100, num_seeds=2)
@@ -193,8 +193,8 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     """Runs in a subprocess: the forced device count must be set before JAX starts."""
     script = """
 import numpy as np, jax
-from icl_toy.tasks import von_oswald_preset
-from icl_toy.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.core.tasks import von_oswald_preset
+from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 assert len(jax.devices()) == 4
 task = von_oswald_preset()
 model = make_model(task, ModelConfig())
@@ -229,7 +229,7 @@ print("OK")
 
 
 def test_make_model_gd_sparsity_init_has_the_construction_zero_blocks():
-    from icl_toy.models import GDSparsityLSA
+    from icl_toy.core.models import GDSparsityLSA
 
     task = von_oswald_preset()
     model = make_model(task, ModelConfig(), init="gd_sparsity")

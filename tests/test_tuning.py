@@ -5,12 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy import metrics, tuning
-from icl_toy.constructions import gd_weights, gdpp_weights
-from icl_toy.learners import gd_predict, gdpp_predict, optimal_gd_eta
-from icl_toy.models import LSATransformer, attention_products, iterate_layer
-from icl_toy.results import mean_ci
-from icl_toy.tasks import prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.analysis import metrics
+from icl_toy.analysis.stats import mean_ci
+from icl_toy.core.constructions import gd_weights, gdpp_weights
+from icl_toy.core.learners import gd_predict, gdpp_predict, optimal_gd_eta
+from icl_toy.core.models import LSATransformer, attention_products, iterate_layer
+from icl_toy.core.tasks import prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.training import tuning
 
 
 def test_fit_learner_recovers_the_closed_form_step():

@@ -1,9 +1,9 @@
 """Learning curves: loss against the number n of in-context examples (Garg et al. 2022).
 
 `learning_curve(predictors, task, lengths, key=..., num_tasks=...)` evaluates any learners
-(`icl_toy.baselines.Predictor`, or a `SeededPredictor` with a leading seed axis) on the same
-held-out tasks at every context length n and returns, per learner and n, the mean half
-squared error ½||ŷ − y_q||² with a 95% Student-t interval (`icl_toy.alignment.summarize`):
+(`icl_toy.analysis.baselines.Predictor`, or a `SeededPredictor` with a leading seed axis) on
+the same held-out tasks at every context length n and returns, per learner and n, the mean half
+squared error ½||ŷ − y_q||² with a 95% Student-t interval (`icl_toy.analysis.alignment.summarize`):
 over seeds for a seeded learner (each seed's mean over the same tasks), over tasks
 otherwise; the interval over tasks and the median over tasks are always kept as well.
 
@@ -15,17 +15,17 @@ shifts of `apply_shift`) from the same key, so the shifted tasks are the same dr
 through another law (same uniforms, hence the same teachers' directions and noise signs).
 
 **Prompt length and trained attention.** An LSA layer sums over its keys with the 1/N of
-the training length folded into W_PV (`icl_toy.models.lsa_update`): at n ≠ N the GD
+the training length folded into W_PV (`icl_toy.core.models.lsa_update`): at n ≠ N the GD
 construction takes a step η·n/N (THEORY §1, §6). `length_normalised` rescales every
 layer's W_PV by N/n, so the attention averages over the context, which is the GD step of
-`icl_toy.baselines.gd` (1/n inside η) and the predictor ŷ = x_qᵀ Γ (1/n) Σ_i y_i x_i of
+`icl_toy.analysis.baselines.gd` (1/n inside η) and the predictor ŷ = x_qᵀ Γ (1/n) Σ_i y_i x_i of
 Zhang, Frei & Bartlett (THEORY §6). Both are worth a curve: the raw layer is what the
 trained weights compute, the normalised one is the algorithm they implement.
 
 Compilation: the prompt shape changes with n, so every (learner, length) pair is its own
 compiled program, reused by every test law. One program per learner holding all lengths
 compiled OLS in 12 s and hung while compiling ridge on a 2-core CPU (jax 0.10.2), like the
-whole-family program that `icl_toy.alignment` avoids.
+whole-family program that `icl_toy.analysis.alignment` avoids.
 
 Heavy tails: with label noise the OLS risk is infinite at n ∈ {d − 1, d, d + 1} (THEORY §8),
 so the sample mean there is dominated by a few near-singular prompts and its t-interval is
@@ -43,10 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy import baselines, closed_forms
-from icl_toy.alignment import summarize
-from icl_toy.baselines import Predictor, SeededPredictor, as_seeded
-from icl_toy.tasks import Prompt, TaskConfig, input_covariance, sample_batch
+from icl_toy.analysis import baselines
+from icl_toy.analysis.alignment import summarize
+from icl_toy.analysis.baselines import Predictor, SeededPredictor, as_seeded
+from icl_toy.core import closed_forms
+from icl_toy.core.tasks import Prompt, TaskConfig, input_covariance, sample_batch
 
 ShiftKind = Literal["input_scale", "weight_scale", "skewed_covariance", "label_noise"]
 SHIFT_KINDS: tuple[str, ...] = ("input_scale", "weight_scale", "skewed_covariance", "label_noise")
@@ -166,7 +167,7 @@ def scale_value_projection(params: dict, factor) -> dict:
 
 
 def learner_predictor(learner: Callable, theta: Any) -> Predictor:
-    """A `Predictor` from an explicit learner `learner(theta, x, y, x_q)` of `icl_toy.tuning`."""
+    """A `Predictor` from an explicit learner `learner(theta, x, y, x_q)` of `tuning`."""
 
     def predict(prompt: Prompt) -> jax.Array:
         return learner(theta, prompt.x, prompt.y, prompt.x_q)

@@ -5,7 +5,7 @@ least-squares solution w_OLS from the hidden states of a trained transformer, la
 layer: Xᵀy becomes decodable in the middle layers and w_OLS later, and two-layer MLP probes
 decode better than linear ones (the encoding is nonlinear). This module does the same for
 any model with a `residual_stream(tokens) -> (L + 1, T, W)` method
-(`icl_toy.models.Transformer`, e.g. `models.softmax_transformer`):
+(`icl_toy.core.models.Transformer`, e.g. `models.softmax_transformer`):
 
 - `residual_features`: per layer, the query token's state (optionally with the mean of the
   context tokens' states), for a batch of prompts, (L + 1, B, F).
@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from icl_toy.linalg import einsum, matmul
-from icl_toy.tasks import Prompt, prompt_tokens
+from icl_toy.core.linalg import einsum, matmul
+from icl_toy.core.tasks import Prompt, prompt_tokens
 
 TARGETS = ("w", "xty", "w_ols")
 PROBE_KINDS = ("linear", "mlp")
@@ -220,7 +220,7 @@ def probe_layers(
     starts from fold_in(fold_in(fold_in(key, s), l), j). Each probe kind is its own compiled
     program, vmapped over seeds, layers and targets: one program holding every probe and
     the features hung intermittently on a 2-core CPU (jax 0.10.2), like the whole-family
-    program that `icl_toy.alignment` avoids.
+    program that `icl_toy.analysis.alignment` avoids.
     """
     names = list(train_targets)
     train_JxBxK = jnp.stack([train_targets[name] for name in names])
@@ -254,7 +254,7 @@ def probe_model(
 ) -> dict[str, dict[str, jax.Array]]:
     """Held-out probe R² for every seed, layer and target: {kind: {target: (S, L + 1)}}.
 
-    `params_S` has a leading seed axis S (as `icl_toy.train.train` returns). The probes are
+    `params_S` has a leading seed axis S (as `icl_toy.training.train.train` returns). The probes are
     fitted on `train_prompts` and scored on `test_prompts`, which must be different prompts
     (draw them from different keys); the targets are `probe_targets`.
     """

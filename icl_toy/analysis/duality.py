@@ -37,9 +37,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from icl_toy.learners import gd_fit
-from icl_toy.linalg import matmul
-from icl_toy.metrics import query_sensitivity
+from icl_toy.analysis.metrics import query_sensitivity
+from icl_toy.core.learners import gd_fit
+from icl_toy.core.linalg import matmul
 
 
 def _zero_w0(d: int, d_y: int, dtype) -> jax.Array:

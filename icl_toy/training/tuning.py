@@ -18,15 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from icl_toy.learners import (
+from icl_toy.core.learners import (
     gd_predict,
     gdpp_predict,
     heavy_ball_predict,
     nesterov_predict,
     optimal_gd_eta,
 )
-from icl_toy.metrics import half_mse
-from icl_toy.tasks import Prompt, TaskConfig, batch_at_step
+from icl_toy.core.losses import half_mse
+from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step
 
 Predict = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
 

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from icl_toy.linalg import PRECISION, einsum
+from icl_toy.core.linalg import PRECISION, einsum
 
 # Projections are (..., out, in): fan-in is the last axis, leading axes are layers/heads.
 PARAM_NAMES = ("w_q", "w_k", "w_v", "w_p")

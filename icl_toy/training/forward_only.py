@@ -1,6 +1,6 @@
 """Learning without backpropagation: forward-only gradient estimators and ICL baked into weights.
 
-Gradient estimators (THEORY §9), in the `GradientFn` form that `icl_toy.train.train` takes
+Gradient estimators (THEORY §9), in the `GradientFn` form that `icl_toy.training.train.train` takes
 as `gradient=`. Both draw M directions v ~ N(0, I) over all parameters from the step's key
 and average:
 - forward gradient (Baydin et al., arXiv 2202.08587): g = (∇L·v) v, the directional
@@ -13,7 +13,7 @@ and average:
 ICL baked into weights: a stream of (x, y) from one linear task is cut into chunks of N
 examples; each chunk becomes a prompt whose y-slots hold the residuals y − W x of the
 running linear model W, the in-context learner's implicit update ΔW_ICL of that prompt
-(`icl_toy.duality`) is added to W, and the next chunk comes. With the GD construction at
+(`icl_toy.analysis.duality`) is added to W, and the next chunk comes. With the GD construction at
 step η this is exactly minibatch SGD with batch N and learning rate η (Proposition 1).
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from icl_toy.linalg import matmul
-from icl_toy.tasks import TaskConfig, input_moments
+from icl_toy.core.linalg import matmul
+from icl_toy.core.tasks import TaskConfig, input_moments
 
 
 def _check_directions(num_directions: int) -> None:
@@ -52,7 +52,8 @@ def _scaled(tree, scale_M: jax.Array):
 def forward_gradient(num_directions: int = 1) -> Callable:
     """Forward-gradient estimator g = (1/M) Σ_m (∇L·v_m) v_m, by `jax.jvp` (no backprop).
 
-    Returns a `GradientFn` for `icl_toy.train.train(gradient=...)`; the loss value is exact.
+    Returns a `GradientFn` for `icl_toy.training.train.train(gradient=...)`; the loss value
+    is exact.
     """
     _check_directions(num_directions)
 

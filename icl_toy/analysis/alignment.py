@@ -1,6 +1,6 @@
 """Every alignment metric between two in-context learners, with 95% confidence intervals.
 
-`compare(a, b, task, key=...)` takes any two predictors (`icl_toy.baselines.Predictor`: a
+`compare(a, b, task, key=...)` takes any two predictors (`icl_toy.analysis.baselines.Predictor`: a
 trained model, a construction, a baseline; or a `SeededPredictor` with a leading seed axis)
 and evaluates both on the same held-out tasks. Per task it computes:
 
@@ -17,7 +17,7 @@ and evaluates both on the same held-out tasks. Per task it computes:
   predictor with respect to `prompt.x_q`.
 
 Every metric is a mean over tasks of a per-task value. Confidence intervals are Student-t
-(`icl_toy.results.mean_ci`): over seeds when a predictor has a seed axis S > 1 (each
+(`icl_toy.runs.results.mean_ci`): over seeds when a predictor has a seed axis S > 1 (each
 seed's value is its mean over the same tasks, so the interval is conditional on that task
 set; seeds are paired by index), and always also over tasks (the per-task values, averaged
 over seeds, n = number of tasks).
@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy import metrics
-from icl_toy.baselines import Predictor, SeededPredictor, as_seeded
-from icl_toy.linalg import matmul
-from icl_toy.results import mean_ci
-from icl_toy.tasks import Prompt, TaskConfig, sample_batch
+from icl_toy.analysis import metrics
+from icl_toy.analysis.baselines import Predictor, SeededPredictor, as_seeded
+from icl_toy.analysis.stats import mean_ci
+from icl_toy.core.linalg import matmul
+from icl_toy.core.tasks import Prompt, TaskConfig, sample_batch
 
 METRICS = ("half_mse_a", "half_mse_b", "pred_diff", "spd", "ilwd", "cosine", "model_diff")
 # Metrics where larger means closer; `closest_algorithm` sorts these in descending order.
@@ -108,7 +108,7 @@ def evaluate_many(
 
 
 def _on_one_task(metric, a_YxD: jax.Array, b_YxD: jax.Array) -> jax.Array:
-    """A task-averaging metric of `icl_toy.metrics` on a single task (a batch of one)."""
+    """A task-averaging metric of `icl_toy.analysis.metrics` on a single task (a batch of one)."""
     return metric(a_YxD[None], b_YxD[None])
 
 
@@ -258,7 +258,7 @@ def closest_algorithm(
     Each row has `name`, the baseline's `half_mse`, every pairwise metric's mean, and the
     95% interval (`low`, `high`, `over`) of the `sort_by` metric. The predictor is evaluated
     once, on the same tasks and probes as every baseline. Build `baselines` with
-    `icl_toy.baselines.baseline_family` (GD with K = 1..k, ridge over a λ grid, …).
+    `icl_toy.analysis.baselines.baseline_family` (GD with K = 1..k, ridge over a λ grid, …).
     """
     pair_names = ("pred_diff", "spd", "ilwd", "cosine", "model_diff")
     if sort_by not in pair_names:
@@ -295,7 +295,7 @@ def per_seed_metrics(
 ) -> dict[str, dict[str, np.ndarray]]:
     """{baseline: {metric: (S,) values}}: each seed's mean over the same held-out tasks.
 
-    The raw material of paired, per-seed statistics (`icl_toy.hypotheses`): e.g. the
+    The raw material of paired, per-seed statistics (`icl_toy.runs.hypotheses`): e.g. the
     difference of SPD to two baselines, seed by seed. The predictor is evaluated once.
     """
     values_by_name, _ = _against_baselines(predictor, task, baselines, key, num_tasks, num_probes)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.models import DepthMomentumLSA, LSATransformer
+from icl_toy.core.models import DepthMomentumLSA, LSATransformer
 
 
 def _per_layer(values: float | Sequence[float], num_layers: int, name: str) -> np.ndarray:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # experiments write files; no display is assumed
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.results import atomic_write_bytes
+from icl_toy.runs.results import atomic_write_bytes
 
 
 def seed_band(ax, x, values_SxX, label: str, color=None, **line_kwargs) -> None:

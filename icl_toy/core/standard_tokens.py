@@ -12,14 +12,14 @@ No LSA layer can compute GD on these tokens alone: GD needs Σ_i y_i x_i, a prod
 entries of two different tokens, while an LSA update is bilinear within each key token. A
 first softmax layer must bring each y_i next to its x_i; von Oswald et al. link this copy
 to induction heads. `StandardTokenTransformer` is that 2-layer model (softmax, then LSA); it
-takes the usual (N + 1, d + d_y) tokens of `icl_toy.tasks.prompt_tokens` and lays them out
-itself, so `icl_toy.train.train` trains it unchanged.
+takes the usual (N + 1, d + d_y) tokens of `icl_toy.core.tasks.prompt_tokens` and lays them out
+itself, so `icl_toy.training.train.train` trains it unchanged.
 
 The construction (`copy_gd_weights`): layer 1 gives every x-token the logit τ on its right
 neighbour (its y-token) and 0 elsewhere, and y-tokens and the query the logit τ on
 themselves, and writes the attended token's y-slot into the attending token's y-slot.
 Keys are all S tokens. Then x-token 2i holds (x_i, e_{2i}, y_i + O(N e^{−τ})): the copy is
-exact as τ → ∞. Layer 2 is the GD construction (`icl_toy.constructions.gd_weights`) on the
+exact as τ → ∞. Layer 2 is the GD construction (`icl_toy.core.constructions.gd_weights`) on the
 (x-slot, position) block of width d + P, with the 2N context tokens as keys. The y-tokens
 take part exactly, with weight 0: a y-token's key score with the query is
 (0, e_{2i+1})ᵀ(x_q, e_{2N}) = 0, and an x-token's is x_iᵀx_q, since one-hot positions of
@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.constructions import gd_weights
-from icl_toy.linalg import einsum
-from icl_toy.models import PARAM_NAMES, LSATransformer, attention_param_shapes
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.linalg import einsum
+from icl_toy.core.models import PARAM_NAMES, LSATransformer, attention_param_shapes
 
 
 def alternating_tokens(tokens_TxE: jax.Array, d: int) -> jax.Array:

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from icl_toy.checkpoints import Checkpoints
-from icl_toy.metrics import half_mse
-from icl_toy.models import GDSparsityLSA, LSATransformer
-from icl_toy.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
+from icl_toy.core.losses import half_mse
+from icl_toy.core.models import GDSparsityLSA, LSATransformer
+from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
+from icl_toy.training.checkpoints import Checkpoints
 
 
 def _require_positive_int(obj, *names: str) -> None:
@@ -35,7 +35,7 @@ def _require_positive_int(obj, *names: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """An LSA transformer (`icl_toy.models.LSATransformer`); d and d_y come from the task."""
+    """An LSA transformer (`icl_toy.core.models.LSATransformer`); d and d_y come from the task."""
 
     num_layers: int = 1  # K
     num_heads: int = 1  # H
@@ -195,7 +195,7 @@ def make_trainer(
     along the task axis (data parallelism); parameters are replicated and XLA sums the
     gradients across devices. `gradient` (default `backprop_gradient`) computes the loss
     and the gradient handed to the optimizer, e.g. a forward-only estimator from
-    `icl_toy.forward_only`; its key at step t is `gradient_key(data_key, t)`.
+    `icl_toy.training.forward_only`; its key at step t is `gradient_key(data_key, t)`.
     """
     gradient = gradient or backprop_gradient
     devices = jax.devices() if devices is None else list(devices)

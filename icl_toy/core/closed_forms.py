@@ -5,7 +5,7 @@ N(0, Σ); y_i = wᵀx_i + ε_i with ε_i ~ N(0, σ²); y_q = wᵀx_q (+ ε_q if 
 h = Xᵀy / M and Ŝ = XᵀX / M are the prompt's moments at its own length M. Every one-layer LSA
 optimum falls in the family ŷ = x_qᵀ Γ h (THEORY §0); GD with step η is Γ = ηI.
 
-All risks here are **MSE**, E(ŷ − y_q)² (no ½; `icl_toy.train` minimises half-MSE). The
+All risks here are **MSE**, E(ŷ − y_q)² (no ½; `icl_toy.training.train` minimises half-MSE). The
 training distribution (Σ = Λ, length N) enters only through Γ; the test distribution
 (covariance Σ, length M) is an argument, so the risk at another prompt length and under a
 covariate shift Ω are the same formula with Σ := Ω and M := test length (THEORY §6).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from icl_toy.linalg import matmul
+from icl_toy.core.linalg import matmul
 
 
 def _check_length(n: int, name: str) -> None:
@@ -167,3 +167,15 @@ def ols_risk(d: int, n_context: int, noise_std: float, query_noise: bool = False
         )
     sigma2 = noise_std**2
     return sigma2 * d / (n_context - d - 1) + (sigma2 if query_noise else 0.0)
+
+
+def check_closed_form_setting(task, model) -> None:
+    """Raise ValueError unless the closed forms here apply: one LSA layer with one head,
+    d_y = 1 and Gaussian inputs. `model` is a `ModelConfig`."""
+    if model.num_layers != 1 or model.num_heads != 1 or task.d_y != 1:
+        raise ValueError(
+            "the closed forms need one layer, one head and d_y = 1; got "
+            f"num_layers={model.num_layers}, num_heads={model.num_heads}, d_y={task.d_y}"
+        )
+    if task.inputs != "gaussian":
+        raise ValueError(f"the closed forms need task.inputs='gaussian', got {task.inputs!r}")

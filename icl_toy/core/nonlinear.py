@@ -2,14 +2,15 @@
 
 THEORY §1 (von Oswald et al., arXiv 2212.07677, Proposition 2). An MLP m(·) maps every input
 to features, tokens become (m(x_i), y_i) and (m(x_q), 0), and one LSA layer with the GD
-weights (`icl_toy.constructions.gd_weights`) makes one GD step on the output layer,
+weights (`icl_toy.core.constructions.gd_weights`) makes one GD step on the output layer,
 L(W) = (1/2N) Σ_i ||W m(x_i) − y_i||², from W0 = 0. The prediction is kernel smoothing
 
     ŷ = (η/N) Σ_i y_i k(x_i, x_q),   k(a, b) = m(a)ᵀ m(b).
 
 Task families are frozen dataclasses with a `sample(key) -> Prompt` method, so
-`icl_toy.tasks.sample_task` (and through it every sampler and `icl_toy.train.train`) takes
-them like a linear `TaskConfig`. Their `Prompt.w` holds the task's parameters, (1, p).
+`icl_toy.core.tasks.sample_task` (and through it every sampler and
+`icl_toy.training.train.train`) takes them like a linear `TaskConfig`. Their `Prompt.w` holds
+the task's parameters, (1, p).
 With `pool_size = P` every prompt draws its function uniformly from a fixed pool of P
 tasks (drawn once from `pool_seed`), for task-diversity studies; x and noise stay fresh.
 """
@@ -24,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.constructions import gd_weights
-from icl_toy.linalg import PRECISION, einsum, matmul
-from icl_toy.models import LSATransformer, MLPBlock
-from icl_toy.tasks import Prompt
+from icl_toy.core.constructions import gd_weights
+from icl_toy.core.linalg import PRECISION, einsum, matmul
+from icl_toy.core.models import LSATransformer, MLPBlock
+from icl_toy.core.tasks import Prompt
 
 
 def _check_pool(cfg) -> None:
@@ -67,14 +68,14 @@ class _FunctionFamily:
         """The P task parameters of the finite pool, (P, 1, p), a function of `pool_seed`."""
         if self.pool_size is None:
             raise ValueError(f"{type(self).__name__} has no task pool (pool_size is None)")
-        # The layout of `icl_toy.tasks`' samplers, so the pool is the same wherever it is drawn.
+        # The layout of `core.tasks`' samplers, so the pool is the same wherever it is drawn.
         with jax.threefry_partitionable(False):
             keys = jax.random.split(jax.random.key(self.pool_seed), self.pool_size)
             return jax.vmap(self.draw_params)(keys)
 
     def sample(self, key: jax.Array) -> Prompt:
         """One prompt: θ (fresh, or uniform from the pool), N + 1 inputs, labels f_θ(x) + noise."""
-        with jax.threefry_partitionable(False):  # as every sampler of `icl_toy.tasks`
+        with jax.threefry_partitionable(False):  # as every sampler of `icl_toy.core.tasks`
             return self._sample(key)
 
     def _sample(self, key: jax.Array) -> Prompt:

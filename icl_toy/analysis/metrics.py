@@ -1,4 +1,4 @@
-"""Losses and alignment metrics between in-context learners (THEORY §1, §11).
+"""Alignment metrics between in-context learners (THEORY §1, §11).
 
 All averages run over tasks. "Sensitivity" is ∂ŷ/∂x_q, the derivative of the prediction
 with respect to the x-part of the query token: for a linear learner it is the implicit
@@ -12,18 +12,13 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from icl_toy.linalg import einsum
-from icl_toy.models import attention_products
+from icl_toy.core.linalg import einsum
+from icl_toy.core.models import attention_products
 
 # Added to the norms in the cosine, as in von Oswald et al.'s `analyse()`.
 COSINE_EPS = 1e-8
 # β below this fraction of max|W_KQ| is treated as no x-block structure: see `beta_rescale`.
 DEGENERATE_BETA = 1e-3
-
-
-def half_mse(pred_BxY: jax.Array, target_BxY: jax.Array) -> jax.Array:
-    """0.5 · mean over tasks of ||ŷ − y||² (von Oswald et al.'s code; the paper omits the ½)."""
-    return 0.5 * jnp.mean(jnp.sum((pred_BxY - target_BxY) ** 2, axis=-1))
 
 
 def prediction_difference(pred_a_BxY: jax.Array, pred_b_BxY: jax.Array) -> jax.Array:

@@ -1,7 +1,7 @@
 """Explicit learners on one prompt (vmap for batches), closed-form step sizes, line search.
 
 These are written as plain matrix algebra, independently of the attention code, so that
-the constructions in `icl_toy.constructions` can be tested against them.
+the constructions in `icl_toy.core.constructions` can be tested against them.
 Inner loss L(W) = (1/2N) Σ_i ||W x_i − y_i||², so a GD step is
 W ← W − (η/N) Σ_i (W x_i − y_i) x_iᵀ, with the 1/N inside η (THEORY §0).
 """
@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.linalg import matmul
-from icl_toy.metrics import half_mse
-from icl_toy.tasks import TaskConfig, input_moments, sample_batch
+from icl_toy.core.linalg import matmul
+from icl_toy.core.losses import half_mse
+from icl_toy.core.tasks import TaskConfig, input_moments, sample_batch
 
 
 def gd_fit(

@@ -16,7 +16,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from icl_toy.results import to_jsonable
+from icl_toy.runs.results import to_jsonable
 
 _NONE_TEXTS = frozenset({"none", "None", "null"})
 _TRUE_TEXTS = frozenset({"true", "1", "yes"})

@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl_toy.config import apply_overrides
-from icl_toy.results import load_results
-from icl_toy.runner import EXPERIMENTS, get_experiment, is_complete, run_experiment
-from icl_toy.sweep import check_axes, parse_sweep, run_sweep
+from icl_toy.runs.config import apply_overrides
+from icl_toy.runs.results import load_results
+from icl_toy.runs.runner import EXPERIMENTS, get_experiment, is_complete, run_experiment
+from icl_toy.runs.sweep import check_axes, parse_sweep, run_sweep
 
 FIGURES = Path("figures")
 
@@ -130,7 +130,7 @@ def _reproduce(args) -> None:
 
 
 def _hypotheses(args) -> None:
-    from icl_toy import hypotheses  # imports every model: only for this command
+    from icl_toy.runs import hypotheses  # imports every model: only for this command
 
     if args.list:
         for h in hypotheses.HYPOTHESES.values():

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.linalg import matmul
+from icl_toy.core.linalg import matmul
 
 
 class Prompt(NamedTuple):
@@ -126,7 +126,7 @@ def sample_task(key: jax.Array, cfg: TaskConfig) -> Prompt:
     All numbers of a task come from one `jax.random.uniform` call: one threefry call per
     task compiles about twice as fast as one call per distribution, at the same speed.
     A task family with its own `sample(key) -> Prompt` method (the nonlinear families of
-    `icl_toy.nonlinear`) draws its prompt itself, so every sampler and trainer takes it.
+    `icl_toy.core.nonlinear`) draws its prompt itself, so every sampler and trainer takes it.
     """
     if hasattr(cfg, "sample"):
         return cfg.sample(key)

@@ -1,15 +1,15 @@
 """The baseline family of in-context learners, each with the model's call signature (THEORY §8).
 
-A **Predictor** maps ONE prompt (`icl_toy.tasks.Prompt`: x (N, D), y (N, Y), x_q (D,), …) to
+A **Predictor** maps ONE prompt (`icl_toy.core.tasks.Prompt`: x (N, D), y (N, Y), x_q (D,), …) to
 ŷ (Y,); batch it with `jax.vmap`. Every algorithm here, a transformer with its params
 (`model_predictor`) and a construction (a transformer with constructed params) share that
-signature, so `icl_toy.alignment` compares any two of them.
+signature, so `icl_toy.analysis.alignment` compares any two of them.
 
 Notation (THEORY §0, §8): S = XᵀX and b = Xᵀy (unnormalised), Ŝ = S/N. GD step sizes η have
 the 1/N inside (the inner loss is L(W) = (1/2N) Σ_i ||W x_i − y_i||²). With d_y > 1 every
 algorithm runs on each output column; the line search uses the joint (Frobenius) loss.
 
-Risks are MSE **per output**, E(ŷ − y_q)² with no ½ (`icl_toy.metrics.half_mse` has the ½),
+Risks are MSE **per output**, E(ŷ − y_q)² with no ½ (`icl_toy.core.losses.half_mse` has the ½),
 and *excess* over the query-label noise: add σ² when `query_noise` is set.
 """
 
@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy import learners
-from icl_toy.linalg import matmul
-from icl_toy.tasks import Prompt, TaskConfig, input_covariance, prompt_tokens, sample_batch
+from icl_toy.core import learners
+from icl_toy.core.linalg import matmul
+from icl_toy.core.tasks import Prompt, TaskConfig, input_covariance, prompt_tokens, sample_batch
 
 # One prompt -> ŷ (Y,). Pure and traceable, so it can be vmapped, jitted and differentiated.
 Predictor = Callable[[Prompt], jax.Array]
@@ -34,7 +34,7 @@ class SeededPredictor(NamedTuple):
     """A predictor per seed: `apply(params_of_one_seed, prompt) -> ŷ (Y,)`.
 
     Trained models come as S seeds vmapped in one run, so their params carry a leading
-    seed axis S; `icl_toy.alignment` evaluates every seed on the same tasks.
+    seed axis S; `icl_toy.analysis.alignment` evaluates every seed on the same tasks.
     """
 
     apply: Callable[[Any, Prompt], jax.Array]

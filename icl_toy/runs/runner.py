@@ -20,7 +20,7 @@ from types import ModuleType
 
 import jax
 
-from icl_toy.results import (
+from icl_toy.runs.results import (
     Results,
     atomic_write_bytes,
     git_commit,
@@ -28,7 +28,7 @@ from icl_toy.results import (
     save_results,
     to_jsonable,
 )
-from icl_toy.train import RunOptions
+from icl_toy.training.train import RunOptions
 
 # Experiment modules under `experiments/`, in the order `icl-toy reproduce` runs them.
 EXPERIMENTS = (
@@ -52,7 +52,7 @@ def get_experiment(name: str) -> ModuleType:
         raise ValueError(
             f"unknown experiment {name!r}; known experiments: {', '.join(EXPERIMENTS)}"
         )
-    return importlib.import_module(f"experiments.{name}")
+    return importlib.import_module(f"icl_toy.experiments.{name}")
 
 
 def version() -> str:
