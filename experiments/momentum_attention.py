@@ -39,10 +39,10 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.constructions import gd_weights, heavy_ball_weights
 from icl_toy.core.learners import gd_predict, heavy_ball_predict, optimal_gd_eta
+from icl_toy.core.losses import half_mse
 from icl_toy.core.models import (
     CausalLSATransformer,
     DepthMomentumLSA,
@@ -193,7 +193,7 @@ def _train_one(config, variant, num_layers, eval_prompts, options, momentum=None
     def eval_fn(params):
         pred = batch_predict(model, params, eval_prompts)
         return {
-            "loss": metrics.half_mse(pred, eval_prompts.y_q),
+            "loss": half_mse(pred, eval_prompts.y_q),
             "momentum": _momentum(model, params),
         }
 
@@ -287,7 +287,7 @@ def _position_losses(config: Config, plain_k1_params, eval_prompts) -> dict[str,
             )
 
         pred_BxTxY = jax.vmap(predict)(tokens_BxTxE)
-        return jax.vmap(metrics.half_mse, in_axes=1)(pred_BxTxY, targets_BxTxY)  # (T,)
+        return jax.vmap(half_mse, in_axes=1)(pred_BxTxY, targets_BxTxY)  # (T,)
 
     def prefix_losses(params):
         losses = []
@@ -296,17 +296,17 @@ def _position_losses(config: Config, plain_k1_params, eval_prompts) -> dict[str,
             query_BxE = tokens_BxTxE[:, t].at[:, task.d :].set(0.0)
             tokens = jnp.concatenate([prefix, query_BxE[:, None]], axis=1)
             pred = jax.vmap(plain.apply, in_axes=(None, 0))(params, tokens)
-            losses.append(metrics.half_mse(pred, targets_BxTxY[:, t]))
+            losses.append(half_mse(pred, targets_BxTxY[:, t]))
         return jnp.stack(losses)
 
     x_all = jnp.concatenate([eval_prompts.x, eval_prompts.x_q[:, None]], axis=1)
-    best_gd = [metrics.half_mse(jnp.zeros_like(eval_prompts.y_q), targets_BxTxY[:, 0])]
+    best_gd = [half_mse(jnp.zeros_like(eval_prompts.y_q), targets_BxTxY[:, 0])]
     for t in range(1, n + 1):
         eta_t = optimal_gd_eta(dataclasses.replace(task, n_context=t))
         pred = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
             eval_prompts.x[:, :t], eval_prompts.y[:, :t], x_all[:, t], jnp.asarray([eta_t])
         )
-        best_gd.append(metrics.half_mse(pred, targets_BxTxY[:, t]))
+        best_gd.append(half_mse(pred, targets_BxTxY[:, t]))
     gd_params = gd_weights(causal, optimal_gd_eta(task), n)
     return {
         "trained_causal": jax.lax.map(causal_losses, plain_k1_params),

@@ -31,6 +31,7 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.learners import gd_half_mse, gd_predict, line_search_eta, optimal_gd_eta
+from icl_toy.core.losses import half_mse
 from icl_toy.core.standard_tokens import (
     StandardTokenTransformer,
     batch_attention,
@@ -103,7 +104,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     gd_pred = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
         eval_prompts.x, eval_prompts.y, eval_prompts.x_q, jnp.asarray([eta_star])
     )
-    gd_loss = float(metrics.half_mse(gd_pred, eval_prompts.y_q))
+    gd_loss = float(half_mse(gd_pred, eval_prompts.y_q))
     gd2_loss = float(gd_half_mse(eval_prompts, jnp.full(2, eta_two_steps)))
 
     def gd_direction(x, y, x_q):
@@ -123,7 +124,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         pred = batch_predict(model, params, eval_prompts)
         attention = batch_attention(model, params, attention_tokens)  # (B, H, S, S)
         return {
-            "loss": metrics.half_mse(pred, eval_prompts.y_q),
+            "loss": half_mse(pred, eval_prompts.y_q),
             "copy_score": jnp.max(copy_score(jnp.mean(attention, axis=0), n)),
             "prediction_difference": metrics.prediction_difference(pred, gd_pred),
             "sensitivity_cosine": metrics.sensitivity_cosine(sensitivities(params), gd_sens),

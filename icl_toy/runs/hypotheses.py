@@ -39,14 +39,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, baselines, metrics
+from icl_toy.analysis.stats import mean_ci
 from icl_toy.core import closed_forms
-from icl_toy.training import tuning
 from icl_toy.core.learners import optimal_gd_eta
 from icl_toy.core.models import LSATransformer, TokenMomentumLSA, softmax_transformer
+from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_jsonable
-from icl_toy.analysis.stats import mean_ci
-from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
+from icl_toy.training import tuning
 from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 
 NAME = "hypotheses"
