@@ -31,15 +31,9 @@ def _measure(name: str, num_seeds: int, steps: int, repeats: int, queue) -> None
     import jax
     import jax.numpy as jnp
 
+    from icl_toy.core.models import ModelConfig, make_model
     from icl_toy.core.tasks import batch_at_step, von_oswald_preset
-    from icl_toy.training.train import (
-        ModelConfig,
-        TrainConfig,
-        batch_loss,
-        make_model,
-        make_trainer,
-        seed_keys,
-    )
+    from icl_toy.training.train import TrainConfig, batch_loss, make_trainer, seed_keys
 
     task = von_oswald_preset()
     cfg = TrainConfig(steps=steps, eval_every=steps, num_seeds=num_seeds)

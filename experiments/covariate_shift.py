@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -41,18 +40,12 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import closed_forms
 from icl_toy.core.learners import ols_predict, ridge_predict
 from icl_toy.core.linalg import einsum
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
 from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import (
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-    batch_predict,
-    make_model,
-    train,
-)
+from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "covariate_shift"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
@@ -61,10 +54,9 @@ RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
 @dataclasses.dataclass(frozen=True)
 class Config:
     task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)  # training prompts
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    # "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in init
-    # (see experiments/preconditioned_gd.py for why the default is the sparse one).
-    init: Literal["gd_sparsity", "dense"] = "gd_sparsity"
+    # init "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in
+    # init (see experiments/preconditioned_gd.py for why the default is the sparse one).
+    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(init="gd_sparsity"))
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(steps=3000, batch_size=1024, eval_every=100)
     )
@@ -162,7 +154,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     task, d, n = config.task, config.task.d, config.task.n_context
     tau, sigma = task.w_scale, task.noise_std
     lam_DxD = input_covariance(task)
-    model = make_model(task, config.model, config.init)
+    model = make_model(task, config.model)
     result = train(model, task, config.train, options=options)
     params_S = result.params
     gamma_fit = jax.vmap(metrics.layer_preconditioner, in_axes=(0, None, None))(params_S, d, n)

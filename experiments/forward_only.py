@@ -40,17 +40,16 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import gd_half_mse, optimal_gd_eta
 from icl_toy.core.linalg import einsum
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
 from icl_toy.runs.results import Results, git_commit
 from icl_toy.training import forward_only
 from icl_toy.training.train import (
-    ModelConfig,
     RunOptions,
     TrainConfig,
     batch_loss,
-    make_model,
     make_trainer,
     seed_keys,
     train,

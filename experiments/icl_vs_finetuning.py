@@ -35,19 +35,12 @@ from icl_toy.analysis import duality
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import LSATransformer
+from icl_toy.core.models import LSATransformer, ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
 from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import (
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-    batch_loss,
-    make_model,
-    train,
-)
+from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 
 NAME = "icl_vs_finetuning"
 RUNTIME = {"full": "~2-4 min", "quick": "~30 s"}  # on a 2-core CPU

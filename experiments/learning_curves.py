@@ -51,12 +51,13 @@ from icl_toy.analysis import baselines
 from icl_toy.analysis import learning_curves as lc
 from icl_toy.analysis.learning_curves import Shift
 from icl_toy.analysis.stats import seed_stats
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import Results, git_commit
 from icl_toy.training import tuning
-from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "learning_curves"
 RUNTIME = {"full": "~5.5 min", "quick": "~25 s"}  # on a 2-core CPU
@@ -187,7 +188,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     task, n_train = config.task, config.task.n_context
     learners, train_stats = {}, {}
     for k in config.depths:
-        model = make_model(task, ModelConfig(num_layers=k), config.init)
+        model = make_model(task, ModelConfig(num_layers=k, init=config.init))
         stage = options.stage(f"K{k}") if options is not None else None
         result = train(model, task, config.train, options=stage)
         raw = baselines.seeded_model_predictor(model, result.params)

@@ -43,12 +43,7 @@ from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.constructions import gd_weights, heavy_ball_weights
 from icl_toy.core.learners import gd_predict, heavy_ball_predict, optimal_gd_eta
 from icl_toy.core.losses import half_mse
-from icl_toy.core.models import (
-    CausalLSATransformer,
-    DepthMomentumLSA,
-    LSATransformer,
-    TokenMomentumLSA,
-)
+from icl_toy.core.models import ModelConfig, learned_scalars, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure
@@ -163,22 +158,19 @@ def paired_difference(values: np.ndarray, baseline: np.ndarray) -> dict:
 
 
 def _model(config: Config, variant: str, num_layers: int, momentum: float | None = None):
-    common = dict(d=config.task.d, d_y=config.task.d_y, num_layers=num_layers)
-    common["init_scale"] = config.init_scale
+    common = dict(num_layers=num_layers, init_scale=config.init_scale)
     if variant == "plain":
-        return LSATransformer(**common)
+        return make_model(config.task, ModelConfig(**common))
     if variant == "token_momentum":
-        return TokenMomentumLSA(**common, momentum=momentum, momentum_init=config.mu_init)
-    return DepthMomentumLSA(**common, momentum=momentum, momentum_init=config.beta_init)
+        cfg = ModelConfig(kind=variant, **common, mu=momentum, mu_init=config.mu_init)
+    else:
+        cfg = ModelConfig(kind=variant, **common, beta=momentum, beta_init=config.beta_init)
+    return make_model(config.task, cfg)
 
 
 def _momentum(model, params) -> jax.Array:
     """The μ or β a model uses (0 for the plain LSA)."""
-    if isinstance(model, TokenMomentumLSA):
-        return model.apply(params, method=TokenMomentumLSA.mu)
-    if isinstance(model, DepthMomentumLSA):
-        return model.apply(params, method=DepthMomentumLSA.momentum_beta)
-    return jnp.zeros(())
+    return next(iter(learned_scalars(model, params).values()), jnp.zeros(()))
 
 
 def _train_config(config: Config, num_layers: int) -> TrainConfig:
@@ -250,7 +242,7 @@ def _heavy_ball_construction_error(config: Config, eta: float, beta: float, key)
         prompts = sample_batch(key, config.task, config.construction_tasks)
         tokens = jax.vmap(prompt_tokens)(prompts)
         for k in range(1, config.construction_depths + 1):
-            model = DepthMomentumLSA(d=config.task.d, d_y=config.task.d_y, num_layers=k)
+            model = make_model(config.task, ModelConfig(kind="depth_momentum", num_layers=k))
             params = heavy_ball_weights(model, eta, beta, config.task.n_context)
 
             @jax.jit
@@ -275,16 +267,14 @@ def _position_losses(config: Config, plain_k1_params, eval_prompts) -> dict[str,
     best one-step GD at each context length n (closed-form η*(n)).
     """
     task, n = config.task, config.task.n_context
-    causal = CausalLSATransformer(d=task.d, d_y=task.d_y, num_layers=1)
-    plain = LSATransformer(d=task.d, d_y=task.d_y, num_layers=1)
+    causal = make_model(task, ModelConfig(kind="causal_lsa"))
+    plain = make_model(task, ModelConfig())
     tokens_BxTxE = jax.vmap(prompt_tokens)(eval_prompts)
     targets_BxTxY = jnp.concatenate([eval_prompts.y, eval_prompts.y_q[:, None]], axis=1)
 
     def causal_losses(params):
         def predict(tokens_TxE):
-            return causal.apply(
-                params, tokens_TxE, method=CausalLSATransformer.position_predictions
-            )
+            return causal.apply(params, tokens_TxE, method=causal.position_predictions)
 
         pred_BxTxY = jax.vmap(predict)(tokens_BxTxE)
         return jax.vmap(half_mse, in_axes=1)(pred_BxTxY, targets_BxTxY)  # (T,)

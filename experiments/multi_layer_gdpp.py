@@ -40,24 +40,19 @@ from icl_toy.core.learners import ols_predict, optimal_gd_eta
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import (
     LSATransformer,
+    ModelConfig,
     SoftmaxSelfAttention,
     Transformer,
     attention_products,
     iterate_layer,
+    make_model,
 )
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
 from icl_toy.runs.results import Results, git_commit
 from icl_toy.training import tuning
-from icl_toy.training.train import (
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-    batch_predict,
-    make_model,
-    train,
-)
+from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "multi_layer_gdpp"
 RUNTIME = {"full": "~16 min", "quick": "~1 min"}  # on a 2-core CPU
@@ -241,8 +236,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
                     num_layers=num_layers,
                     shared_weights=kind == "recurrent",
                     init_scale=config.init_scale,
+                    init=config.init,
                 ),
-                config.init,
             )
             study = _study_depth(
                 config, model, fitted[kind], prompts, tokens, options, f"{kind}_K{num_layers}"
@@ -302,9 +297,11 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         model = make_model(
             task_n,
             ModelConfig(
-                num_layers=config.recurrent_depth, shared_weights=True, init_scale=config.init_scale
+                num_layers=config.recurrent_depth,
+                shared_weights=True,
+                init_scale=config.init_scale,
+                init=config.init,
             ),
-            config.init,
         )
         sub = dataclasses.replace(config, task=task_n)
         sub_train = dataclasses.replace(
@@ -334,7 +331,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
     # The softmax panel: one layer of softmax attention with H heads against one LSA layer.
     softmax = {}
-    models = {"lsa": make_model(task, ModelConfig(init_scale=config.init_scale), config.init)}
+    models = {"lsa": make_model(task, ModelConfig(init_scale=config.init_scale, init=config.init))}
     for heads in config.softmax_heads:
         models[f"softmax_{heads}h"] = Transformer((SoftmaxSelfAttention(num_heads=heads),), d_y=1)
     lsa = models["lsa"]

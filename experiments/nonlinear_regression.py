@@ -38,10 +38,8 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.losses import half_mse
+from icl_toy.core.models import MLPFeatures, ModelConfig, make_model
 from icl_toy.core.nonlinear import (
-    FeatureGD,
-    FeatureLSA,
-    MLPFeatures,
     SineTaskConfig,
     feature_kernel,
     grid_sensitivities,
@@ -114,10 +112,10 @@ def get_config(quick: bool = False) -> Config:
 
 
 def _models(config: Config) -> dict:
-    sizes = {"embed_dim": config.embed_dim, "hidden_size": config.hidden_size}
+    sizes = {"feature_dim": config.embed_dim, "feature_hidden": config.hidden_size}
     return {
-        "mlp_lsa": FeatureLSA(d=1, **sizes),
-        "mlp_gd": FeatureGD(d=1, **sizes),
+        "mlp_lsa": make_model(config.task, ModelConfig(kind="feature_lsa", **sizes)),
+        "mlp_gd": make_model(config.task, ModelConfig(kind="feature_gd", **sizes)),
     }
 
 

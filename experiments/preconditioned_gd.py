@@ -22,7 +22,7 @@ Initialisation. By default the layer starts from small random weights with the z
 blocks of the GD construction (Zhang, Frei & Bartlett, arXiv 2306.09927): W_Q and W_K
 ignore the y-slot and W_V reads only the y-slot, so the rank-one channel
 ŷ ∋ −N x_qᵀ bᵀc h (b: keys reading y, c: values reading x) starts at 0. From the dense
-fan-in init (`--set init=dense`) some seeds first fit the top-variance direction through
+fan-in init (`--set model.init=dense`) some seeds first fit the top-variance direction through
 that channel and then stall, since growing the full-rank channel next to it also grows the
 harmful terms c XᵀX B x_q and a yᵀy b x_q. Measured (Adam 1e-3, batch 512, 2000 steps,
 8 seeds): with this Σ 2 seeds ended with R² < 0.99 (one at −0.17); with eigenvalues over
@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -46,18 +45,12 @@ from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import closed_forms
 from icl_toy.core.learners import preconditioned_gd_predict
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import heatmap, save_figure, seed_band
 from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import (
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-    batch_predict,
-    make_model,
-    train,
-)
+from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "preconditioned_gd"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
@@ -68,9 +61,8 @@ R2_DEFINITION = metrics.R2_DEFINITION
 @dataclasses.dataclass(frozen=True)
 class Config:
     task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    # "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in init.
-    init: Literal["gd_sparsity", "dense"] = "gd_sparsity"
+    # init "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in.
+    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(init="gd_sparsity"))
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(steps=3000, batch_size=1024, eval_every=100)
     )
@@ -107,7 +99,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     task, d, n = config.task, config.task.d, config.task.n_context
     tau, sigma = task.w_scale, task.noise_std
     cov_DxD = jnp.asarray(input_covariance(task), jnp.float32)
-    model = make_model(task, config.model, config.init)
+    model = make_model(task, config.model)
     key_eval, key_curve = jax.random.split(jax.random.key(config.eval_seed))
 
     gamma_star = closed_forms.optimal_preconditioner(cov_DxD, n, tau, sigma)

@@ -29,19 +29,18 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
 from icl_toy.core.losses import half_mse
-from icl_toy.core.models import attention_products, lsa_query_output, readout
+from icl_toy.core.models import (
+    ModelConfig,
+    attention_products,
+    lsa_query_output,
+    make_model,
+    readout,
+)
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import heatmap, save_figure, seed_band
 from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import (
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-    batch_predict,
-    make_model,
-    train,
-)
+from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "single_layer_gd"
 RUNTIME = {"full": "~1.5 min", "quick": "~15 s"}  # on a 2-core CPU

@@ -7,7 +7,7 @@ Full: 3 seeds x 4000 steps, 4.5 min on 2 CPU cores (measured with other jobs sha
 
 THEORY §1, Proposition 3. On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless)
 prompts arrive as 2N + 1 alternating tokens x_1, y_1, …, x_N, y_N, x_q with one-hot
-positions (`icl_toy.core.standard_tokens`). Trains the 2-layer model, softmax attention then
+positions (`icl_toy.core.models.standard_tokens`). Trains the 2-layer model, softmax attention then
 LSA, S seeds vmapped, and compares it on the same held-out tasks with one GD step at the
 closed-form η* = 200/33, two GD steps at a line-searched η, and the closed-form copy + GD
 construction (copy temperature τ). Tracks during training the held-out loss, the copy score
@@ -30,14 +30,10 @@ import numpy as np
 
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core.constructions import copy_gd_weights
 from icl_toy.core.learners import gd_half_mse, gd_predict, line_search_eta, optimal_gd_eta
 from icl_toy.core.losses import half_mse
-from icl_toy.core.standard_tokens import (
-    StandardTokenTransformer,
-    batch_attention,
-    copy_gd_weights,
-    copy_score,
-)
+from icl_toy.core.models import ModelConfig, batch_attention, copy_score, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure
@@ -91,7 +87,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     """Train the softmax → LSA model and compare it with GD and the copy + GD construction."""
     start = time.time()
     task, n, d = config.task, config.task.n_context, config.task.d
-    model = StandardTokenTransformer(d=d, n_context=n, num_heads=config.num_heads)
+    model = make_model(task, ModelConfig(kind="standard_tokens", num_heads=config.num_heads))
     key_eval, key_line_search = jax.random.split(jax.random.key(config.eval_seed))
     eval_prompts = sample_batch(key_eval, task, config.eval_tasks)
     eval_tokens = jax.vmap(prompt_tokens)(eval_prompts)

@@ -5,9 +5,10 @@ from typing import Literal
 import pytest
 from icl_toy.experiments.single_layer_gd import get_config
 
+from icl_toy.core.models import ModelConfig
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs.config import apply_overrides, config_paths, config_to_dict, parse_value
-from icl_toy.training.train import ModelConfig, TrainConfig
+from icl_toy.training.train import TrainConfig
 
 
 @pytest.fixture

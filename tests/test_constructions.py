@@ -7,7 +7,7 @@ import pytest
 
 from icl_toy.core.constructions import gd_weights, gdpp_weights
 from icl_toy.core.learners import gd_fit, gd_predict, gdpp_predict
-from icl_toy.core.models import LSATransformer, lsa_stack
+from icl_toy.core.models import LSATransformer, check_params, lsa_stack
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
 
@@ -132,7 +132,7 @@ def test_constructions_have_the_init_pytree(shared):
         assert jax.tree.map(lambda a: (a.shape, a.dtype), params) == jax.tree.map(
             lambda a: (a.shape, a.dtype), init
         )
-        model.check_params(params)
+        check_params(model, params, jnp.zeros((11, 12)))
 
 
 def test_construction_errors_are_clear():
@@ -149,4 +149,4 @@ def test_construction_errors_are_clear():
         gd_weights(model, 1.0, 0)
     small = LSATransformer(d=5, num_layers=2)
     with pytest.raises(ValueError, match=r"expects \(2, 1, 6, 6\)"):
-        small.check_params(gd_weights(model, 1.0, 10))
+        check_params(small, gd_weights(model, 1.0, 10), jnp.zeros((11, 6)))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from experiments import forward_only, icl_vs_finetuning
+from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable
-from icl_toy.training.train import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import pytest
 
 from experiments import covariate_shift, preconditioned_gd
 from icl_toy.analysis import metrics
+from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable
-from icl_toy.training.train import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_configs_reject_what_the_closed_forms_do_not_cover():
     with pytest.raises(ValueError, match="d \\+ 1"):
         dataclasses.replace(covariate_shift.get_config(), test_lengths=(5, 10))
     with pytest.raises(ValueError, match="init"):
-        dataclasses.replace(covariate_shift.get_config(), init="zeros")
+        dataclasses.replace(covariate_shift.get_config(), model=ModelConfig(init="zeros"))
 
 
 @pytest.mark.parametrize("module", [preconditioned_gd, covariate_shift])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from experiments import multi_layer_gdpp, single_layer_gd
+from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment
-from icl_toy.training.train import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

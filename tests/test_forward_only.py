@@ -10,17 +10,10 @@ import pytest
 
 from icl_toy.analysis import duality
 from icl_toy.core.constructions import gd_weights
-from icl_toy.core.models import LSATransformer
+from icl_toy.core.models import LSATransformer, ModelConfig, make_model
 from icl_toy.core.tasks import Prompt, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.training import forward_only
-from icl_toy.training.train import (
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-    batch_loss,
-    make_model,
-    train,
-)
+from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 
 TASK = von_oswald_preset()
 MODEL = make_model(TASK, ModelConfig())

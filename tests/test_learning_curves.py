@@ -13,9 +13,9 @@ from icl_toy.analysis.learning_curves import Shift
 from icl_toy.analysis.stats import t_quantile_975
 from icl_toy.core import learners
 from icl_toy.core.constructions import gdpp_weights
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, input_covariance, sample_batch
 from icl_toy.training import tuning
-from icl_toy.training.train import ModelConfig, make_model
 
 
 def _standard_errors(curve, num_tasks):

@@ -13,6 +13,7 @@ from icl_toy.core.models import (
     DepthMomentumLSA,
     LSATransformer,
     TokenMomentumLSA,
+    learned_scalars,
     momentum_decay,
 )
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
@@ -143,13 +144,17 @@ def test_learned_momentum_params_and_their_range():
     token = TokenMomentumLSA(d=TASK.d, num_layers=2, momentum_init=0.2)
     params = token.init(jax.random.key(0), tokens)
     assert set(params["params"]) == {"w_q", "w_k", "w_v", "w_p", "mu_logit"}
-    assert float(token.apply(params, method=TokenMomentumLSA.mu)) == pytest.approx(0.2)
+    assert float(learned_scalars(token, params)["mu"]) == pytest.approx(0.2)
     for logit in (-50.0, 50.0):
         params["params"]["mu_logit"] = jnp.asarray(logit)
-        assert 0.0 <= float(token.apply(params, method=TokenMomentumLSA.mu)) <= 1.0
-    depth = DepthMomentumLSA(d=TASK.d, num_layers=2)
-    learned = depth.init(jax.random.key(0), tokens)["params"]
+        assert 0.0 <= float(learned_scalars(token, params)["mu"]) <= 1.0
+    depth = DepthMomentumLSA(d=TASK.d, num_layers=2, momentum_init=0.25)
+    depth_params = depth.init(jax.random.key(0), tokens)
+    learned = depth_params["params"]
     assert "beta" in learned
+    assert learned_scalars(depth, depth_params) == {"beta": pytest.approx(0.25)}
+    plain_model = LSATransformer(d=TASK.d, num_layers=2)
+    assert learned_scalars(plain_model, plain_model.init(jax.random.key(0), tokens)) == {}
     # Fixed momentum: no extra parameter, so the init pytree is the plain model's.
     fixed = _init_structure(DepthMomentumLSA(d=TASK.d, num_layers=2, momentum=0.3))
     plain = LSATransformer(d=TASK.d, num_layers=2).init(jax.random.key(0), tokens)

@@ -7,14 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from icl_toy.core.constructions import feature_gd_lsa_params
 from icl_toy.core.linalg import matrix_products, products_below_full_precision
+from icl_toy.core.models import FeatureGD, FeatureLSA, MLPFeatures
 from icl_toy.core.nonlinear import (
-    FeatureGD,
-    FeatureLSA,
     FourierTaskConfig,
-    MLPFeatures,
     SineTaskConfig,
-    feature_gd_lsa_params,
     rbf_ridge_predict,
     rbf_smoothing_predict,
     sine_oracle_predict,

@@ -7,16 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from icl_toy.core.constructions import copy_gd_weights, copy_targets
 from icl_toy.core.learners import gd_predict, optimal_gd_eta
 from icl_toy.core.linalg import matrix_products, products_below_full_precision
 from icl_toy.core.losses import half_mse
-from icl_toy.core.standard_tokens import (
+from icl_toy.core.models import (
     StandardTokenTransformer,
     alternating_tokens,
     batch_attention,
-    copy_gd_weights,
     copy_score,
-    copy_targets,
 )
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.training.train import batch_loss, batch_predict

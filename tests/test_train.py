@@ -12,17 +12,15 @@ import numpy as np
 import pytest
 
 from icl_toy.core.constructions import gd_weights
-from icl_toy.core.models import LSATransformer
+from icl_toy.core.models import LSATransformer, ModelConfig, make_model
 from icl_toy.core.tasks import sample_batch, von_oswald_preset
 from icl_toy.training.checkpoints import Checkpoints
 from icl_toy.training.train import (
-    ModelConfig,
     NonFiniteLossError,
     RunOptions,
     TrainConfig,
     batch_loss,
     batch_predict,
-    make_model,
     train,
 )
 
@@ -108,7 +106,8 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     script = f"""
 import time
 from icl_toy.core.tasks import von_oswald_preset
-from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.core.models import make_model, ModelConfig
+from icl_toy.training.train import RunOptions, TrainConfig, train
 task = von_oswald_preset()
 model = make_model(task, ModelConfig())
 cfg = TrainConfig(steps=60_000, batch_size=256, eval_every=100, num_seeds=2)
@@ -194,7 +193,8 @@ def test_data_parallel_on_four_cpu_devices_matches_one_device():
     script = """
 import numpy as np, jax
 from icl_toy.core.tasks import von_oswald_preset
-from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.core.models import make_model, ModelConfig
+from icl_toy.training.train import RunOptions, TrainConfig, train
 assert len(jax.devices()) == 4
 task = von_oswald_preset()
 model = make_model(task, ModelConfig())
@@ -232,7 +232,7 @@ def test_make_model_gd_sparsity_init_has_the_construction_zero_blocks():
     from icl_toy.core.models import GDSparsityLSA
 
     task = von_oswald_preset()
-    model = make_model(task, ModelConfig(), init="gd_sparsity")
+    model = make_model(task, ModelConfig(init="gd_sparsity"))
     assert isinstance(model, GDSparsityLSA)
     params = model.init(jax.random.key(0), jnp.zeros((task.n_context + 1, task.token_dim)))
     w = params["params"]
@@ -240,5 +240,7 @@ def test_make_model_gd_sparsity_init_has_the_construction_zero_blocks():
     assert not np.any(w["w_q"][..., d:]) and not np.any(w["w_k"][..., d:])
     assert not np.any(w["w_v"][..., :d])
     assert np.any(w["w_q"][..., :d]) and np.any(w["w_v"][..., d:])
-    with pytest.raises(ValueError, match="init must be"):
-        make_model(task, ModelConfig(), init="zeros")
+    with pytest.raises(ValueError, match=r"^ModelConfig.init of kind 'lsa' must be one of dense"):
+        ModelConfig(init="zeros")
+    with pytest.raises(ValueError, match="must be one of dense; got 'gd_sparsity'"):
+        ModelConfig(kind="token_momentum", init="gd_sparsity")

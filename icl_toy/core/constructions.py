@@ -7,6 +7,17 @@ Column form, token e = (x, y), E = d + d_y (THEORY §1):
 - GD++ (same paper): W_V = [[I, 0], [W0, −I]], P = diag(−γ I_d, (η/N) I), which also moves
   every input, x_j ← (I − γH) x_j with H = Σ_i x_i x_iᵀ.
 A GD layer is the GD++ layer with γ = 0. Head 0 carries the construction; other heads are 0.
+- `feature_gd_lsa_params`: the same GD step on learned features (m(x), y) (Proposition 2).
+- `copy_gd_weights`, on the standard tokens of `StandardTokenTransformer` (Proposition 3 of the
+  same paper): layer 1 gives every x-token the logit τ on its right
+  neighbour (its y-token) and 0 elsewhere, and y-tokens and the query the logit τ on
+  themselves, and writes the attended token's y-slot into the attending token's y-slot.
+  Keys are all S tokens. Then x-token 2i holds (x_i, e_{2i}, y_i + O(N e^{−τ})): the copy is
+  exact as τ → ∞. Layer 2 is the GD construction (`gd_weights`) on the
+  (x-slot, position) block of width d + P, with the 2N context tokens as keys. The y-tokens
+  take part exactly, with weight 0: a y-token's key score with the query is
+  (0, e_{2i+1})ᵀ(x_q, e_{2N}) = 0, and an x-token's is x_iᵀx_q, since one-hot positions of
+  different tokens are orthogonal. So ŷ is one GD step on the copied pairs.
 """
 
 from __future__ import annotations
@@ -17,7 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.core.models import DepthMomentumLSA, LSATransformer
+from icl_toy.core.models import (
+    DepthMomentumLSA,
+    FeatureLSA,
+    LSATransformer,
+    StandardTokenTransformer,
+)
 
 
 def _per_layer(values: float | Sequence[float], num_layers: int, name: str) -> np.ndarray:
@@ -159,3 +175,70 @@ def heavy_ball_weights(
     if model.momentum is None:
         params["params"]["beta"] = jnp.asarray(beta, params["params"]["w_q"].dtype)
     return params
+
+
+# --- Learned features and standard tokens -----------------------------------------------------
+
+
+def feature_gd_lsa_params(model: FeatureLSA, feature_gd_params: dict, n_context: int) -> dict:
+    """`FeatureLSA` params that compute the `FeatureGD` with `feature_gd_params` exactly.
+
+    The same MLP, then the GD construction (Proposition 1) with the learner's η on tokens
+    (m(x), y): Proposition 2 of von Oswald et al. η must be a concrete number.
+    """
+    params = feature_gd_params["params"]
+    lsa = LSATransformer(d=model.embed_dim, d_y=model.d_y)
+    eta = float(np.asarray(params["eta"]))
+    return {
+        "params": {"features": params["features"], "lsa": gd_weights(lsa, eta, n_context)["params"]}
+    }
+
+
+def copy_targets(n_context: int) -> np.ndarray:
+    """(S, S) 0/1 matrix of the construction's attention targets: x-token 2i → 2i + 1, and
+    every y-token and the query → itself."""
+    num_tokens = 2 * n_context + 1
+    targets = np.eye(num_tokens)
+    for i in range(n_context):
+        targets[2 * i, 2 * i] = 0.0
+        targets[2 * i, 2 * i + 1] = 1.0
+    return targets
+
+
+def copy_layer_weights(model: StandardTokenTransformer, temperature: float) -> dict:
+    """Softmax-layer params (H, k, W) / (H, W, k) that copy each y_i into its x-token.
+
+    Logit(p → t) = τ·targets[p, t] (`copy_targets`): W_K reads the key's one-hot position,
+    W_Q = τ√k · targetsᵀ on the query's position (cancelling the 1/√k). W_V reads the
+    key's y-slot and P writes it into the attending token's y-slot. Head 0 copies; other
+    heads are 0. The mass off the target is (S − 1)/(e^τ + S − 1) ≤ 2N e^{−τ}.
+    """
+    d, d_y, p, w, h = model.d, model.d_y, model.num_positions, model.width, model.num_heads
+    k = w if model.key_size is None else model.key_size
+    if k < max(p, d_y):
+        raise ValueError(f"the copy layer needs key_size >= max(P, d_y) = {max(p, d_y)}, got {k}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    targets = jnp.asarray(copy_targets(model.n_context))
+    pos = slice(d, d + p)
+    y_slot = slice(d + p, w)
+    w_q = jnp.zeros((h, k, w)).at[0, :p, pos].set(temperature * np.sqrt(k) * targets.T)
+    w_k = jnp.zeros((h, k, w)).at[0, :p, pos].set(jnp.eye(p))
+    w_v = jnp.zeros((h, k, w)).at[0, :d_y, y_slot].set(jnp.eye(d_y))
+    w_p = jnp.zeros((h, w, k)).at[0, y_slot, :d_y].set(jnp.eye(d_y))
+    return {"w_q": w_q, "w_k": w_k, "w_v": w_v, "w_p": w_p}
+
+
+def copy_gd_weights(model: StandardTokenTransformer, eta: float, temperature: float) -> dict:
+    """Params of `model` computing one GD step of size η (1/N inside η) after the copy layer.
+
+    Structured exactly like `model.init`'s: {"params": {"copy": ..., "lsa": ...}}. Exact up
+    to the copy's softmax leak, O(N e^{−τ}) (see the module docstring).
+    """
+    lsa = LSATransformer(d=model.d + model.num_positions, d_y=model.d_y)
+    return {
+        "params": {
+            "copy": copy_layer_weights(model, temperature),
+            "lsa": gd_weights(lsa, eta, model.n_context)["params"],
+        }
+    }

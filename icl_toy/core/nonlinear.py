@@ -1,11 +1,9 @@
-"""In-context learning of nonlinear functions: task families, learned features, MLP + GD.
+"""In-context learning of nonlinear functions: task families and kernel baselines.
 
-THEORY §1 (von Oswald et al., arXiv 2212.07677, Proposition 2). An MLP m(·) maps every input
-to features, tokens become (m(x_i), y_i) and (m(x_q), 0), and one LSA layer with the GD
-weights (`icl_toy.core.constructions.gd_weights`) makes one GD step on the output layer,
-L(W) = (1/2N) Σ_i ||W m(x_i) − y_i||², from W0 = 0. The prediction is kernel smoothing
-
-    ŷ = (η/N) Σ_i y_i k(x_i, x_q),   k(a, b) = m(a)ᵀ m(b).
+THEORY §1 (von Oswald et al., arXiv 2212.07677, Proposition 2). The models that learn
+features m(·) and then one LSA or GD step on (m(x), y) are `icl_toy.core.models.features`;
+their prediction is kernel smoothing with k(a, b) = m(a)ᵀ m(b), compared here with the RBF
+kernel and the sine family's true features.
 
 Task families are frozen dataclasses with a `sample(key) -> Prompt` method, so
 `icl_toy.core.tasks.sample_task` (and through it every sampler and
@@ -25,9 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_toy.core.constructions import gd_weights
-from icl_toy.core.linalg import PRECISION, einsum, matmul
-from icl_toy.core.models import LSATransformer, MLPBlock
+from icl_toy.core.linalg import einsum, matmul
 from icl_toy.core.tasks import Prompt
 
 
@@ -195,98 +191,6 @@ class FourierTaskConfig(_FunctionFamily):
         b_M, c_M = theta_1xP[0, m * d : m * d + m], theta_1xP[0, m * d + m :]
         phases_TxM = matmul(x_TxD, omega_MxD.T) + b_M[None]
         return math.sqrt(2.0 / m) * matmul(jnp.cos(phases_TxM), c_M[:, None])
-
-
-# --- Feature models -------------------------------------------------------------------------
-
-
-class MLPFeatures(nn.Module):
-    """m(x) = h + W₂ gelu(W₁ h + b₁) + b₂ with h = W_e x + b_e, for rows x, (T, F).
-
-    von Oswald et al.'s feature stack: a linear embedding (F = 40) and a residual GELU MLP
-    (160 hidden units). Here it reads only the input x, so the label keeps its own slot
-    and the LSA layer after it can be the GD construction (Proposition 2).
-    """
-
-    embed_dim: int = 40  # F
-    hidden_size: int = 160
-
-    @nn.compact
-    def __call__(self, x_TxD: jax.Array) -> jax.Array:
-        h_TxF = nn.Dense(self.embed_dim, precision=PRECISION, name="embed")(x_TxD)
-        return MLPBlock(self.hidden_size, name="mlp")(h_TxF)
-
-
-def feature_tokens(features_TxF: jax.Array, tokens_TxE: jax.Array, d: int) -> jax.Array:
-    """Tokens (m(x_i), y_i) and (m(x_q), y-slot of the query), (T, F + Y)."""
-    return jnp.concatenate([features_TxF, tokens_TxE[:, d:]], axis=-1)
-
-
-class FeatureLSA(nn.Module):
-    """The MLP features m(·) on every token's x, then one LSA layer on (m(x), y); ŷ = −y_q.
-
-    Params: {"features": MLPFeatures params, "lsa": `LSATransformer` params with d = F}.
-    `__call__` maps one prompt's tokens (T, d + d_y) to ŷ (d_y,), like `LSATransformer`.
-    """
-
-    d: int  # input dimension
-    d_y: int = 1
-    embed_dim: int = 40  # F, the feature width
-    hidden_size: int = 160
-    init_scale: float = 0.002  # fan-in variance scale of the LSA layer (von Oswald et al.)
-
-    def setup(self):
-        self.features = MLPFeatures(self.embed_dim, self.hidden_size)
-        self.lsa = LSATransformer(d=self.embed_dim, d_y=self.d_y, init_scale=self.init_scale)
-
-    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
-        return self.lsa(feature_tokens(self.features(tokens_TxE[:, : self.d]), tokens_TxE, self.d))
-
-
-def kernel_smoothing(
-    features_NxF: jax.Array, features_q_F: jax.Array, y_NxY: jax.Array, eta: jax.Array
-) -> jax.Array:
-    """One GD step from 0 on the output layer: ŷ = (η/N) Σ_i y_i m(x_i)ᵀ m(x_q), (Y,)."""
-    kernel_N = matmul(features_NxF, features_q_F)
-    return eta / features_NxF.shape[0] * matmul(kernel_N, y_NxY)
-
-
-class FeatureGD(nn.Module):
-    """The "MLP + GD" learner: MLP features m(·) and one GD step of size η on the output layer.
-
-    ŷ = (η/N) Σ_i y_i m(x_i)ᵀ m(x_q) (kernel smoothing with k(a, b) = m(a)ᵀ m(b)). Meta-learning
-    its params (the MLP and η) is von Oswald et al.'s "MLP + GD" baseline. Params:
-    {"features": MLPFeatures params, "eta": ()}. Same call signature as `FeatureLSA`.
-    """
-
-    d: int
-    d_y: int = 1
-    embed_dim: int = 40
-    hidden_size: int = 160
-    eta_init: float = 0.01  # initial step size (1/N inside η)
-
-    def setup(self):
-        self.features = MLPFeatures(self.embed_dim, self.hidden_size)
-        self.eta = self.param("eta", nn.initializers.constant(self.eta_init), ())
-
-    def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
-        features_TxF = self.features(tokens_TxE[:, : self.d])
-        y_NxY = tokens_TxE[:-1, self.d :]
-        return kernel_smoothing(features_TxF[:-1], features_TxF[-1], y_NxY, self.eta)
-
-
-def feature_gd_lsa_params(model: FeatureLSA, feature_gd_params: dict, n_context: int) -> dict:
-    """`FeatureLSA` params that compute the `FeatureGD` with `feature_gd_params` exactly.
-
-    The same MLP, then the GD construction (Proposition 1) with the learner's η on tokens
-    (m(x), y): Proposition 2 of von Oswald et al. η must be a concrete number.
-    """
-    params = feature_gd_params["params"]
-    lsa = LSATransformer(d=model.embed_dim, d_y=model.d_y)
-    eta = float(np.asarray(params["eta"]))
-    return {
-        "params": {"features": params["features"], "lsa": gd_weights(lsa, eta, n_context)["params"]}
-    }
 
 
 # --- Kernel baselines -----------------------------------------------------------------------

@@ -42,12 +42,12 @@ from icl_toy.analysis import alignment, baselines, metrics
 from icl_toy.analysis.stats import mean_ci
 from icl_toy.core import closed_forms
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import LSATransformer, TokenMomentumLSA, softmax_transformer
+from icl_toy.core.models import ModelConfig, learned_scalars, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_jsonable
 from icl_toy.training import tuning
-from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
+from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "hypotheses"
 VERDICTS = ("supported", "not supported", "inconclusive")
@@ -264,7 +264,7 @@ def _deep_lsa_config(quick: bool) -> DeepLSAConfig:
 
 def _measure_deep_lsa(config: DeepLSAConfig, options) -> dict[str, np.ndarray]:
     k = config.num_layers
-    model = make_model(config.task, ModelConfig(num_layers=k), init=config.init)
+    model = make_model(config.task, ModelConfig(num_layers=k, init=config.init))
     model_pred, _ = _train_seeded(model, config.task, config.train, options, "deep_lsa")
     key_fit, key_eval = jax.random.split(_eval_key(config.eval_seed))
     fitted = tuning.fit_gd_and_gdpp(config.task, k, "per_layer", key_fit, config.fit)
@@ -322,7 +322,7 @@ def _preconditioned_config(quick: bool) -> PreconditionedConfig:
 
 def _measure_preconditioned(config: PreconditionedConfig, options) -> dict[str, np.ndarray]:
     task = config.task
-    model = make_model(task, ModelConfig(), init=config.init)
+    model = make_model(task, ModelConfig(init=config.init))
     model_pred, params = _train_seeded(model, task, config.train, options, "preconditioned")
     sigma = jnp.asarray(input_covariance(task), jnp.float32)
     gamma_star = closed_forms.optimal_preconditioner(
@@ -411,12 +411,15 @@ def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.nd
     }
     spd, loss = {}, {}
     for depth in config.depths:
-        model = softmax_transformer(
-            task.d_y,
-            depth,
-            config.num_heads,
-            config.mlp_hidden,
-            embed_dim=config.embed_dim,
+        model = make_model(
+            task,
+            ModelConfig(
+                kind="softmax_transformer",
+                num_layers=depth,
+                num_heads=config.num_heads,
+                mlp_hidden=config.mlp_hidden,
+                embed_dim=config.embed_dim,
+            ),
         )
         model_pred, _ = _train_seeded(model, task, config.train, options, f"depth{depth}")
         m = alignment.per_seed_metrics(
@@ -480,9 +483,11 @@ def _momentum_config(quick: bool) -> MomentumConfig:
 
 def _measure_momentum(config: MomentumConfig, options) -> dict[str, np.ndarray]:
     """Token momentum (Dai's EMA of earlier values) against the plain LSA, same seeds."""
-    common = dict(d=config.task.d, d_y=config.task.d_y, num_layers=config.num_layers)
-    plain = LSATransformer(**common)
-    momentum = TokenMomentumLSA(**common, momentum=None, momentum_init=config.mu_init)
+    plain = make_model(config.task, ModelConfig(num_layers=config.num_layers))
+    momentum = make_model(
+        config.task,
+        ModelConfig(kind="token_momentum", num_layers=config.num_layers, mu_init=config.mu_init),
+    )
     plain_pred, _ = _train_seeded(plain, config.task, config.train, options, "plain")
     momentum_pred, params = _train_seeded(
         momentum, config.task, config.train, options, "token_momentum"
@@ -494,7 +499,7 @@ def _measure_momentum(config: MomentumConfig, options) -> dict[str, np.ndarray]:
         key=_eval_key(config.eval_seed),
         num_tasks=config.eval_tasks,
     )["plain"]
-    mu = jax.vmap(lambda p: momentum.apply(p, method=TokenMomentumLSA.mu))(params)
+    mu = jax.vmap(lambda p: learned_scalars(momentum, p)["mu"])(params)
     return {
         "momentum_minus_plain_loss": m["half_mse_a"] - m["half_mse_b"],
         "momentum_loss": m["half_mse_a"],

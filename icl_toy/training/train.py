@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from icl_toy.core.losses import half_mse
-from icl_toy.core.models import GDSparsityLSA, LSATransformer
+from icl_toy.core.models import check_params
 from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
 from icl_toy.training.checkpoints import Checkpoints
 
@@ -31,24 +31,6 @@ def _require_positive_int(obj, *names: str) -> None:
         value = getattr(obj, name)
         if not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{type(obj).__name__}.{name} must be an integer >= 1, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """An LSA transformer (`icl_toy.core.models.LSATransformer`); d and d_y come from the task."""
-
-    num_layers: int = 1  # K
-    num_heads: int = 1  # H
-    key_size: int | None = None  # k; None means the token width d + d_y
-    shared_weights: bool = False  # one layer applied K times (recurrent)
-    init_scale: float = 0.002  # fan-in variance scale, divided by K (von Oswald et al.)
-
-    def __post_init__(self):
-        _require_positive_int(self, "num_layers", "num_heads")
-        if self.key_size is not None:
-            _require_positive_int(self, "key_size")
-        if not self.init_scale > 0:
-            raise ValueError(f"ModelConfig.init_scale must be > 0, got {self.init_scale}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,20 +62,6 @@ class TrainConfig:
             )
 
 
-def make_model(
-    task: TaskConfig, cfg: ModelConfig, init: Literal["dense", "gd_sparsity"] = "dense"
-) -> LSATransformer:
-    """The LSA transformer for prompts of `task`.
-
-    `init="gd_sparsity"` starts from random weights with the GD construction's zero blocks
-    (`GDSparsityLSA`); the default is the dense fan-in init of von Oswald et al.
-    """
-    if init not in ("dense", "gd_sparsity"):
-        raise ValueError(f"init must be 'dense' or 'gd_sparsity', got {init!r}")
-    cls = LSATransformer if init == "dense" else GDSparsityLSA
-    return cls(d=task.d, d_y=task.d_y, **dataclasses.asdict(cfg))
-
-
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam whose learning rate lives in the optimizer state
     (`inject_hyperparams`), so runs with different learning rates can share one vmap."""
@@ -108,10 +76,9 @@ def set_learning_rate(opt_state, learning_rate: jax.Array):
 
 
 def batch_predict(model: nn.Module, params, prompts: Prompt) -> jax.Array:
-    """ŷ for a batch of prompts, (B, Y); LSA params are shape-checked before tracing."""
-    if isinstance(model, LSATransformer):
-        model.check_params(params)
+    """ŷ for a batch of prompts, (B, Y); params are checked against `model.init` first."""
     tokens_BxTxE = jax.vmap(prompt_tokens)(prompts)
+    check_params(model, params, tokens_BxTxE[0])
     return jax.vmap(model.apply, in_axes=(None, 0))(params, tokens_BxTxE)
 
 
