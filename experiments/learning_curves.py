@@ -3,10 +3,9 @@
     icl-toy run learning_curves           # or python -m experiments.learning_curves
     icl-toy run learning_curves --quick   # shrunk config, ~25 s (33 s on a loaded machine)
 
-Full: LSA transformers with K = 1 and 2 layers (5 seeds each, 2000 steps at batch 256), then
-12 learners x 20 lengths x 5 test laws on 5000 tasks each: ~5.5 min on 2 CPU cores (320 s
-measured with the cores shared, load ~7: training 115 s, the curves ~200 s, dominated by
-compiling one program per learner and length; see `icl_toy.analysis.learning_curves`).
+Full: LSA transformers with K = 1 and 2 layers (5 seeds each), then 12 learners x 20
+lengths x 5 test laws on 5000 tasks each: ~5.5 min on 2 CPU cores, mostly compiling one
+program per learner and length (`icl_toy.analysis.learning_curves`).
 
 Trains K-layer LSA transformers (`init="gd_sparsity"`) at N = 10 on Gaussian prompts, d = 10,
 x ~ N(0, I), w ~ N(0, I), label noise σ = 0.5, and evaluates them at every context length
@@ -15,22 +14,15 @@ first n pairs of one 2N-pair prompt), in distribution and under four OOD test la
 (`icl_toy.analysis.learning_curves.Shift`): inputs ×2, teacher ×2, a skewed input covariance with
 condition number 25 (same trace), and label noise σ = 1.5 (3x the training noise).
 
-Why this task: Gaussian inputs give closed forms at every n that the curves are checked
-against (zero predictor, OLS including n < d, one GD step via `closed_forms`, THEORY §5,
-§8), and the noise makes ridge at the Bayes λ = σ²/τ² differ from OLS. With noise the OLS
-risk is infinite at n ∈ {d − 1, d, d + 1} (THEORY §8): its curve spikes there, the y axis is
-logarithmic, and the median over tasks is saved beside the mean.
+Gaussian inputs give closed forms at every n (zero predictor, OLS, one GD step; THEORY §5,
+§8); with noise the OLS risk is infinite near n = d, so the y axis is logarithmic and the
+median over tasks is saved beside the mean.
 
-Context length: each trained model is drawn twice. "raw" is the trained weights as they are:
-an LSA layer sums over the keys with the training length's 1/N in W_PV, so at n pairs a GD
-layer steps η·n/N. "normalised" scales W_PV by N/n (`learning_curves.length_normalised`),
-so attention averages over the context; this is the same convention as the GD baselines
-(`baselines.gd`, 1/n inside η, η tuned at N) and GD++ (η with 1/n, γ = γ̂/n). Baselines
-keep the parameters tuned for the training law under every shift; ridge at the training
-λ stays Bayes-optimal under input shifts (the posterior of w does not depend on the x law)
-but not under the teacher and noise shifts. Losses are half-MSE against the noiseless query
-label (excess risk / 2). Bands are 95% Student-t intervals: over seeds for trained models
-(each seed's mean over the same tasks), over tasks for baselines.
+Each trained model is drawn "raw" (the trained weights: a GD layer steps η·n/N at n pairs)
+and "normalised" (W_PV × N/n, `learning_curves.length_normalised`), the convention of the GD
+and GD++ baselines (1/n inside η, γ = γ̂/n). Baselines keep the parameters tuned for the
+training law under every shift. Losses are half-MSE against the noiseless query label.
+Bands are 95% Student-t intervals: over seeds for trained models, over tasks for baselines.
 Writes `learning_curves.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
 """
 
@@ -42,7 +34,6 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
@@ -54,8 +45,8 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import save_figure
-from icl_toy.runs.results import Results, git_commit
+from icl_toy.runs.plotting import interval_band, save_figure
+from icl_toy.runs.results import Results
 from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
@@ -158,25 +149,15 @@ def _baselines(config: Config) -> tuple[dict, dict]:
         learners[f"GD K={k}"] = baselines.gd(np.full(k, eta))
     if config.gdpp_steps:
         # Per-step (η_k, γ̂_k) with γ = γ̂/n (`tuning.normalized_gamma`), from the one-step η*.
-        learner = tuning.normalized_gamma(tuning.gdpp_learner)
         k = config.gdpp_steps
-        theta0 = {
-            "eta": tuning.initial_steps(baselines.tuned_gd_eta(task, 1, key=key_gd), k),
-            "gamma": jnp.zeros(k),
-        }
-        fit = tuning.fit_learner(
-            learner,
-            theta0,
-            task,
-            key=key_gdpp,
-            steps=config.gdpp_fit_steps,
-            batch_size=config.gdpp_fit_batch,
-            learning_rate=config.gdpp_fit_learning_rate,
-            halvings=3,
+        eta0 = tuning.initial_steps(baselines.tuned_gd_eta(task, 1, key=key_gd), k)
+        fit = tuning.FitConfig(
+            config.gdpp_fit_steps, config.gdpp_fit_batch, config.gdpp_fit_learning_rate
         )
-        theta = {name: jnp.asarray(value[0]) for name, value in fit.theta.items()}
-        tuned["gdpp"] = {name: np.asarray(v).tolist() for name, v in theta.items()}
-        tuned["gdpp"]["fit_learning_rate"] = fit.learning_rate
+        fitted = tuning.fit_normalized_gdpp(task, eta0, key_gdpp, fit)
+        theta = {name: fitted[name] for name in ("eta", "gamma")}
+        tuned["gdpp"] = {name: np.asarray(v).tolist() for name, v in fitted.items()}
+        learner = tuning.normalized_gamma(tuning.gdpp_learner)
         learners[f"GD++ K={k}"] = lc.learner_predictor(learner, theta)
     learners[f"{config.knn_k}-NN"] = baselines.nearest_neighbours(config.knn_k)
     return learners, tuned
@@ -205,37 +186,12 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         learners, laws, config.lengths, key=key, num_tasks=config.eval_tasks
     )
     names = list(learners)
-    fields = ("mean", "low", "high", "median", "tasks_low", "tasks_high")
-    arrays = {"lengths": np.asarray(config.lengths)}
-    for field in fields:  # (law, learner, length)
-        arrays[field] = np.asarray(
-            [[curves[law]["curves"][name][field] for name in names] for law in laws]
-        )
-    closed = {
-        law: lc.closed_form_curves(t, config.lengths, tuned["gd_eta"].get(1))
-        for law, t in laws.items()
-    }
-    for form in ("zero", "ols", "gd"):
-        arrays[f"closed_{form}"] = np.asarray(
-            [closed[law].get(form, np.full(len(config.lengths), np.nan)) for law in laws]
-        )
-
-    i_n, i_2n = _index(config.lengths, n_train), _index(config.lengths, max(config.lengths))
-    at = {
-        law: {
-            name: {
-                "n=N": None if i_n is None else arrays["mean"][li, ci, i_n],
-                "n=max": arrays["mean"][li, ci, i_2n],
-            }
-            for ci, name in enumerate(names)
-        }
-        for li, law in enumerate(laws)
-    }
+    arrays = {"lengths": np.asarray(config.lengths)} | lc.curve_arrays(curves, names)
+    arrays |= lc.closed_form_arrays(laws, config.lengths, tuned["gd_eta"].get(1))
+    at = lc.means_at(arrays["mean"], list(laws), names, config.lengths, n_train)
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "half-MSE, 0.5 * mean (y_hat - y_q)^2, noiseless query label",
         "interval": "95% Student-t: over seeds for LSA models, over tasks for baselines",
         "laws": list(laws),
@@ -249,10 +205,6 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         "runtime_s": time.time() - start,
     }
     return Results(summary, arrays)
-
-
-def _index(lengths, n) -> int | None:
-    return list(lengths).index(n) if n in lengths else None
 
 
 STYLE = {
@@ -292,20 +244,8 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     axes = axes.ravel()
     for li, (law, ax) in enumerate(zip(laws, axes, strict=False)):
         for ci, name in enumerate(names):
-            style = _style(name)
-            (line,) = ax.plot(lengths, a["mean"][li, ci], label=name, ms=4, **style)
-            low, high = a["low"][li, ci], a["high"][li, ci]
-            # An interval reaching 0 says nothing on a log axis (OLS near n = d, whose mean
-            # is infinite with noise): it is left undrawn rather than filled to the bottom.
-            informative = low > 0
-            ax.fill_between(
-                lengths,
-                np.where(informative, low, np.nan),
-                np.where(informative, high, np.nan),
-                color=line.get_color(),
-                alpha=0.18,
-                linewidth=0,
-            )
+            band = (a[field][li, ci] for field in ("mean", "low", "high"))
+            interval_band(ax, lengths, *band, name, ms=4, **_style(name))
         closed_ols = a["closed_ols"][li]
         ax.plot(lengths, closed_ols, "k*", ms=5, label="OLS closed form (THEORY §8)")
         ax.plot(lengths, a["closed_gd"][li], "x", color="C1", ms=4, label="GD K=1 closed form")

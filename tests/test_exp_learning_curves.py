@@ -1,14 +1,21 @@
 """End-to-end quick run of the learning-curves study (experiments/learning_curves.py)."""
 
 import dataclasses
+from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
 from experiments import learning_curves
+from icl_toy.analysis import baselines
 from icl_toy.analysis.learning_curves import Shift
 from icl_toy.runs.results import load_results
+from icl_toy.training import tuning
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_learning_curves_quick_end_to_end(tmp_path):
@@ -60,3 +67,37 @@ def test_learning_curves_config_rejects_bad_values():
         dataclasses.replace(config, lengths=(5, 1))
     with pytest.raises(ValueError, match="Shift"):
         dataclasses.replace(config, shifts=("input_scale",))
+
+
+def test_learning_curves_gdpp_fit_is_the_tuning_fit():
+    """The study's GD++ baseline is `tuning.fit_normalized_gdpp`: the same numbers as a
+    direct `fit_learner` of GD++ with γ = γ̂/n, started at (η0, 0), with 3 halvings."""
+    config = dataclasses.replace(
+        learning_curves.get_config(quick=True),
+        gdpp_steps=2,
+        gdpp_fit_steps=30,
+        gdpp_fit_batch=32,
+        tune_tasks=200,
+    )
+    _, tuned = learning_curves._baselines(config)
+    key_gd, key_gdpp = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), 1))
+    eta0 = tuning.initial_steps(baselines.tuned_gd_eta(config.task, 1, key=key_gd), 2)
+    direct = tuning.fit_learner(
+        tuning.normalized_gamma(tuning.gdpp_learner),
+        {"eta": eta0, "gamma": jnp.zeros(2)},
+        config.task,
+        key=key_gdpp,
+        steps=30,
+        batch_size=32,
+        learning_rate=config.gdpp_fit_learning_rate,
+        halvings=3,
+    )
+    for name in ("eta", "gamma"):
+        np.testing.assert_array_equal(tuned["gdpp"][name], direct.theta[name][0])
+    assert tuned["gdpp"]["fit_learning_rate"] == direct.learning_rate
+
+
+def test_learning_curves_plots_the_committed_full_results(tmp_path):
+    results = load_results(ROOT / "figures", "learning_curves")
+    learning_curves.plot(results, tmp_path)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 0

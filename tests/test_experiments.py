@@ -92,3 +92,25 @@ def test_single_layer_gd_full_run_matches_von_oswald(tmp_path):
     assert np.all(trained <= 1.01 * s["gd_loss"]), (trained, s["gd_loss"])
     assert np.mean(s["per_seed"]["sensitivity_cosine"]) >= 0.99
     assert np.all(np.abs(np.asarray(s["per_seed"]["implied_eta"]) / s["eta_star"] - 1) <= 0.03)
+
+
+def test_deep_lsa_gdpp_hypothesis_lives_in_its_study():
+    """The study owns the hypothesis; its full config is the one of the committed verdict."""
+    (hypothesis,) = multi_layer_gdpp.HYPOTHESES
+    assert hypothesis.name == "deep_lsa_gdpp"
+    with pytest.raises(ValueError, match="K >= 2"):
+        dataclasses.replace(hypothesis.get_config(True), num_layers=1)
+    saved = json.loads((ROOT / "figures" / "hypotheses.json").read_text())["hypotheses"]
+    entry = saved[hypothesis.name]
+    assert entry["config"] == to_jsonable(hypothesis.get_config(False))
+    assert (entry["claim"], entry["source"]) == (hypothesis.claim, hypothesis.source)
+    fields = ("statistic", "meaning", "direction", "threshold")
+    assert [tuple(c[f] for f in fields) for c in entry["criteria"]] == [
+        tuple(getattr(c, f) for f in fields) for c in hypothesis.criteria
+    ]
+
+
+def test_multi_layer_gdpp_plots_the_committed_full_results(tmp_path):
+    results = load_results(ROOT / "figures", "multi_layer_gdpp")
+    multi_layer_gdpp.plot(results, tmp_path)
+    assert (tmp_path / "multi_layer_gdpp.png").stat().st_size > 0

@@ -363,3 +363,53 @@ def closed_form_curves(
             ]
         )
     return out
+
+
+# --- Curves as arrays --------------------------------------------------------------------------
+
+CURVE_FIELDS = ("mean", "low", "high", "median", "tasks_low", "tasks_high")
+
+
+def curve_arrays(curves: Mapping[str, dict], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every `CURVE_FIELDS` entry of `learning_curves`' output as a (law, learner, length) array."""
+    return {
+        field: np.asarray(
+            [[curves[law]["curves"][name][field] for name in names] for law in curves]
+        )
+        for field in CURVE_FIELDS
+    }
+
+
+def closed_form_arrays(
+    tasks: Mapping[str, TaskConfig], lengths: Sequence[int], gd_eta: float | None = None
+) -> dict[str, np.ndarray]:
+    """`closed_form_curves` of every law as (law, length) arrays "closed_zero", "closed_ols",
+    "closed_gd" (NaN where a form does not exist, e.g. GD without an η)."""
+    closed = {law: closed_form_curves(task, lengths, gd_eta) for law, task in tasks.items()}
+    nan = np.full(len(lengths), np.nan)
+    return {
+        f"closed_{form}": np.asarray([closed[law].get(form, nan) for law in tasks])
+        for form in ("zero", "ols", "gd")
+    }
+
+
+def means_at(
+    mean_LxCxN: np.ndarray, laws: Sequence[str], names: Sequence[str], lengths, n_train: int
+) -> dict[str, dict[str, dict]]:
+    """{law: {learner: {"n=N": mean at the training length (None if absent), "n=max": at the
+    longest}}} from a (law, learner, length) array of means."""
+    lengths = list(lengths)
+    i_n, i_max = (
+        (lengths.index(n_train) if n_train in lengths else None),
+        lengths.index(max(lengths)),
+    )
+    return {
+        law: {
+            name: {
+                "n=N": None if i_n is None else mean_LxCxN[li, ci, i_n],
+                "n=max": mean_LxCxN[li, ci, i_max],
+            }
+            for ci, name in enumerate(names)
+        }
+        for li, law in enumerate(laws)
+    }

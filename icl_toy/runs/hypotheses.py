@@ -57,7 +57,6 @@ from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, v
 from icl_toy.runs import runner
 from icl_toy.runs.plotting import interval_errors, save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
-from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "hypotheses"
@@ -393,68 +392,6 @@ def _measure_one_layer_gd(config: OneLayerGDConfig, options) -> dict[str, np.nda
     }
 
 
-# --- 2. K trained layers beat K GD steps and are closer to GD++ (von Oswald et al.) --------
-
-
-@dataclasses.dataclass(frozen=True)
-class DeepLSAConfig:
-    task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
-    num_layers: int = 2  # K
-    # The sparse GD init (`GDSparsityLSA`): from the dense init one of 5 seeds sat on the
-    # initial plateau for 3000 steps at batch 256 (multi_layer_gdpp's docstring).
-    init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=3000, batch_size=256, learning_rate=2e-3, eval_every=500, num_seeds=5
-        )
-    )
-    fit: tuning.FitConfig = dataclasses.field(default_factory=tuning.FitConfig)
-    eval_tasks: int = 4000
-    eval_seed: int = 20_001
-
-    def __post_init__(self):
-        _require_seeds(self.train)
-        if self.num_layers < 2:
-            raise ValueError(f"the claim is about K >= 2 layers, got num_layers={self.num_layers}")
-
-
-def _deep_lsa_config(quick: bool) -> DeepLSAConfig:
-    if not quick:
-        return DeepLSAConfig()
-    return DeepLSAConfig(
-        train=TrainConfig(
-            steps=2000, batch_size=256, learning_rate=2e-3, eval_every=500, num_seeds=3
-        ),
-        fit=tuning.FitConfig(steps=600),
-        eval_tasks=1000,
-    )
-
-
-def _measure_deep_lsa(config: DeepLSAConfig, options) -> dict[str, np.ndarray]:
-    k = config.num_layers
-    model = make_model(config.task, ModelConfig(num_layers=k, init=config.init))
-    model_pred, _ = _train_seeded(model, config.task, config.train, options, "deep_lsa")
-    key_fit, key_eval = jax.random.split(_eval_key(config.eval_seed))
-    fitted = tuning.fit_gd_and_gdpp(config.task, k, "per_layer", key_fit, config.fit)
-    m = alignment.per_seed_metrics(
-        model_pred,
-        config.task,
-        {
-            "gd": baselines.gd(fitted["gd"]["eta"]),
-            "gdpp": baselines.gdpp(fitted["gdpp"]["eta"], fitted["gdpp"]["gamma"]),
-        },
-        key=key_eval,
-        num_tasks=config.eval_tasks,
-    )
-    return {
-        "gd_loss_minus_model_loss": m["gd"]["half_mse_b"] - m["gd"]["half_mse_a"],
-        "spd_gdpp_minus_spd_gd": m["gdpp"]["spd"] - m["gd"]["spd"],
-        "model_loss": m["gd"]["half_mse_a"],
-        "gd_loss": m["gd"]["half_mse_b"],
-        "gdpp_loss": m["gdpp"]["half_mse_b"],
-    }
-
-
 # --- 3. On anisotropic inputs one layer is preconditioned GD with Γ* (Ahn et al.) ----------
 
 
@@ -702,28 +639,6 @@ HYPOTHESES: dict[str, Hypothesis] = {
             ),
             get_config=_one_layer_gd_config,
             measure=_measure_one_layer_gd,
-        ),
-        Hypothesis(
-            name="deep_lsa_gdpp",
-            claim="K trained LSA layers beat K steps of tuned GD and are closer to GD++ than "
-            "to GD.",
-            source="von Oswald et al. 2022 (arXiv 2212.07677), §4 and Fig. 3",
-            criteria=(
-                Criterion(
-                    "gd_loss_minus_model_loss",
-                    "tuned K-step GD loss − trained K-layer loss (paired tasks)",
-                    ">",
-                    0.0,
-                ),
-                Criterion(
-                    "spd_gdpp_minus_spd_gd",
-                    "SPD(trained, tuned GD++) − SPD(trained, tuned GD)",
-                    "<",
-                    0.0,
-                ),
-            ),
-            get_config=_deep_lsa_config,
-            measure=_measure_deep_lsa,
         ),
         Hypothesis(
             name="anisotropic_preconditioned",

@@ -71,3 +71,63 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def finish_axes(
+    ax, title: str, xlabel: str, ylabel: str, *, log_y=False, xticks=None, legend_fontsize=8
+) -> None:
+    """Labels, title, optional log y axis and x ticks, then the legend (none if 0)."""
+    if log_y:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if xticks is not None:
+        ax.set_xticks(xticks)
+    if legend_fontsize:
+        ax.legend(fontsize=legend_fontsize)
+
+
+def clip_top(ax, limit: float) -> None:
+    """Cap the y axis at `limit` if it reaches above, saying so in the title."""
+    bottom, top = ax.get_ylim()
+    if top > limit:
+        ax.set_ylim(bottom, limit)
+        ax.set_title(ax.get_title() + " (clipped)")
+
+
+def merged_legend(ax, *others, fontsize=8) -> None:
+    """One legend on `ax` for the lines of `ax` and of `others` (e.g. its `twinx`)."""
+    handles, labels = ax.get_legend_handles_labels()
+    for other in others:
+        more_handles, more_labels = other.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize=fontsize)
+
+
+def seed_bands(ax, x, curves_SxX: dict, **line_kwargs) -> None:
+    """`seed_band` of every entry of {label: (S, X) values}, in colours C0, C1, ..."""
+    for i, (label, values_SxX) in enumerate(curves_SxX.items()):
+        seed_band(ax, x, values_SxX, label, color=f"C{i}", **line_kwargs)
+
+
+def stats_errorbar(ax, x, stats: list[dict], fmt: str, label: str) -> None:
+    """Mean ± std of `seed_stats` records (one per x) as error bars."""
+    mean, std = [s["mean"] for s in stats], [s["std"] for s in stats]
+    ax.errorbar(x, mean, yerr=std, fmt=fmt, capsize=3, label=label)
+
+
+def interval_band(ax, x, mean, low, high, label: str, **line_kwargs) -> None:
+    """A mean line with its interval shaded where the interval is informative on a log axis.
+
+    An interval reaching 0 (low <= 0) says nothing on a log axis (e.g. OLS near n = d, whose
+    mean is infinite with noise): it is left undrawn there rather than filled to the bottom.
+    """
+    (line,) = ax.plot(x, mean, label=label, **line_kwargs)
+    informative = np.asarray(low) > 0
+    ax.fill_between(
+        x,
+        np.where(informative, low, np.nan),
+        np.where(informative, high, np.nan),
+        color=line.get_color(),
+        alpha=0.18,
+        linewidth=0,
+    )

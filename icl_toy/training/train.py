@@ -388,3 +388,34 @@ def train(
         eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
         eval_metrics=dict(history["evals"]),
     )
+
+
+def train_held_out(
+    model: nn.Module,
+    task: TaskConfig,
+    cfg: TrainConfig,
+    prompts: Prompt,
+    options: RunOptions | None = None,
+) -> TrainResult:
+    """`train` with the half-MSE on the held-out `prompts` as its eval metric "loss"."""
+
+    def eval_fn(params):
+        return {"loss": batch_loss(model, params, prompts)}
+
+    return train(model, task, cfg, eval_fn=eval_fn, options=options)
+
+
+def train_each_held_out(
+    models: dict[str, nn.Module],
+    task: TaskConfig,
+    cfg: TrainConfig,
+    prompts: Prompt,
+    options: RunOptions | None = None,
+    stage_prefix: str = "",
+) -> dict[str, TrainResult]:
+    """`train_held_out` of every named model, each checkpointing to its own stage."""
+    options = options or RunOptions()
+    return {
+        name: train_held_out(model, task, cfg, prompts, options.stage(stage_prefix + name))
+        for name, model in models.items()
+    }

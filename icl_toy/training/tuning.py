@@ -244,3 +244,16 @@ def fit_gd_and_gdpp(
     )
     gdpp_theta["gamma"] = gdpp_theta["gamma"] / task.n_context
     return {"gd": gd_theta | {"gamma": np.zeros_like(gd_theta["eta"])}, "gdpp": gdpp_theta}
+
+
+def fit_normalized_gdpp(
+    task: TaskConfig, eta0_K: jax.Array, key: jax.Array, fit: FitConfig
+) -> dict:
+    """Per-step GD++ (η_k, γ̂_k) fitted from (η0, 0) with γ read as γ̂/n (`normalized_gamma`).
+
+    Returns θ = {"eta", "gamma"} with γ̂ unscaled, so `normalized_gamma(gdpp_learner)` at
+    any context length n runs GD++ with γ = γ̂/n, and "fit_learning_rate" (`fit_learner`
+    with at most 3 halvings on divergence).
+    """
+    theta0 = {"eta": eta0_K, "gamma": jnp.zeros_like(eta0_K)}
+    return _fit_one(normalized_gamma(gdpp_learner), theta0, task, key, fit)

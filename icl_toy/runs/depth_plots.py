@@ -1,0 +1,78 @@
+"""Panels for deep LSA stacks beside their tuned GD and GD++ (`icl_toy.analysis.layerwise`).
+
+Each panel draws saved arrays: trained models as min–max bands over seeds (`seed_band`),
+the constructions as lines (GD black dashed, GD++ red dotted). Losses are on a log axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from icl_toy.runs.plotting import clip_top, finish_axes, merged_legend, seed_band, stats_errorbar
+
+GD_STYLE = {"fmt": "k--", "label": "tuned GD"}
+GDPP_STYLE = {"fmt": "C3:", "label": "tuned GD++"}
+
+
+def loss_vs_depth(ax, depths, trained_SxK, rows: list[dict], title: str, floor: str) -> None:
+    """Final loss of trained K-layer models against K, beside K-step GD and GD++.
+
+    `rows` are `layerwise.comparison_table`s, one per K; `floor` names a floor in the legend
+    without drawing it (e.g. an exact OLS).
+    """
+    seed_band(ax, depths, trained_SxK, "trained LSA", marker="o")
+    for style, key, marker in ((GD_STYLE, "gd_loss", "s"), (GDPP_STYLE, "gdpp_loss", "^")):
+        losses = [row[key] for row in rows]
+        ax.plot(depths, losses, style["fmt"], marker=marker, label=style["label"])
+    ax.plot([], [], " ", label=floor)
+    finish_axes(ax, title, "layers / steps K", "half-MSE", log_y=True, xticks=depths)
+
+
+def loss_per_layer(ax, trained_SxL, gd_L, gdpp_L, title: str) -> None:
+    """Loss of the readout after every layer; the y axis is capped at 5× the input's loss."""
+    layers = np.arange(np.shape(gd_L)[0])
+    seed_band(ax, layers, trained_SxL, f"trained K={len(layers) - 1}")
+    for style, losses in ((GD_STYLE, gd_L), (GDPP_STYLE, gdpp_L)):
+        ax.plot(layers, losses, style["fmt"], label=style["label"])
+    finish_axes(ax, title, "readout after layer", "half-MSE", log_y=True)
+    # GD++ tuned for its last step can overshoot in between: clip to keep the detail.
+    clip_top(ax, 5 * gd_L[0])
+
+
+def damped_iterations(ax, trained: dict, gdpp: dict, damping: float) -> None:
+    """Loss after each damped pass of a shared layer: {label: (S, L + 1)} bands beside
+    {label: (L + 1,)} GD++ lines (dotted, same colour); capped at 5× the input's loss."""
+    for i, label in enumerate(trained):
+        it = np.arange(trained[label].shape[1])
+        seed_band(ax, it, trained[label], label, color=f"C{i}")
+        ax.plot(it, gdpp[label], ls=":", color=f"C{i}")
+    xlabel = f"iterations of the recurrent layer (update × {damping})"
+    title = "Past the training depth (dotted: GD++)"
+    finish_axes(ax, title, xlabel, "half-MSE", log_y=True, legend_fontsize=7)
+    clip_top(ax, 5 * next(iter(gdpp.values()))[0])
+
+
+def fitted_vs_implied_gamma(ax, by_context: dict[str, dict]) -> None:
+    """Fitted GD++ γ and the γ trained recurrent layers imply (mean ± std over seeds) against
+    N, with both losses on a twin log axis; rows are `layerwise.recurrent_gdpp_table`s."""
+    x, rows = [int(n) for n in by_context], list(by_context.values())
+    ax.plot(x, [row["gdpp_gamma"] for row in rows], "C3-o", label="fitted GD++ γ")
+    stats_errorbar(ax, x, [row["trained_gamma"] for row in rows], "C0s", "trained implied γ")
+    ax.set_xscale("log")
+    finish_axes(ax, "Recurrent 2-layer: GD++ γ vs N", "context length N", "γ", legend_fontsize=0)
+    twin = ax.twinx()
+    twin.plot(x, [row["trained_loss"]["mean"] for row in rows], "C0--", label="trained loss")
+    twin.plot(x, [row["gdpp_loss"] for row in rows], "C3:", label="GD++ loss")
+    twin.set(yscale="log", ylabel="half-MSE")
+    merged_legend(ax, twin, fontsize=7)
+
+
+def sensitivity_cosines(ax, depths, cosines: dict, kinds: Sequence[str]) -> None:
+    """Cosines with GD (dashed) and GD++ (solid) against K: {(kind, "gd" | "gdpp"): (S, K)}."""
+    for kind, marker in zip(kinds, "os^v", strict=False):
+        for key, label, ls in (("gd", "GD", "--"), ("gdpp", "GD++", "-")):
+            label = f"vs {label} ({kind})"
+            seed_band(ax, depths, cosines[kind, key], label, marker=marker, ls=ls)
+    finish_axes(ax, "Alignment of trained models", "K", "sensitivity cosine", xticks=depths)
