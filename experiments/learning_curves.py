@@ -244,8 +244,8 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     axes = axes.ravel()
     for li, (law, ax) in enumerate(zip(laws, axes, strict=False)):
         for ci, name in enumerate(names):
-            band = (a[field][li, ci] for field in ("mean", "low", "high"))
-            interval_band(ax, lengths, *band, name, ms=4, **_style(name))
+            band = {field: a[field][li, ci] for field in ("mean", "low", "high")}
+            interval_band(ax, lengths, band, name, log_axis=True, ms=4, **_style(name))
         closed_ols = a["closed_ols"][li]
         ax.plot(lengths, closed_ols, "k*", ms=5, label="OLS closed form (THEORY §8)")
         ax.plot(lengths, a["closed_gd"][li], "x", color="C1", ms=4, label="GD K=1 closed form")

@@ -31,13 +31,19 @@ def seed_band(ax, x, values_SxX, label: str, color=None, **line_kwargs) -> None:
     )
 
 
-def interval_band(ax, x, record, label: str, color=None, **line_kwargs) -> None:
+def interval_band(
+    ax, x, record, label: str, color=None, log_axis: bool = False, **line_kwargs
+) -> None:
     """An interval record with lists over `x`: "mean" as a line, [low, high] as a band.
 
-    A None (a non-finite value saved as JSON null) leaves a gap.
+    A None (a non-finite value saved as JSON null) leaves a gap. With `log_axis`, an
+    interval reaching 0 (low <= 0, e.g. OLS near n = d, whose noisy risk is infinite) says
+    nothing on the axis and is left undrawn rather than filled to the bottom.
     """
     mean, low, high = (np.asarray(record[k], dtype=float) for k in ("mean", "low", "high"))
     (line,) = ax.plot(x, mean, label=label, color=color, **line_kwargs)
+    if log_axis:
+        low, high = np.where(low > 0, low, np.nan), np.where(low > 0, high, np.nan)
     ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
 
 
@@ -113,21 +119,3 @@ def stats_errorbar(ax, x, stats: list[dict], fmt: str, label: str) -> None:
     """Mean ± std of `seed_stats` records (one per x) as error bars."""
     mean, std = [s["mean"] for s in stats], [s["std"] for s in stats]
     ax.errorbar(x, mean, yerr=std, fmt=fmt, capsize=3, label=label)
-
-
-def interval_band(ax, x, mean, low, high, label: str, **line_kwargs) -> None:
-    """A mean line with its interval shaded where the interval is informative on a log axis.
-
-    An interval reaching 0 (low <= 0) says nothing on a log axis (e.g. OLS near n = d, whose
-    mean is infinite with noise): it is left undrawn there rather than filled to the bottom.
-    """
-    (line,) = ax.plot(x, mean, label=label, **line_kwargs)
-    informative = np.asarray(low) > 0
-    ax.fill_between(
-        x,
-        np.where(informative, low, np.nan),
-        np.where(informative, high, np.nan),
-        color=line.get_color(),
-        alpha=0.18,
-        linewidth=0,
-    )
