@@ -53,3 +53,28 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
+    """Means with their intervals as error bars; each interval is a {mean, low, high} record."""
+    mean = np.array([i["mean"] for i in intervals], dtype=float)
+    low = np.array([i["low"] for i in intervals], dtype=float)
+    high = np.array([i["high"] for i in intervals], dtype=float)
+    ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **errorbar_kwargs)
+
+
+def seed_lines(ax, x, values_SxX, label: str | None, **line_kwargs) -> None:
+    """One line per seed (row of `values_SxX`), labelled once."""
+    for seed, curve in enumerate(np.asarray(values_SxX, dtype=float)):
+        ax.plot(x, curve, label=label if seed == 0 else None, **line_kwargs)
+
+
+def offset_errorbars(ax, x, series: dict[str, tuple[list[dict], str]], spread: float) -> None:
+    """Several interval series at the same x, each shifted by `spread` so none hides another.
+
+    `series` maps a legend label to (intervals, colour); x gets the ticks.
+    """
+    for i, (label, (intervals, color)) in enumerate(series.items()):
+        offset = spread * (i - (len(series) - 1) / 2)
+        interval_errorbar(ax, np.asarray(x) + offset, intervals, fmt="o", color=color, label=label)
+    ax.set_xticks(x)
