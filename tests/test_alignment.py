@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.analysis import alignment, baselines, metrics
+from icl_toy.analysis import alignment, baselines
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
 from icl_toy.core.models import LSATransformer
@@ -22,10 +22,11 @@ def test_a_learner_compared_with_itself(x64):
     assert result["cosine"]["mean"] == pytest.approx(1.0, abs=1e-7)  # the 1e-8 in the norms
     assert result["half_mse_a"] == result["half_mse_b"]
     assert result["spd"]["over"] == "tasks" and result["spd"]["n"] == 32
-    # The task-averaged losses are metrics.half_mse on the same held-out prompts.
+    assert result["spd"]["method"] == result["spd"]["tasks"]["method"] == "t"
+    # The task-averaged losses are ½ mean_B ||ŷ − y_q||² on the same held-out prompts.
     prompts = sample_batch(jax.random.split(jax.random.key(0))[0], TASK, 32)
-    preds = jax.vmap(ridge)(prompts)
-    expected = float(metrics.half_mse(preds, prompts.y_q))
+    preds = np.asarray(jax.vmap(ridge)(prompts))
+    expected = 0.5 * float(np.mean(np.sum((preds - np.asarray(prompts.y_q)) ** 2, axis=-1)))
     assert result["half_mse_a"]["mean"] == pytest.approx(expected, rel=1e-12)
     assert result["half_mse_a"]["low"] < expected < result["half_mse_a"]["high"]
 
@@ -76,6 +77,11 @@ def test_gd_construction_is_closest_to_one_gd_step_with_its_eta(x64):
     assert rows[0]["spd"] < 1e-24 and rows[0]["ilwd"] < 1e-24
     assert rows[1]["spd"] > 1e-4, "another baseline is indistinguishable from one GD step"
     assert [r["spd"] for r in rows] == sorted(r["spd"] for r in rows)
+    for row in rows:  # the interval record of the sorted-by metric, over the 64 tasks
+        assert row["interval"]["mean"] == row["spd"]
+        assert (row["interval"]["method"], row["interval"]["n"]) == ("t", 64)
+        assert row["interval"]["over"] == "tasks"
+        assert row["interval"]["low"] <= row["spd"] <= row["interval"]["high"]
     table = alignment.format_table(rows)
     assert rows[0]["name"] in table and "ols" in table and "knn(k=3)" in table
     assert max(rows, key=lambda r: r["cosine"])["name"] == rows[0]["name"]

@@ -4,10 +4,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from experiments import learning_curves
 from icl_toy.analysis.learning_curves import Shift
-from icl_toy.analysis.stats import t_quantile_975
 from icl_toy.runs.results import load_results
 
 
@@ -36,9 +36,9 @@ def test_learning_curves_quick_end_to_end(tmp_path):
     # OLS at n = 2N = 20 > d + 3 matches σ²d/(n − d − 1)/2 within 3 standard errors.
     ols = curves["OLS"]
     se = (
-        (ols["tasks_high"][i_max] - ols["tasks_low"][i_max])
+        (ols["tasks"]["high"][i_max] - ols["tasks"]["low"][i_max])
         / 2
-        / t_quantile_975(config.eval_tasks - 1)
+        / scipy.stats.t.ppf(0.975, config.eval_tasks - 1)
     )
     assert abs(ols["mean"][i_max] - a["closed_ols"][0, i_max]) < 3 * se
     assert a["closed_ols"][0, i_n] == np.inf  # n = d = 10 with noise

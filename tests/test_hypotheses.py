@@ -1,28 +1,21 @@
-"""The hypothesis harness: verdict logic, a deliberately false claim, saving and resuming."""
+"""The hypothesis harness: verdicts, discovery in the studies, a false claim, saving, resuming."""
 
 import dataclasses
 import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from icl_toy.runs import cli, hypotheses
-from icl_toy.runs.hypotheses import Criterion, Hypothesis, bootstrap_ci, combine, judge
+from icl_toy.analysis.stats import bootstrap_ci, mean_ci
+from icl_toy.runs import cli, hypotheses, runner
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, combine, judge
 from icl_toy.runs.results import to_jsonable
 from icl_toy.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
-    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    low, high = bootstrap_ci(values)
-    assert low < 3.0 < high
-    assert (low, high) == bootstrap_ci(values)
-    assert 1.0 <= low and high <= 5.0
-    with pytest.raises(ValueError, match=">= 2 values"):
-        bootstrap_ci(np.array([1.0]))
 
 
 @pytest.mark.parametrize(
@@ -39,8 +32,18 @@ def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
 def test_judge_reads_the_interval_against_the_threshold(direction, values, verdict):
     result = judge(Criterion("x", "a number", direction, 0.0), np.array(values))
     assert result["verdict"] == verdict
-    if verdict != "inconclusive":
-        assert result["ci_low"] <= result["estimate"] <= result["ci_high"]
+    ci, t = result["interval"], result["t_interval"]
+    assert (ci["method"], t["method"], ci["n"], t["n"]) == ("bootstrap", "t", 4, 4)
+    if np.isfinite(values).all():
+        # The decision reads the bootstrap record; the t-record and p-value sit beside it.
+        assert ci == bootstrap_ci(np.array(values)) and t == mean_ci(np.array(values))
+        assert ci["low"] <= ci["mean"] <= ci["high"]
+        # Four seeds all on one side: the observed signs are the most extreme of 2^4.
+        expected_p = {"supported": 1 / 16, "not supported": 1.0}.get(verdict)
+        if expected_p is not None:
+            assert result["sign_flip_p"] == pytest.approx(expected_p)
+    else:
+        assert np.isnan([ci["mean"], ci["low"], t["high"], result["sign_flip_p"]]).all()
 
 
 def test_combine_needs_every_criterion():
@@ -70,7 +73,7 @@ def test_a_claim_the_data_contradicts_is_not_supported():
     layer's relative loss gap is ≥ 0 up to noise, nowhere near −0.2.
     """
     false_claim = dataclasses.replace(
-        hypotheses.HYPOTHESES["one_layer_gd"],
+        hypotheses.registry()["one_layer_gd"],
         name="one_layer_beats_gd",
         claim="One trained LSA layer beats one tuned GD step by 20%.",
         criteria=(Criterion("relative_loss_gap", "relative gap to GD(η*)", "<", -0.2),),
@@ -82,11 +85,78 @@ def test_a_claim_the_data_contradicts_is_not_supported():
     entry = hypotheses.run_hypothesis(false_claim, config)
     assert entry["verdict"] == "not supported"
     (criterion,) = entry["criteria"]
-    assert criterion["ci_low"] > -0.2
+    ci, t = criterion["interval"], criterion["t_interval"]
+    assert ci["low"] > -0.2
+    # With 3 seeds the lowest seed is the bootstrap's 2.5% quantile (all three resampled
+    # equal to it has chance 1/27), so every seed lies above −0.2 and no sign pattern has
+    # a larger mean: the one-sided p of "mean < −0.2" is 1.
+    assert min(criterion["per_seed"]) == pytest.approx(ci["low"])
+    assert criterion["sign_flip_p"] == 1.0
+    # t_{0.975, 2} s / √3 exceeds every deviation from the mean of 3 values (at most
+    # 2s/√3), so the t-interval holds the bootstrap one.
+    assert t["low"] <= ci["low"] and ci["high"] <= t["high"]
     assert len(criterion["per_seed"]) == 3
 
 
-def _synthetic(calls: list) -> Hypothesis:
+def _study(name: str, declared) -> types.ModuleType:
+    module = types.ModuleType(f"icl_toy.experiments.{name}")
+    if declared is not None:
+        module.HYPOTHESES = declared
+    return module
+
+
+def _with_studies(monkeypatch, studies: dict[str, types.ModuleType]) -> None:
+    """Make `studies` the only experiments, importable through `runner.get_experiment`."""
+    monkeypatch.setattr(runner, "EXPERIMENTS", tuple(studies))
+    for module in studies.values():
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+
+
+def test_registry_collects_the_studies_hypotheses_in_experiment_order(monkeypatch):
+    a, b, c = (_synthetic([], name) for name in ("from_a", "from_c", "also_from_c"))
+    _with_studies(
+        monkeypatch,
+        {
+            "study_a": _study("study_a", (a,)),
+            "no_claims": _study("no_claims", None),
+            "study_c": _study("study_c", (b, c)),
+        },
+    )
+    found = hypotheses.registry()
+    assert list(found)[:3] == ["from_a", "from_c", "also_from_c"]
+    assert found["from_c"] is b
+    # Then the hypotheses still defined in icl_toy.runs.hypotheses itself.
+    assert list(found)[3:] == list(hypotheses.HYPOTHESES)
+    selected = hypotheses.get_hypotheses(["also_from_c", "from_a"])
+    assert [h.name for h in selected] == ["also_from_c", "from_a"]
+
+
+def test_registry_rejects_a_name_defined_twice_and_a_malformed_declaration(monkeypatch):
+    _with_studies(
+        monkeypatch,
+        {
+            "study_a": _study("study_a", (_synthetic([], "twice"),)),
+            "study_b": _study("study_b", (_synthetic([], "twice"),)),
+        },
+    )
+    with pytest.raises(ValueError, match="'twice' is defined twice: in study_a and in study_b"):
+        hypotheses.registry()
+    local = next(iter(hypotheses.HYPOTHESES))
+    _with_studies(monkeypatch, {"study_a": _study("study_a", (_synthetic([], local),))})
+    with pytest.raises(ValueError, match=f"'{local}' is defined twice: in study_a and in icl_toy"):
+        hypotheses.registry()
+    _with_studies(monkeypatch, {"study_a": _study("study_a", [_synthetic([], "a list")])})
+    with pytest.raises(TypeError, match="must be a tuple of Hypothesis"):
+        hypotheses.registry()
+
+
+def test_the_real_registry_imports_every_study():
+    found = hypotheses.registry()
+    assert {"one_layer_gd", "deep_lsa_gdpp", "momentum_attention"} <= set(found)
+    assert all(isinstance(h, Hypothesis) and h.name == name for name, h in found.items())
+
+
+def _synthetic(calls: list, name: str = "synthetic") -> Hypothesis:
     @dataclasses.dataclass(frozen=True)
     class Config:
         shift: float = 1.0
@@ -96,7 +166,7 @@ def _synthetic(calls: list) -> Hypothesis:
         return {"gap": config.shift + np.array([0.1, -0.1, 0.05, -0.05])}
 
     return Hypothesis(
-        name="synthetic",
+        name=name,
         claim="the gap is positive",
         source="a test",
         criteria=(Criterion("gap", "a shifted number", ">", 0.0),),
@@ -107,12 +177,12 @@ def _synthetic(calls: list) -> Hypothesis:
 
 def test_run_hypotheses_saves_each_result_and_skips_finished_ones(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(hypotheses, "HYPOTHESES", {"synthetic": _synthetic(calls)})
+    monkeypatch.setattr(hypotheses, "registry", lambda: {"synthetic": _synthetic(calls)})
     entries = hypotheses.run_hypotheses(None, tmp_path, quick=True)
     assert entries["synthetic"]["verdict"] == "supported"
     saved = json.loads((tmp_path / "hypotheses.json").read_text())
     assert saved["quick"] is True
-    assert saved["hypotheses"]["synthetic"]["criteria"][0]["estimate"] == pytest.approx(2.0)
+    assert saved["hypotheses"]["synthetic"]["criteria"][0]["interval"]["mean"] == pytest.approx(2.0)
     assert (tmp_path / "hypotheses.png").stat().st_size > 0
     hypotheses.run_hypotheses(["synthetic"], tmp_path, quick=True)
     assert len(calls) == 1  # same config: skipped
@@ -131,7 +201,7 @@ def test_committed_run_comes_from_the_current_full_configs():
     assert (ROOT / "figures" / "hypotheses.png").exists()
     saved = json.loads(path.read_text())
     assert saved["quick"] is False
-    for name, hypothesis in hypotheses.HYPOTHESES.items():
+    for name, hypothesis in hypotheses.registry().items():
         assert name in saved["hypotheses"], f"{name} missing: run `icl-toy hypotheses {name}`"
         entry = saved["hypotheses"][name]
         assert entry["config"] == to_jsonable(hypothesis.get_config(False))

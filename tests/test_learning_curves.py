@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from icl_toy.analysis import baselines
 from icl_toy.analysis import learning_curves as lc
 from icl_toy.analysis.learning_curves import Shift
-from icl_toy.analysis.stats import t_quantile_975
 from icl_toy.core import learners
 from icl_toy.core.constructions import gdpp_weights
 from icl_toy.core.tasks import TaskConfig, input_covariance, sample_batch
@@ -20,8 +20,10 @@ from icl_toy.training.train import ModelConfig, make_model
 
 def _standard_errors(curve, num_tasks):
     """Standard error over tasks from the 95% interval over tasks (half-width / t)."""
-    half = (np.asarray(curve["tasks_high"]) - np.asarray(curve["tasks_low"])) / 2
-    return half / t_quantile_975(num_tasks - 1)
+    tasks = curve["tasks"]
+    assert (tasks["method"], tasks["n"]) == ("t", num_tasks)
+    half = (np.asarray(tasks["high"]) - np.asarray(tasks["low"])) / 2
+    return half / scipy.stats.t.ppf(0.975, num_tasks - 1)
 
 
 def test_noiseless_ols_and_zero_follow_their_closed_forms():
@@ -158,6 +160,7 @@ def test_seeded_intervals_are_over_seeds_and_undefined_lengths_are_nan():
     )
     seeded, knn = result["curves"]["seeded"], result["curves"]["knn"]
     assert seeded["over"] == "seeds" and len(seeded["per_seed"]) == 3
+    assert (seeded["method"], seeded["n"], knn["n"], knn["tasks"]["n"]) == ("t", 3, 200, 200)
     np.testing.assert_allclose(seeded["mean"], np.mean(seeded["per_seed"], axis=0))
     # At n = 4 >= d OLS is exact: seed s has error (scale_s − 1)² · ½(wᵀx_q)².
     assert seeded["per_seed"][1][-1] < 1e-8

@@ -42,6 +42,36 @@ def test_json_is_written_last_and_marks_completion(tmp_path):
     assert (tmp_path / "exp.npz").stat().st_mtime_ns <= (tmp_path / "exp.json").stat().st_mtime_ns
 
 
+def test_non_finite_floats_are_written_as_null_and_noted(tmp_path):
+    summary = {
+        "curve": [1.0, float("nan"), np.inf],
+        "nested": {"a/b": {"x": -np.inf, "ok": 2.5}, "n": 3},
+        "array": np.array([0.5, np.nan]),
+    }
+    save_results(tmp_path, "exp", Results(summary, {"curve": np.array([np.nan, 1.0])}))
+
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in the JSON")
+
+    text = (tmp_path / "exp.json").read_text()
+    strict = json.loads(text, parse_constant=refuse)  # valid JSON: no NaN or Infinity
+    assert strict["non_finite"] == {
+        "/curve/1": "nan",
+        "/curve/2": "inf",
+        "/nested/a~1b/x": "-inf",  # "/" in a key is "~1" in a JSON Pointer (RFC 6901)
+        "/array/1": "nan",
+    }
+    saved = load_results(tmp_path, "exp")
+    assert saved.summary["curve"] == [1.0, None, None]
+    assert saved.summary["nested"] == {"a/b": {"x": None, "ok": 2.5}, "n": 3}
+    assert saved.summary["array"] == [0.5, None]
+    assert np.isnan(saved.arrays["curve"][0])  # the NPZ keeps NaN
+    save_results(tmp_path, "finite", _results(1.0))
+    assert load_results(tmp_path, "finite").summary["non_finite"] == {}
+    with pytest.raises(ValueError, match="non_finite"):
+        save_results(tmp_path, "exp", Results({"non_finite": 1}, {}))
+
+
 class _Writer:
     """A file object whose writes go through `write(fd, data)`."""
 

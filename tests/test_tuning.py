@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from icl_toy.analysis import metrics
-from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.constructions import gd_weights, gdpp_weights
 from icl_toy.core.learners import gd_predict, gdpp_predict, optimal_gd_eta
 from icl_toy.core.models import LSATransformer, attention_products, iterate_layer
@@ -143,11 +142,3 @@ def test_implied_gamma_reads_the_gdpp_construction_in_any_gauge():
     w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
     np.testing.assert_allclose(metrics.implied_gamma(w_kq, w_pv, 4), 0.37, rtol=1e-6)
     np.testing.assert_allclose(metrics.implied_gamma(w_kq / 5.0, w_pv * 5.0, 4), 0.37, rtol=1e-6)
-
-
-def test_mean_ci_uses_student_t():
-    ci = mean_ci(np.array([1.0, 2.0, 3.0]))
-    # t_{0.975, 2} = 4.303, std = 1, n = 3 (any statistics table).
-    assert ci["mean"] == 2.0
-    np.testing.assert_allclose(ci["high"] - 2.0, 4.303 / np.sqrt(3), rtol=1e-12)
-    assert mean_ci(np.array([5.0]))["low"] == 5.0

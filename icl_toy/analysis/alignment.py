@@ -17,10 +17,10 @@ and evaluates both on the same held-out tasks. Per task it computes:
   predictor with respect to `prompt.x_q`.
 
 Every metric is a mean over tasks of a per-task value. Confidence intervals are Student-t
-(`icl_toy.runs.results.mean_ci`): over seeds when a predictor has a seed axis S > 1 (each
-seed's value is its mean over the same tasks, so the interval is conditional on that task
-set; seeds are paired by index), and always also over tasks (the per-task values, averaged
-over seeds, n = number of tasks).
+interval records (`icl_toy.analysis.stats.mean_ci`, {"mean", "low", "high", "method", "n"}):
+over seeds when a predictor has a seed axis S > 1 (each seed's value is its mean over the
+same tasks, so the interval is conditional on that task set; seeds are paired by index),
+and always also over tasks (the per-task values, averaged over seeds, n = number of tasks).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.baselines import Predictor, SeededPredictor, as_seeded
 from icl_toy.analysis.stats import mean_ci
+from icl_toy.core import losses
 from icl_toy.core.linalg import matmul
 from icl_toy.core.tasks import Prompt, TaskConfig, sample_batch
 
@@ -146,8 +147,8 @@ def _pair_values(pred_a, sens_a, probe_a, w_a, pred_b, sens_b, probe_b, w_b, y_q
 
     def per_task(pred_a, sens_a, probe_a, w_a, pred_b, sens_b, probe_b, w_b, y_q):
         return {
-            "half_mse_a": metrics.half_mse(pred_a[None], y_q[None]),
-            "half_mse_b": metrics.half_mse(pred_b[None], y_q[None]),
+            "half_mse_a": losses.half_mse(pred_a[None], y_q[None]),
+            "half_mse_b": losses.half_mse(pred_b[None], y_q[None]),
             "pred_diff": metrics.prediction_difference(pred_a[None], pred_b[None]),
             "spd": jnp.mean(jnp.sum((probe_a - probe_b) ** 2, axis=-1)) / d,
             "ilwd": jnp.sum((w_a - w_b) ** 2) / d,
@@ -160,10 +161,11 @@ def _pair_values(pred_a, sens_a, probe_a, w_a, pred_b, sens_b, probe_b, w_b, y_q
 
 
 def summarize(values_SxB: np.ndarray, seeded: bool) -> dict[str, Any]:
-    """Mean with a 95% Student-t interval: over seeds if `seeded` and S > 1, else over tasks.
+    """The t-interval record of the mean: over seeds if `seeded` and S > 1, else over tasks.
 
-    `tasks` always holds the interval over tasks of the seed-averaged per-task values, and
-    `per_seed` each seed's mean over tasks.
+    Returns the record {"mean", "low", "high", "method", "n"} with "over" ("seeds" or
+    "tasks") saying which, "tasks" the record over tasks of the seed-averaged per-task
+    values (always), and "per_seed" each seed's mean over tasks.
     """
     per_seed = values_SxB.mean(axis=1)
     over_tasks = mean_ci(values_SxB.mean(axis=0))
@@ -209,8 +211,8 @@ def compare(
     """Every metric of `METRICS` between two learners on `num_tasks` held-out tasks.
 
     Both see the same prompts and the same P = `num_probes` probe queries per task (default
-    4d). Returns {metric: {"mean", "low", "high", "n", "over", "tasks", "per_seed"}}; see the
-    module docstring for the definitions and the intervals.
+    4d). Returns {metric: `summarize` record}, each {"mean", "low", "high", "method", "n",
+    "over", "tasks", "per_seed"}; see the module docstring for the definitions.
     """
     num_probes = _check_sizes(task, num_tasks, num_probes)
     _check_seed_axes(predictor_a, predictor_b)
@@ -255,8 +257,9 @@ def closest_algorithm(
 ) -> list[dict[str, Any]]:
     """One row per baseline, closest first: `compare(predictor, baseline)` means.
 
-    Each row has `name`, the baseline's `half_mse`, every pairwise metric's mean, and the
-    95% interval (`low`, `high`, `over`) of the `sort_by` metric. The predictor is evaluated
+    Each row has `name`, the baseline's `half_mse`, every pairwise metric's mean, and
+    `interval`: the t-interval record of the `sort_by` metric with its "over" (the
+    `summarize` record without "tasks" and "per_seed"). The predictor is evaluated
     once, on the same tasks and probes as every baseline. Build `baselines` with
     `icl_toy.analysis.baselines.baseline_family` (GD with K = 1..k, ridge over a λ grid, …).
     """
@@ -275,9 +278,9 @@ def closest_algorithm(
                 "half_mse": stats["half_mse_b"]["mean"],
                 "model_half_mse": stats["half_mse_a"]["mean"],
                 **{m: stats[m]["mean"] for m in pair_names},
-                "low": stats[sort_by]["low"],
-                "high": stats[sort_by]["high"],
-                "over": stats[sort_by]["over"],
+                "interval": {
+                    k: v for k, v in stats[sort_by].items() if k not in ("tasks", "per_seed")
+                },
             }
         )
     sign = -1.0 if sort_by in HIGHER_IS_CLOSER else 1.0
@@ -316,9 +319,10 @@ def format_table(rows: list[dict[str, Any]], sort_by: str = "spd") -> str:
     )
     lines = [f"model half-MSE {rows[0]['model_half_mse']:.4g}", header, "-" * len(header)]
     for row in rows:
+        ci = row["interval"]
         lines.append(
             f"{row['name']:<{width}}  {row['half_mse']:>9.4g}  {row['spd']:>9.3g}  "
             f"{row['ilwd']:>9.3g}  {row['pred_diff']:>9.3g}  {row['cosine']:>7.4f}  "
-            f"{row['model_diff']:>10.3g}  [{row['low']:.3g}, {row['high']:.3g}] ({row['over']})"
+            f"{row['model_diff']:>10.3g}  [{ci['low']:.3g}, {ci['high']:.3g}] ({ci['over']})"
         )
     return "\n".join(lines)

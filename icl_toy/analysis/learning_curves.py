@@ -5,7 +5,9 @@
 the same held-out tasks at every context length n and returns, per learner and n, the mean half
 squared error ½||ŷ − y_q||² with a 95% Student-t interval (`icl_toy.analysis.alignment.summarize`):
 over seeds for a seeded learner (each seed's mean over the same tasks), over tasks
-otherwise; the interval over tasks and the median over tasks are always kept as well.
+otherwise; the interval over tasks and the median over tasks are always kept as well. A
+curve is the interval record of `icl_toy.analysis.stats` with lists over lengths for its
+"mean", "low" and "high".
 
 **Nested prompts.** Each task is drawn once with max(lengths) context pairs; the prompt of
 length n is its first n pairs with the same query (`prefix`). So the curves of all learners
@@ -286,38 +288,39 @@ def learning_curve(
 
     All learners see the same `num_tasks` tasks of `task`'s law (its `n_context` is
     replaced by max(lengths)); the prompt of length n is the first n pairs (`prefix`).
-    Returns {"task", "lengths", "num_tasks", "curves": {name: curve}} where each curve has
-    lists over lengths: "mean", "low", "high" (the 95% interval over seeds if the learner
-    is seeded with S > 1, else over tasks; "over" says which), "tasks_low", "tasks_high"
-    (always over tasks), "median" (over tasks of the seed-averaged values), "per_seed"
-    (S lists), and "undefined" {n: reason} where the learner has no prediction (NaN there).
+    Returns {"task", "lengths", "num_tasks", "curves": {name: curve}} where each curve is
+    an interval record with lists over lengths: "mean", "low", "high", "method" ("t") and
+    "n" (the 95% interval over the n = S seeds if the learner is seeded with S > 1, else
+    over the n tasks; "over" says which), "tasks" (the same record over tasks, always),
+    "median" (over tasks of the seed-averaged values), "per_seed" (S lists), and
+    "undefined" {n: reason} where the learner has no prediction (NaN there).
     """
     return learning_curves(predictors, {"": task}, lengths, key=key, num_tasks=num_tasks)[""]
 
 
 def _curve(rows: list[np.ndarray | None], seeded: bool, undefined: dict) -> dict[str, Any]:
-    """Summaries over lengths of per-length (S, B) values; None rows become NaN."""
-    num_seeds = next((r.shape[0] for r in rows if r is not None), 1)
-    fields = ("mean", "low", "high", "tasks_low", "tasks_high", "median")
-    curve: dict[str, Any] = {name: [] for name in fields}
-    curve["per_seed"] = [[] for _ in range(num_seeds)]
+    """Interval records with lists over lengths of per-length (S, B) values; None gives NaN."""
+    shape = next((r.shape for r in rows if r is not None), (1, 0))
+    num_seeds, num_tasks = shape
     over = "seeds" if seeded and num_seeds > 1 else "tasks"
+    curve: dict[str, Any] = {"mean": [], "low": [], "high": [], "method": "t"}
+    curve["n"] = num_seeds if over == "seeds" else num_tasks
+    tasks: dict[str, Any] = {"mean": [], "low": [], "high": [], "method": "t", "n": num_tasks}
+    curve["median"] = []
+    curve["per_seed"] = [[] for _ in range(num_seeds)]
+    nan = float("nan")
     for values_SxB in rows:
-        if values_SxB is None:
-            for name in fields:
-                curve[name].append(float("nan"))
-            for seed_curve in curve["per_seed"]:
-                seed_curve.append(float("nan"))
-            continue
-        stats = summarize(values_SxB, seeded)
+        stats = None if values_SxB is None else summarize(values_SxB, seeded)
         for name in ("mean", "low", "high"):
-            curve[name].append(stats[name])
-        curve["tasks_low"].append(stats["tasks"]["low"])
-        curve["tasks_high"].append(stats["tasks"]["high"])
-        curve["median"].append(float(np.median(values_SxB.mean(axis=0))))
-        for seed_curve, value in zip(curve["per_seed"], stats["per_seed"], strict=True):
+            curve[name].append(nan if stats is None else stats[name])
+            tasks[name].append(nan if stats is None else stats["tasks"][name])
+        median = nan if stats is None else float(np.median(values_SxB.mean(axis=0)))
+        curve["median"].append(median)
+        per_seed = [nan] * num_seeds if stats is None else stats["per_seed"]
+        for seed_curve, value in zip(curve["per_seed"], per_seed, strict=True):
             seed_curve.append(value)
     curve["over"] = over
+    curve["tasks"] = tasks
     curve["undefined"] = undefined
     return curve
 

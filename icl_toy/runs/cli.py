@@ -133,7 +133,7 @@ def _hypotheses(args) -> None:
     from icl_toy.runs import hypotheses  # imports every model: only for this command
 
     if args.list:
-        for h in hypotheses.HYPOTHESES.values():
+        for h in hypotheses.registry().values():
             print(f"{h.name:<28} {h.claim}\n{'':<28} ({h.source})")
         return
     try:

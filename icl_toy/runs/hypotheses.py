@@ -4,8 +4,9 @@ A `Hypothesis` is a claim from a paper, written down once: what it says, where i
 from, and one or more `Criterion`s. Its `measure(config, options)` trains and evaluates what
 the claim is about, S seeds vmapped, and returns one number per seed for every criterion,
 usually a paired difference on shared held-out tasks (e.g. the trained model's loss minus
-tuned GD's). A criterion compares the mean over seeds with a threshold, using a percentile
-bootstrap 95% interval of that mean (`bootstrap_ci`, resampling seeds):
+tuned GD's). A criterion compares the mean over seeds with a threshold, using the
+percentile-bootstrap 95% interval of that mean (`icl_toy.analysis.stats.bootstrap_ci`,
+resampling seeds):
 
     supported      the interval lies entirely on the claimed side of the threshold
     not supported  it lies entirely on the other side
@@ -13,12 +14,21 @@ bootstrap 95% interval of that mean (`bootstrap_ci`, resampling seeds):
 
 A hypothesis is supported when every criterion is, not supported when any criterion is
 not, and inconclusive otherwise. With S = 5 seeds the percentile bootstrap is narrower
-than a Student-t interval (it ignores the small-sample correction); the t-interval is
-stored beside it for the reader who wants the conservative one.
+than a Student-t interval (it ignores the small-sample correction), so each criterion
+stores beside it the t-interval (`mean_ci`, the conservative one) and the p-value of the
+exact sign-flip test of "mean = threshold" against the claimed side (`sign_flip_p_value`;
+with S seeds it is at least 2^−S, 1/32 for five).
 
-`icl-toy hypotheses [--quick] [NAME ...]` runs the registry `HYPOTHESES` and prints the
-table; `run_hypotheses` writes `hypotheses.json` after every finished hypothesis (atomic,
-so an interrupted run keeps what it finished and a rerun skips it) and draws
+**Where hypotheses live.** A hypothesis belongs to a study: an experiment module may define
+`HYPOTHESES: tuple[Hypothesis, ...]`, its configs and measures beside its `run`, built from
+`train_seeded`, `eval_key` and `require_seeds` below. `registry()` imports every study of
+`icl_toy.runs.runner.EXPERIMENTS` through `get_experiment` and collects their hypotheses in
+that order, then those still defined at the bottom of this module; a name defined twice
+raises.
+
+`icl-toy hypotheses [--quick] [NAME ...]` runs the registry and prints the table;
+`run_hypotheses` writes `hypotheses.json` after every finished hypothesis (atomic, so an
+interrupted run keeps what it finished and a rerun skips it) and draws
 `hypotheses.png`/`.pdf` from the saved JSON. Training inside a hypothesis checkpoints
 through `RunOptions`, so an interrupted one resumes.
 """
@@ -39,20 +49,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, baselines, metrics
+from icl_toy.analysis.stats import bootstrap_ci, interval, mean_ci, sign_flip_p_value
 from icl_toy.core import closed_forms
-from icl_toy.training import tuning
 from icl_toy.core.learners import optimal_gd_eta
 from icl_toy.core.models import softmax_transformer
-from icl_toy.runs.plotting import save_figure
-from icl_toy.runs.results import atomic_write_bytes, git_commit, to_jsonable
-from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
+from icl_toy.runs import runner
+from icl_toy.runs.plotting import interval_errors, save_figure
+from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
+from icl_toy.training import tuning
 from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 
 NAME = "hypotheses"
 VERDICTS = ("supported", "not supported", "inconclusive")
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
 
 Measure = Callable[[Any, RunOptions | None], dict[str, np.ndarray]]
 
@@ -92,41 +101,37 @@ class Hypothesis:
 # --- Verdicts ---------------------------------------------------------------------------
 
 
-def bootstrap_ci(
-    values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-) -> tuple[float, float]:
-    """Percentile bootstrap 95% interval of the mean of `values` (resampling with replacement)."""
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"a bootstrap interval needs >= 2 values, got shape {values.shape}")
-    index = np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))
-    low, high = np.percentile(values[index].mean(axis=1), [2.5, 97.5])
-    return float(low), float(high)
-
-
 def judge(criterion: Criterion, values: np.ndarray) -> dict[str, Any]:
-    """The verdict of one criterion on per-seed values, with estimate and intervals."""
+    """The verdict of one criterion on per-seed values, with its intervals and p-value.
+
+    Returns the criterion's fields, "per_seed", "std" (ddof = 1), "interval" (the bootstrap
+    record that decides), "t_interval" (the Student-t record), "sign_flip_p" (one-sided,
+    against the claimed side) and "verdict". A non-finite seed makes every number NaN.
+    """
     values = np.asarray(values, dtype=float)
-    finite = bool(np.isfinite(values).all())
+    n = values.size
     result = {
         **dataclasses.asdict(criterion),
         "per_seed": values.tolist(),
-        "estimate": float(values.mean()),
         "std": float(values.std(ddof=1)),
     }
-    if not finite:
+    if not np.isfinite(values).all():
         nan = float("nan")
-        return result | {"ci_low": nan, "ci_high": nan, "verdict": "inconclusive"}
-    low, high = bootstrap_ci(values)
-    t = mean_ci(values)
-    above, below = low > criterion.threshold, high < criterion.threshold
+        return result | {
+            "interval": interval(nan, nan, nan, "bootstrap", n),
+            "t_interval": interval(nan, nan, nan, "t", n),
+            "sign_flip_p": nan,
+            "verdict": "inconclusive",
+        }
+    ci = bootstrap_ci(values)
+    above, below = ci["low"] > criterion.threshold, ci["high"] < criterion.threshold
     on_side, off_side = (below, above) if criterion.direction == "<" else (above, below)
     verdict = "supported" if on_side else "not supported" if off_side else "inconclusive"
+    alternative = "less" if criterion.direction == "<" else "greater"
     return result | {
-        "ci_low": low,
-        "ci_high": high,
-        "t_low": t["low"],
-        "t_high": t["high"],
+        "interval": ci,
+        "t_interval": mean_ci(values),
+        "sign_flip_p": sign_flip_p_value(values, criterion.threshold, alternative=alternative),
         "verdict": verdict,
     }
 
@@ -162,22 +167,185 @@ def run_hypothesis(
     }
 
 
-# --- Shared pieces of the measures --------------------------------------------------------
+# --- What measures share ------------------------------------------------------------------
 
 
-def _train_seeded(model, task: TaskConfig, cfg: TrainConfig, options, stage: str):
-    """Train S seeds of `model` and wrap them as one seeded predictor."""
+def train_seeded(model, task: TaskConfig, cfg: TrainConfig, options, stage: str):
+    """Train S seeds of `model` (checkpoints under `stage`); (seeded predictor, params)."""
     result = train(model, task, cfg, options=options and options.stage(stage))
     return baselines.seeded_model_predictor(model, result.params), result.params
 
 
-def _eval_key(seed: int) -> jax.Array:
+def eval_key(seed: int) -> jax.Array:
+    """The key of a measure's held-out evaluation, from its config's `eval_seed`."""
     return jax.random.PRNGKey(seed)
 
 
-def _require_seeds(cfg: TrainConfig) -> None:
+def require_seeds(cfg: TrainConfig) -> None:
+    """Raise unless `cfg` trains the >= 2 seeds a verdict needs (for a config's post-init)."""
     if cfg.num_seeds < 2:
         raise ValueError(f"a verdict needs >= 2 seeds, got train.num_seeds = {cfg.num_seeds}")
+
+
+# --- Discovery: the hypotheses of every study ----------------------------------------------
+
+
+def registry() -> dict[str, Hypothesis]:
+    """Every hypothesis by name: each study's `HYPOTHESES` in `EXPERIMENTS` order, then ours.
+
+    A study is imported through `runner.get_experiment`; its `HYPOTHESES`, if it has one,
+    must be a tuple of `Hypothesis`. A name defined twice raises, naming both places.
+    """
+    found: list[tuple[str, Hypothesis]] = []
+    for study in runner.EXPERIMENTS:
+        declared = getattr(runner.get_experiment(study), "HYPOTHESES", ())
+        if not isinstance(declared, tuple) or not all(isinstance(h, Hypothesis) for h in declared):
+            raise TypeError(f"{study}.HYPOTHESES must be a tuple of Hypothesis, got {declared!r}")
+        found.extend((study, h) for h in declared)
+    found.extend((__name__, h) for h in HYPOTHESES.values())
+    by_name: dict[str, Hypothesis] = {}
+    origin: dict[str, str] = {}
+    for place, hypothesis in found:
+        if hypothesis.name in by_name:
+            raise ValueError(
+                f"hypothesis {hypothesis.name!r} is defined twice: in {origin[hypothesis.name]} "
+                f"and in {place}"
+            )
+        by_name[hypothesis.name], origin[hypothesis.name] = hypothesis, place
+    return by_name
+
+
+def get_hypotheses(names: Sequence[str] | None = None) -> list[Hypothesis]:
+    """The named hypotheses in the given order (default: all); unknown names raise first."""
+    known = registry()
+    names = list(known) if not names else list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown hypothesis {unknown[0]!r}; known hypotheses: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+# --- Running, saving, printing, drawing ---------------------------------------------------
+
+
+def _config_digest(config_json: Any) -> str:
+    return hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_entries(out_dir: str | Path) -> dict[str, dict]:
+    """The hypotheses saved in `out_dir/hypotheses.json` ({} if none)."""
+    path = Path(out_dir) / f"{NAME}.json"
+    return json.loads(path.read_text())["hypotheses"] if path.exists() else {}
+
+
+def _save(out_dir: Path, entries: dict[str, dict], quick: bool) -> None:
+    summary = {"quick": quick, "git_commit": git_commit(), "hypotheses": entries}
+    atomic_write_bytes(out_dir / f"{NAME}.json", (to_json_text(summary) + "\n").encode())
+
+
+def run_hypotheses(
+    names: Sequence[str] | None,
+    out_dir: str | Path,
+    *,
+    quick: bool = False,
+    rerun: bool = False,
+    progress: bool = False,
+    echo: Callable[[str], None] = lambda _: None,
+) -> dict[str, dict]:
+    """Run hypotheses into `out_dir` and return every saved entry, keyed by name.
+
+    A hypothesis already saved there with the same config is skipped unless `rerun`. Each
+    finished one is written to `hypotheses.json` at once; training checkpoints go to
+    `out_dir/checkpoints/hypotheses/NAME/<config digest>/`, so an interrupted run resumes.
+    """
+    selected = get_hypotheses(names)
+    configs = {h.name: h.get_config(quick) for h in selected}  # validated before any compute
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = load_entries(out_dir)
+    for hypothesis in selected:
+        config_json = to_jsonable(configs[hypothesis.name])
+        saved = entries.get(hypothesis.name)
+        if saved is not None and saved["config"] == config_json and not rerun:
+            echo(f"{hypothesis.name}: saved in {out_dir}/{NAME}.json, skipped")
+            continue
+        echo(f"{hypothesis.name}: running")
+        checkpoints = out_dir / "checkpoints" / NAME / hypothesis.name / _config_digest(config_json)
+        options = RunOptions(
+            checkpoint_dir=str(checkpoints.absolute()), resume=not rerun, progress=progress
+        )
+        entries[hypothesis.name] = run_hypothesis(hypothesis, configs[hypothesis.name], options)
+        _save(out_dir, entries, quick)
+    plot(entries, out_dir)
+    return entries
+
+
+def _number(x: float | None) -> float:
+    """A saved number; JSON writes NaN as null."""
+    return float("nan") if x is None else float(x)
+
+
+def format_table(entries: dict[str, dict], names: Sequence[str] | None = None) -> str:
+    """One line per criterion (mean, bootstrap CI, sign-flip p) and a verdict line each."""
+    names = list(entries) if names is None else list(names)
+    header = (
+        f"{'hypothesis / criterion':<40} {'mean':>10} {'bootstrap 95% CI':>22} "
+        f"{'claim':>9} {'sign-flip p':>11}  verdict"
+    )
+    lines = [header, "-" * len(header)]
+    for name in names:
+        entry = entries[name]
+        lines.append(f"{name:<40} {'':>10} {'':>22} {'':>9} {'':>11}  {entry['verdict'].upper()}")
+        for c in entry["criteria"]:
+            ci = c["interval"]
+            bounds = f"[{_number(ci['low']):.4g}, {_number(ci['high']):.4g}]"
+            claim = f"{c['direction']} {c['threshold']:g}"
+            lines.append(
+                f"  {c['statistic']:<38} {_number(ci['mean']):>10.4g} {bounds:>22} {claim:>9} "
+                f"{_number(c['sign_flip_p']):>11.3g}  {c['verdict']}"
+            )
+    return "\n".join(lines)
+
+
+_COLOURS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:orange"}
+
+
+def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
+    """A forest plot: per criterion the seeds, the mean with its bootstrap CI, the threshold."""
+    rows = [(name, c) for name, e in entries.items() for c in e["criteria"]]
+    if not rows:
+        return []
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows) + 0.6), squeeze=False)
+    for ax, (name, c) in zip(axes[:, 0], rows, strict=True):
+        colour = _COLOURS[c["verdict"]]
+        seeds = np.asarray(c["per_seed"], dtype=float)
+        ax.plot(seeds, np.full_like(seeds, 0.4), "o", color="0.5", markersize=3)
+        ci = c["interval"]
+        ax.errorbar(
+            [_number(ci["mean"])], [0], xerr=interval_errors([ci]), fmt="D", color=colour, capsize=4
+        )
+        ax.set_ylim(-0.6, 0.8)
+        ax.axvline(c["threshold"], color="k", linestyle="--", linewidth=1)
+        ax.set_yticks([])
+        ax.set_title(
+            f"{name}: {c['statistic']} {c['direction']} {c['threshold']:g}  →  {c['verdict']}"
+            f"  (sign-flip p = {_number(c['sign_flip_p']):.3g})",
+            fontsize=8,
+            loc="left",
+            color=colour,
+        )
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(
+        "Hypotheses: per-seed values (grey), mean with bootstrap 95% CI, threshold (dashed)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return save_figure(fig, out_dir, NAME)
+
+
+# --- Shared pieces of the measures --------------------------------------------------------
+# The measures below call the helpers above by these private names.
+_train_seeded, _eval_key, _require_seeds = train_seeded, eval_key, require_seeds
 
 
 # --- 1. One trained LSA layer is one GD step (von Oswald et al.) ---------------------------
@@ -574,129 +742,3 @@ HYPOTHESES: dict[str, Hypothesis] = {
         ),
     )
 }
-
-
-def get_hypotheses(names: Sequence[str] | None = None) -> list[Hypothesis]:
-    """The named hypotheses in the given order (default: all); unknown names raise first."""
-    names = list(HYPOTHESES) if not names else list(names)
-    unknown = [n for n in names if n not in HYPOTHESES]
-    if unknown:
-        raise ValueError(
-            f"unknown hypothesis {unknown[0]!r}; known hypotheses: {', '.join(HYPOTHESES)}"
-        )
-    return [HYPOTHESES[n] for n in names]
-
-
-# --- Running, saving, printing, drawing ---------------------------------------------------
-
-
-def _config_digest(config_json: Any) -> str:
-    return hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def load_entries(out_dir: str | Path) -> dict[str, dict]:
-    """The hypotheses saved in `out_dir/hypotheses.json` ({} if none)."""
-    path = Path(out_dir) / f"{NAME}.json"
-    return json.loads(path.read_text())["hypotheses"] if path.exists() else {}
-
-
-def _save(out_dir: Path, entries: dict[str, dict], quick: bool) -> None:
-    summary = {"quick": quick, "git_commit": git_commit(), "hypotheses": entries}
-    data = (json.dumps(to_jsonable(summary), indent=2) + "\n").encode()
-    atomic_write_bytes(out_dir / f"{NAME}.json", data)
-
-
-def run_hypotheses(
-    names: Sequence[str] | None,
-    out_dir: str | Path,
-    *,
-    quick: bool = False,
-    rerun: bool = False,
-    progress: bool = False,
-    echo: Callable[[str], None] = lambda _: None,
-) -> dict[str, dict]:
-    """Run hypotheses into `out_dir` and return every saved entry, keyed by name.
-
-    A hypothesis already saved there with the same config is skipped unless `rerun`. Each
-    finished one is written to `hypotheses.json` at once; training checkpoints go to
-    `out_dir/checkpoints/hypotheses/NAME/<config digest>/`, so an interrupted run resumes.
-    """
-    selected = get_hypotheses(names)
-    configs = {h.name: h.get_config(quick) for h in selected}  # validated before any compute
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    entries = load_entries(out_dir)
-    for hypothesis in selected:
-        config_json = to_jsonable(configs[hypothesis.name])
-        saved = entries.get(hypothesis.name)
-        if saved is not None and saved["config"] == config_json and not rerun:
-            echo(f"{hypothesis.name}: saved in {out_dir}/{NAME}.json, skipped")
-            continue
-        echo(f"{hypothesis.name}: running")
-        checkpoints = out_dir / "checkpoints" / NAME / hypothesis.name / _config_digest(config_json)
-        options = RunOptions(
-            checkpoint_dir=str(checkpoints.absolute()), resume=not rerun, progress=progress
-        )
-        entries[hypothesis.name] = run_hypothesis(hypothesis, configs[hypothesis.name], options)
-        _save(out_dir, entries, quick)
-    plot(entries, out_dir)
-    return entries
-
-
-def format_table(entries: dict[str, dict], names: Sequence[str] | None = None) -> str:
-    """One line per criterion and a verdict line per hypothesis."""
-    names = list(entries) if names is None else list(names)
-    header = (
-        f"{'hypothesis / criterion':<40} {'estimate':>10} {'bootstrap 95% CI':>22} "
-        f"{'claim':>9}  verdict"
-    )
-    lines = [header, "-" * len(header)]
-    for name in names:
-        entry = entries[name]
-        lines.append(f"{name:<40} {'':>10} {'':>22} {'':>9}  {entry['verdict'].upper()}")
-        for c in entry["criteria"]:
-            ci = f"[{c['ci_low']:.4g}, {c['ci_high']:.4g}]"
-            claim = f"{c['direction']} {c['threshold']:g}"
-            lines.append(
-                f"  {c['statistic']:<38} {c['estimate']:>10.4g} {ci:>22} {claim:>9}  {c['verdict']}"
-            )
-    return "\n".join(lines)
-
-
-_COLOURS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:orange"}
-
-
-def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
-    """A forest plot: per criterion the seeds, the mean with its bootstrap CI, the threshold."""
-    rows = [(name, c) for name, e in entries.items() for c in e["criteria"]]
-    if not rows:
-        return []
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows) + 0.6), squeeze=False)
-    for ax, (name, c) in zip(axes[:, 0], rows, strict=True):
-        colour = _COLOURS[c["verdict"]]
-        seeds = np.asarray(c["per_seed"], dtype=float)
-        ax.plot(seeds, np.full_like(seeds, 0.4), "o", color="0.5", markersize=3)
-        ax.errorbar(
-            [c["estimate"]],
-            [0],
-            xerr=[[c["estimate"] - c["ci_low"]], [c["ci_high"] - c["estimate"]]],
-            fmt="D",
-            color=colour,
-            capsize=4,
-        )
-        ax.set_ylim(-0.6, 0.8)
-        ax.axvline(c["threshold"], color="k", linestyle="--", linewidth=1)
-        ax.set_yticks([])
-        ax.set_title(
-            f"{name}: {c['statistic']} {c['direction']} {c['threshold']:g}  →  {c['verdict']}",
-            fontsize=8,
-            loc="left",
-            color=colour,
-        )
-        ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle(
-        "Hypotheses: per-seed values (grey), mean with bootstrap 95% CI, threshold (dashed)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return save_figure(fig, out_dir, NAME)

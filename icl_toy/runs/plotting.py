@@ -31,6 +31,24 @@ def seed_band(ax, x, values_SxX, label: str, color=None, **line_kwargs) -> None:
     )
 
 
+def interval_band(ax, x, record, label: str, color=None, **line_kwargs) -> None:
+    """An interval record with lists over `x`: "mean" as a line, [low, high] as a band.
+
+    A None (a non-finite value saved as JSON null) leaves a gap.
+    """
+    mean, low, high = (np.asarray(record[k], dtype=float) for k in ("mean", "low", "high"))
+    (line,) = ax.plot(x, mean, label=label, color=color, **line_kwargs)
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+
+
+def interval_errors(records) -> np.ndarray:
+    """(2, R) distances [mean − low; high − mean] of interval records: errorbar's xerr/yerr."""
+    mean, low, high = (
+        np.asarray([r[k] for r in records], dtype=float) for k in ("mean", "low", "high")
+    )
+    return np.stack([mean - low, high - mean])
+
+
 def heatmap(ax, matrix, title: str, vmax: float | None = None) -> None:
     """A symmetric-colour heatmap of one matrix, with a colour bar."""
     matrix = np.asarray(matrix, dtype=float)

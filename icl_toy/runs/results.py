@@ -52,6 +52,39 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _pointer_token(key: str) -> str:
+    """A key as one JSON Pointer token (RFC 6901: "~" is "~0", "/" is "~1")."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _finite_or_null(obj: Any, path: str, non_finite: dict[str, str]) -> Any:
+    """`obj` (plain JSON types) with NaN and ±inf as None; their pointers go to `non_finite`."""
+    if isinstance(obj, dict):
+        return {
+            k: _finite_or_null(v, f"{path}/{_pointer_token(k)}", non_finite) for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_finite_or_null(v, f"{path}/{i}", non_finite) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        non_finite[path] = "nan" if np.isnan(obj) else "inf" if obj > 0 else "-inf"
+        return None
+    return obj
+
+
+def to_json_text(summary: dict[str, Any]) -> str:
+    """`summary` as strict, indented JSON: every non-finite float is written as null.
+
+    Bare NaN and Infinity are not JSON, so they become null, and the summary gains the note
+    `"non_finite": {JSON Pointer (RFC 6901): "nan" | "inf" | "-inf"}` saying where each
+    was (empty when every float is finite); loading gives None at those places.
+    """
+    if "non_finite" in summary:
+        raise ValueError('"non_finite" is the note save_results writes; the summary has one')
+    non_finite: dict[str, str] = {}
+    plain = _finite_or_null(to_jsonable(summary), "", non_finite)
+    return json.dumps({**plain, "non_finite": non_finite}, indent=2, allow_nan=False)
+
+
 def git_commit() -> str | None:
     """The current git commit of the source tree, or None outside a checkout."""
     try:
@@ -69,16 +102,20 @@ def git_commit() -> str | None:
 
 
 def save_results(out_dir: str | os.PathLike, name: str, results: Results) -> None:
-    """Write `name.npz` then `name.json`; the JSON, written last, marks the result complete."""
+    """Write `name.npz` then `name.json`; the JSON, written last, marks the result complete.
+
+    The JSON is `to_json_text(summary)`: non-finite floats are null there and listed under
+    "non_finite"; the NPZ keeps them.
+    """
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in results.arrays.items()})
     atomic_write_bytes(Path(out_dir) / f"{name}.npz", buffer.getvalue())
-    text = json.dumps(to_jsonable(results.summary), indent=2, allow_nan=True)
+    text = to_json_text(results.summary)
     atomic_write_bytes(Path(out_dir) / f"{name}.json", (text + "\n").encode())
 
 
 def load_results(out_dir: str | os.PathLike, name: str) -> Results:
-    """Read what `save_results` wrote."""
+    """Read what `save_results` wrote (None where a summary float was non-finite)."""
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / f"{name}.json").read_text())
     with np.load(out_dir / f"{name}.npz") as data:
