@@ -37,6 +37,7 @@ from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.constructions import gd_weights, gdpp_weights
 from icl_toy.core.learners import ols_predict, optimal_gd_eta
+from icl_toy.core.losses import half_mse
 from icl_toy.core.models import (
     LSATransformer,
     SoftmaxSelfAttention,
@@ -136,7 +137,7 @@ def get_config(quick: bool = False) -> Config:
 
 def _half_mse_per_layer(preds_BxLxY: jax.Array, y_q_BxY: jax.Array) -> jax.Array:
     """Half-MSE of the readout after each layer, (L,)."""
-    return jax.vmap(metrics.half_mse, in_axes=(1, None))(preds_BxLxY, y_q_BxY)
+    return jax.vmap(half_mse, in_axes=(1, None))(preds_BxLxY, y_q_BxY)
 
 
 def _layer_losses(model: LSATransformer, params, tokens_BxTxE, y_q_BxY) -> jax.Array:
@@ -174,7 +175,7 @@ def _study_depth(config, model, fitted, prompts, tokens, options, tag) -> dict:
     gdpp_sens = _sensitivities(model, gdpp_params, tokens, d)
 
     def eval_fn(params):
-        return {"loss": metrics.half_mse(batch_predict(model, params, prompts), prompts.y_q)}
+        return {"loss": half_mse(batch_predict(model, params, prompts), prompts.y_q)}
 
     result = train(model, task, config.train, eval_fn=eval_fn, options=options.stage(tag))
 
@@ -226,7 +227,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     prompts = sample_batch(key_eval, task, config.eval_tasks)
     tokens = jax.vmap(prompt_tokens)(prompts)
     ols_loss = float(
-        metrics.half_mse(jax.vmap(ols_predict)(prompts.x, prompts.y, prompts.x_q), prompts.y_q)
+        half_mse(jax.vmap(ols_predict)(prompts.x, prompts.y, prompts.x_q), prompts.y_q)
     )
 
     per_depth, arrays = {}, {}
@@ -314,7 +315,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             sub, model, fitted, prompts_n, tokens_n, options, f"recurrent_N{n_ctx}"
         )
         eta, gamma = _implied_gdpp(study["params"]["params"], d, n_ctx)
-        ols_n = metrics.half_mse(
+        ols_n = half_mse(
             jax.vmap(ols_predict)(prompts_n.x, prompts_n.y, prompts_n.x_q), prompts_n.y_q
         )
         by_context[n_ctx] = {
@@ -337,14 +338,14 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     for heads in config.softmax_heads:
         models[f"softmax_{heads}h"] = Transformer((SoftmaxSelfAttention(num_heads=heads),), d_y=1)
     lsa = models["lsa"]
-    gd_1 = metrics.half_mse(
+    gd_1 = half_mse(
         batch_predict(lsa, gd_weights(lsa, optimal_gd_eta(task), task.n_context), prompts),
         prompts.y_q,
     )
     for name, model in models.items():
 
         def eval_fn(params, model=model):
-            return {"loss": metrics.half_mse(batch_predict(model, params, prompts), prompts.y_q)}
+            return {"loss": half_mse(batch_predict(model, params, prompts), prompts.y_q)}
 
         result = train(
             model, task, config.train, eval_fn=eval_fn, options=options.stage(f"softmax_{name}")

@@ -28,6 +28,7 @@ from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
+from icl_toy.core.losses import half_mse
 from icl_toy.core.models import attention_products, lsa_query_output, readout
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
@@ -112,8 +113,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
     gd_pred = batch_predict(model, gd_params, eval_prompts)
     gd_sens = sensitivities(gd_params, eval_tokens)
-    gd_loss = metrics.half_mse(gd_pred, eval_prompts.y_q)
-    gd_loss_ls = metrics.half_mse(
+    gd_loss = half_mse(gd_pred, eval_prompts.y_q)
+    gd_loss_ls = half_mse(
         batch_predict(model, gd_weights(model, eta_ls, n), eval_prompts), eval_prompts.y_q
     )
 
@@ -128,12 +129,12 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         sens = sensitivities(params, eval_tokens)
         w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
         return {
-            "loss": metrics.half_mse(pred, eval_prompts.y_q),
+            "loss": half_mse(pred, eval_prompts.y_q),
             "prediction_difference": metrics.prediction_difference(pred, gd_pred),
             "sensitivity_cosine": metrics.sensitivity_cosine(sens, gd_sens),
             "model_difference": metrics.model_difference(sens, gd_sens),
             "implied_eta": metrics.implied_eta(w_kq, w_pv, d, n),
-            "interpolated_loss": metrics.half_mse(interp_pred, eval_prompts.y_q),
+            "interpolated_loss": half_mse(interp_pred, eval_prompts.y_q),
         }
 
     result = train(model, task, config.train, eval_fn=eval_fn, options=options)
@@ -145,10 +146,10 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
         def per_seed(params):
             pred, interp_pred = predictions(params, prompts, tokens)
-            return metrics.half_mse(pred, prompts.y_q), metrics.half_mse(interp_pred, prompts.y_q)
+            return half_mse(pred, prompts.y_q), half_mse(interp_pred, prompts.y_q)
 
         trained, interpolated = jax.vmap(per_seed)(result.params)
-        gd = metrics.half_mse(batch_predict(model, gd_params, prompts), prompts.y_q)
+        gd = half_mse(batch_predict(model, gd_params, prompts), prompts.y_q)
         return trained, interpolated, gd
 
     # Loss under input scaling: the same draws of W for every α, inputs from U(-α, α).

@@ -20,10 +20,10 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
+from icl_toy.core.tasks import sample_batch
 from icl_toy.runs.config import apply_overrides, config_paths
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, to_jsonable
-from icl_toy.core.tasks import sample_batch
 from icl_toy.training.train import RunOptions, batch_loss, make_model, train
 
 VMAPPED_AXES = ("train.learning_rate", "train.seed")
