@@ -1,28 +1,22 @@
 """Does momentum attention help a linear transformer learn in context? (Dai et al. 2022)
 
-    icl-toy run momentum_attention           # or python -m experiments.momentum_attention
-    icl-toy run momentum_attention --quick   # shrunk config, ~1.5 min
+    icl-toy run momentum_attention           # full: ~11 min on a shared 2-core CPU
+    icl-toy run momentum_attention --quick   # K in {1, 2}, 2 seeds, 100 steps: ~1.5 min
 
-Full: 3 variants x K in {1, 2, 3, 4} x 5 seeds x 1500 steps (batch 256), a fixed-momentum
-sweep at K = 2 and tuned explicit learners: 10.7 min on a shared 2-core CPU. Quick: K in
-{1, 2}, 2 seeds, 100 steps; ~1.5 min, nearly all of it compiling 7 training runs.
-
-On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless) trains, with the same
-seeds (init and batches) so differences are paired: the plain `LSATransformer`; token
-momentum, Dai's EMA Σ_{j<t} μ^{t−j} v_j of earlier values added to the attention output
-(`TokenMomentumLSA`, learned μ ∈ (0, 1)); depth momentum, heavy ball across layers
-v_l = Δ_l + β v_{l−1} (`DepthMomentumLSA`, learned β; with `heavy_ball_weights` it is
-heavy-ball GD, tests/test_momentum.py). On 10,000 shared held-out tasks: half-MSE per seed,
-95% t-intervals, the paired difference momentum − plain per K ("significant" iff its interval
-excludes 0), a K = 2 sweep with μ or β fixed, GD / heavy-ball / Nesterov learners with tuned
-(η, β), and the loss at every context length of the trained K = 1 layer read causally.
+Trains on the von Oswald preset (d = N = 10, noiseless), with paired seeds, the plain
+`LSATransformer`, token momentum (`TokenMomentumLSA`: Dai's EMA Σ_{j<t} μ^{t−j} v_j of earlier
+values, learned μ) and depth momentum (`DepthMomentumLSA`: heavy ball across layers
+v_l = Δ_l + β v_{l−1}, learned β) at K layers; reports held-out half-MSE with 95% t-intervals,
+momentum − plain per K, a sweep with μ or β fixed, tuned GD / heavy-ball / Nesterov learners
+(η has the 1/N inside) and the loss at every context length of the K = 1 layer read causally.
 Writes `momentum_attention.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
-Losses are half-MSE; η has the 1/N inside. Owns the hypothesis `momentum_attention`.
+Owns the hypothesis `momentum_attention`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
@@ -31,19 +25,17 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import alignment
-from icl_toy.analysis.paired import describe_differences, paired_difference
+from icl_toy.analysis import paired
 from icl_toy.analysis.position_losses import one_layer_position_curves
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.losses import half_mse
 from icl_toy.core.models import DepthMomentumLSA, LSATransformer, TokenMomentumLSA
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
+from icl_toy.runs import plotting
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.hypotheses import Criterion, Hypothesis, _eval_key, _require_seeds, _train_seeded
-from icl_toy.runs.plotting import interval_errorbar, offset_errorbars, save_figure, seed_lines
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.results import Results
-from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 from icl_toy.training.tuned_learners import fit_and_score, momentum_family
 
 NAME = "momentum_attention"
@@ -133,62 +125,53 @@ def _momentum(model, params) -> jax.Array:
 def _train_one(config, variant, num_layers, eval_prompts, options, momentum=None, label=None):
     """Train all seeds of one model; eval_fn tracks the held-out loss and μ or β."""
     momentum_init = config.beta_init if variant == "depth_momentum" else config.mu_init
-    init_scale = config.init_scale
-    model = _model(config.task, variant, num_layers, momentum_init, momentum, init_scale=init_scale)
+    init = dict(init_scale=config.init_scale)
+    model = _model(config.task, variant, num_layers, momentum_init, momentum, **init)
+    lr = config.train.learning_rate if num_layers < 3 else config.deep_learning_rate
+    cfg, stage = dataclasses.replace(config.train, learning_rate=lr), f"{variant}_K{num_layers}"
 
     def eval_fn(params):
-        pred = batch_predict(model, params, eval_prompts)
-        return {"loss": half_mse(pred, eval_prompts.y_q), "momentum": _momentum(model, params)}
+        return {
+            "loss": batch_loss(model, params, eval_prompts),
+            "momentum": _momentum(model, params),
+        }
 
-    lr = config.train.learning_rate if num_layers < 3 else config.deep_learning_rate
-    cfg, stage = (
-        dataclasses.replace(config.train, learning_rate=lr),
-        label or f"{variant}_K{num_layers}",
-    )
-    return train(model, config.task, cfg, eval_fn=eval_fn, options=options and options.stage(stage))
+    options = options and options.stage(label or stage)
+    return train(model, config.task, cfg, eval_fn=eval_fn, options=options)
 
 
 def _sweep(config: Config, plain_loss, eval_prompts, options) -> dict[str, list[dict]]:
     """Final loss per seed at K = sweep_depth with μ or β fixed (0: the plain run)."""
-    sweep = {}
-    for variant, values in zip(
-        MOMENTUM_VARIANTS, (config.sweep_mu, config.sweep_beta), strict=True
-    ):
-        rows = [{"momentum": 0.0, "loss": plain_loss.tolist()}]
-        for value in values:
-            label, k = f"sweep_{variant}_{value}", config.sweep_depth
-            result = _train_one(config, variant, k, eval_prompts, options, value, label)
-            rows.append({"momentum": value, "loss": result.eval_metrics["loss"][:, -1].tolist()})
-        sweep[variant] = rows
+    sweep, k = (
+        {v: [{"momentum": 0.0, "loss": plain_loss.tolist()}] for v in MOMENTUM_VARIANTS},
+        config.sweep_depth,
+    )
+    for v, values in zip(MOMENTUM_VARIANTS, (config.sweep_mu, config.sweep_beta), strict=True):
+        for m in values:
+            result = _train_one(config, v, k, eval_prompts, options, m, f"sweep_{v}_{m}")
+            sweep[v].append({"momentum": m, "loss": result.eval_metrics["loss"][:, -1].tolist()})
     return sweep
 
 
 def _tuned_learners(config: Config, num_steps: int, eval_prompts, key) -> dict[str, dict]:
     """θ and held-out loss per fit seed of each `fit_learners` learner for K = num_steps."""
     family = momentum_family(optimal_gd_eta(config.task), num_steps)
-    fits = fit_and_score(
-        {name: family[name] for name in config.fit_learners},
-        config.task,
-        eval_prompts,
-        key=key,
-        steps=config.fit_steps,
-        batch_size=config.fit_batch_size,
-        learning_rate=config.fit_learning_rate,
-        num_seeds=config.fit_seeds,
-    )
-    return {
-        name: fit | {"mean_eval_loss": float(np.mean(fit["eval_loss"]))}
-        for name, fit in fits.items()
-    }
+    fit = dict(steps=config.fit_steps, batch_size=config.fit_batch_size, key=key)
+    fit |= dict(learning_rate=config.fit_learning_rate, num_seeds=config.fit_seeds)
+    learners = {name: family[name] for name in config.fit_learners}
+    return fit_and_score(learners, config.task, eval_prompts, **fit)
 
 
-def _variant_entry(loss_S, momentum_S, plain_loss_S, variant: str) -> dict:
+def _variant_entry(arrays: dict, variant: str, k: int) -> dict:
     """Per-seed final loss and its t-interval; for momentum variants also μ/β and Δ vs plain."""
+    loss_S, plain_S = (arrays[f"eval_loss_{v}_K{k}"][:, -1] for v in (variant, "plain"))
     entry = {"final_loss": loss_S.tolist(), **mean_ci(loss_S)}
     if variant in MOMENTUM_VARIANTS:
+        momentum_S = arrays[f"momentum_{variant}_K{k}"][:, -1]
+        diff = mean_ci(np.asarray(loss_S) - np.asarray(plain_S))
         entry["learned_momentum"] = momentum_S.tolist()
         entry["learned_momentum_stats"] = {**seed_stats(momentum_S), **mean_ci(momentum_S)}
-        entry["difference_vs_plain"] = paired_difference(loss_S, plain_loss_S)
+        entry["difference_vs_plain"] = diff | {"significant": paired.excludes_zero(diff)}
     return entry
 
 
@@ -197,26 +180,21 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     start = time.time()
     key_eval, key_fit, _ = jax.random.split(jax.random.key(config.eval_seed), 3)
     eval_prompts = sample_batch(key_eval, config.task, config.eval_tasks)
-    per_k, arrays, final_loss = {}, {}, {}
+    per_k, arrays = {}, {}
     for k in config.depths:
-        final_momentum = {}
         for v in VARIANTS:
             result = _train_one(config, v, k, eval_prompts, options)
             loss, momentum = result.eval_metrics["loss"], result.eval_metrics["momentum"]
-            final_loss[v, k], final_momentum[v] = loss[:, -1], momentum[:, -1]
             arrays |= {f"eval_loss_{v}_K{k}": loss, f"momentum_{v}_K{k}": momentum}
             arrays["eval_steps"] = result.eval_steps
             if (v, k) == ("plain", 1):
                 curves = one_layer_position_curves(config.task, result.params, eval_prompts)
                 arrays |= {f"position_{name}": c for name, c in curves.items()}
-        per_k[f"K{k}"] = {
-            v: _variant_entry(final_loss[v, k], final_momentum[v], final_loss["plain", k], v)
-            for v in VARIANTS
-        }
-    sweep = _sweep(config, final_loss["plain", config.sweep_depth], eval_prompts, options)
-    for k in config.depths:
-        fold = jax.random.fold_in(key_fit, k)
-        per_k[f"K{k}"]["tuned_learners"] = _tuned_learners(config, k, eval_prompts, fold)
+        per_k[f"K{k}"] = {v: _variant_entry(arrays, v, k) for v in VARIANTS}
+        tuned = _tuned_learners(config, k, eval_prompts, jax.random.fold_in(key_fit, k))
+        per_k[f"K{k}"]["tuned_learners"] = tuned
+    plain_loss = arrays[f"eval_loss_plain_K{config.sweep_depth}"][:, -1]
+    sweep = _sweep(config, plain_loss, eval_prompts, options)
     arrays = jax.tree.map(np.asarray, arrays)
     summary = {
         "experiment": NAME,
@@ -231,43 +209,26 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     if 1 in config.depths:
         gap = arrays["position_trained_causal"] - arrays["position_trained_prefix"]
         summary["position_curve_causal_vs_prefix_max_abs"] = float(np.max(np.abs(gap)))
-    summary["closing_note"] = closing_note(summary)
+    summary["closing_note"] = closing_note(per_k)
     summary["runtime_s"] = time.time() - start
     return Results(summary, arrays)
 
 
-def closing_note(summary: dict) -> str:
-    """What the toy model says, in words, from the numbers in `summary`."""
-    per_k = summary["per_K"]
-    diffs = {
-        v: {n: e[v]["difference_vs_plain"] for n, e in per_k.items()} for v in MOMENTUM_VARIANTS
-    }
-    lines = [
-        describe_differences(f"{v} - plain (half-MSE, 95% CI)", diffs[v], "no K") for v in diffs
-    ]
+def closing_note(per_k: dict) -> str:
+    """What the toy model says, in words, from the per-K entries of the summary."""
+    diffs = {v: {n: e[v]["difference_vs_plain"] for n, e in per_k.items()} for v in VARIANTS[1:]}
     # Depth momentum cannot act in one layer: K = 1 does not count against it.
-    consistent = all(
-        d["significant"] and d["mean"] < 0
-        for v in MOMENTUM_VARIANTS
-        for name, d in diffs[v].items()
-        if not (v == "depth_momentum" and name == "K1")
-    )
+    exempt = {("depth_momentum", "K1")}
+    lines, lower = paired.describe_all_lower(diffs, "plain", exempt=exempt, none="no K")
     for name, entry in per_k.items():
-        tuned, beta = entry["tuned_learners"], entry["depth_momentum"]["learned_momentum_stats"]
-        text = (
+        beta, tuned = entry["depth_momentum"]["learned_momentum_stats"], entry["tuned_learners"]
+        lines.append(
             f"{name}: learned depth β {beta['mean']:+.3f} [{beta['low']:+.3f}, {beta['high']:+.3f}]"
-            f" vs tuned heavy-ball β {np.mean(tuned['heavy_ball']['theta']['beta']):+.3f}"
+            f" vs tuned heavy-ball β {np.mean(tuned['heavy_ball']['theta']['beta']):+.3f}."
         )
-        if "gd_constant" in tuned:
-            text += (
-                f"; tuned constant-step loss GD {tuned['gd_constant']['mean_eval_loss']:.4f} vs "
-                f"heavy ball {tuned['heavy_ball']['mean_eval_loss']:.4f}"
-            )
-        lines.append(text + ".")
-    verdict = "holds" if consistent else "does not hold"
     return " ".join(lines) + (
-        f" A small but consistent improvement from momentum {verdict} here (every momentum "
-        "variant significantly below plain at every K where it can act)."
+        f" A small but consistent improvement from momentum {'holds' if lower else 'does not hold'}"
+        " here (every momentum variant significantly below plain at every K where it can act)."
     )
 
 
@@ -276,78 +237,68 @@ SYMBOL = {"token_momentum": "μ", "depth_momentum": "β"}
 LEARNER_STYLES = {"gd": "k--", "gd_constant": "k:", "heavy_ball": "m--"}
 LEARNER_STYLES |= {"heavy_ball_shared_beta": "m:", "nesterov": "c--"}
 POSITION_CURVES = {
-    "trained_causal": ("o-", "trained K=1 LSA, causal readout"),
-    "trained_prefix": ("x", "same, label-free prefix prompts"),
-    "gd_construction": ("k--", "GD construction η*, causal"),
-    "gd_best_per_length": ("k:", "best 1-step GD η*(n)"),
+    "position_trained_causal": ("o-", "trained K=1 LSA, causal readout"),
+    "position_trained_prefix": ("x", "same, label-free prefix prompts"),
+    "position_gd_construction": ("k--", "GD construction η*, causal"),
+    "position_gd_best_per_length": ("k:", "best 1-step GD η*(n)"),
 }
+PANELS = (  # (xlabel, ylabel, title) of the 2 x 3 panels, row by row
+    ("K (layers / steps)", "half-MSE (held-out)", "Final loss, 95% CI"),
+    ("K", "Δ half-MSE (paired seeds)", "Momentum − plain, 95% CI"),
+    ("K", "momentum", "Learned μ, β vs tuned heavy-ball β"),
+    ("training step", "μ or β", "Learned momentum during training"),
+    ("fixed μ or β (0 = plain)", "half-MSE", "Fixed-momentum sweep, 95% CI"),
+    (
+        "position t = number of earlier pairs",
+        "half-MSE",
+        "Loss at every context length (causal LSA)",
+    ),
+)
 
 
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
     """Draw the study's figure from saved results; intervals are recomputed from the seeds."""
     s, a = results.summary, results.arrays
     per_k, sweep, steps = s["per_K"], s["sweep"], a["eval_steps"]
-    depths = [int(name[1:]) for name in per_k]
-    tuned = {n: [e["tuned_learners"].get(n) for e in per_k.values()] for n in LEARNER_STYLES}
-    tuned = {name: fits for name, fits in tuned.items() if fits[0] is not None}
+    depths, entries = [int(name[1:]) for name in per_k], list(per_k.values())
+    tuned = {n: [e["tuned_learners"][n] for e in entries] for n in entries[0]["tuned_learners"]}
 
-    def series(stat, label):
-        return {label(v): ([stat(e, v) for e in per_k.values()], COLORS[v]) for v in VARIANTS}
-
-    def loss(e, v):
-        return mean_ci(e[v]["final_loss"])
+    def per_depth(variants, values, label):  # {label(v): (per-seed values at every K, colour)}
+        return {label(v): ([values(e, v) for e in entries], COLORS[v]) for v in variants}
 
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    offset_errorbars(axes[0, 0], depths, series(loss, lambda v: f"LSA {v}"), 0.08)
-    for name, fits in tuned.items():
-        means = [fit["mean_eval_loss"] for fit in fits]
+    losses = per_depth(VARIANTS, lambda e, v: e[v]["final_loss"], lambda v: f"LSA {v}")
+    plotting.offset_errorbars(axes[0, 0], depths, losses, 0.08)
+    for name in (n for n in LEARNER_STYLES if n in tuned):
+        means = [fit["mean_eval_loss"] for fit in tuned[name]]
         axes[0, 0].plot(depths, means, LEARNER_STYLES[name], lw=1, label=f"tuned {name}")
-    diff = series(lambda e, v: paired_difference(e[v]["final_loss"], e["plain"]["final_loss"]), str)
-    offset_errorbars(axes[0, 1], depths, {f"{v} − plain": diff[v] for v in MOMENTUM_VARIANTS}, 0.1)
-    learned = series(lambda e, v: mean_ci(e[v].get("learned_momentum", [0.0])), str)
-    learned = {f"learned {SYMBOL[v]}": learned[v] for v in MOMENTUM_VARIANTS}
-    offset_errorbars(axes[0, 2], depths, learned, 0.1)
-    for name in set(tuned) & {"heavy_ball", "nesterov"}:
-        betas = [np.mean(fit["theta"]["beta"]) for fit in tuned[name]]
-        label = f"tuned {name} β (constant η, β)"
-        axes[0, 2].plot(depths, betas, LEARNER_STYLES[name], label=label)
-    for v in MOMENTUM_VARIANTS:
-        for k, ls in zip(depths, ("-", "--", "-.", ":") * len(depths), strict=False):
-            curves, color = a[f"momentum_{v}_K{k}"], COLORS[v]
-            seed_lines(axes[1, 0], steps, curves, None, color=color, alpha=0.2, lw=0.6)
-            label = f"{SYMBOL[v]}, K = {k} (seed mean)"
-            axes[1, 0].plot(steps, curves.mean(axis=0), color=color, ls=ls, label=label)
-        fixed, losses = zip(*[(r["momentum"], mean_ci(r["loss"])) for r in sweep[v]], strict=True)
-        kw = dict(color=COLORS[v], label=f"{v}, fixed")
-        interval_errorbar(axes[1, 1], fixed, losses, fmt="o-", **kw)
-        at = per_k[f"K{sweep['depth']}"]
-        kw = dict(fmt="*", ms=12, color=COLORS[v], label=f"{v}, learned")
-        interval_errorbar(axes[1, 1], [np.mean(at[v]["learned_momentum"])], [loss(at, v)], **kw)
-    for name, (style, label) in POSITION_CURVES.items():
-        if f"position_{name}" in a:
-            curve = np.atleast_2d(a[f"position_{name}"]).mean(axis=0)
-            axes[1, 2].plot(np.arange(curve.size), curve, style, label=label)
-    for ax, xlabel, ylabel, title in (
-        (axes[0, 0], "K (layers / steps)", "half-MSE (held-out)", "Final loss, 95% CI"),
-        (axes[0, 1], "K", "Δ half-MSE (paired seeds)", "Momentum − plain, 95% CI"),
-        (axes[0, 2], "K", "momentum", "Learned μ, β vs tuned heavy-ball β"),
-        (axes[1, 0], "training step", "μ or β", "Learned momentum during training"),
-        (axes[1, 1], "fixed μ or β (0 = plain)", "half-MSE", "Fixed-momentum sweep, 95% CI"),
-        (
-            axes[1, 2],
-            "position t = number of earlier pairs",
-            "half-MSE",
-            "Loss at every context length (causal LSA)",
-        ),
-    ):
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        ax.legend(fontsize=7) if ax.has_data() else None
+    diff = lambda e, v: np.subtract(e[v]["final_loss"], e["plain"]["final_loss"])  # noqa: E731
+    diffs = per_depth(MOMENTUM_VARIANTS, diff, lambda v: f"{v} − plain")
+    plotting.offset_errorbars(axes[0, 1], depths, diffs, 0.1)
+    learned = lambda e, v: e[v]["learned_momentum"]  # noqa: E731
+    learned = per_depth(MOMENTUM_VARIANTS, learned, lambda v: f"learned {SYMBOL[v]}")
+    plotting.offset_errorbars(axes[0, 2], depths, learned, 0.1)
+    for name in (n for n in ("heavy_ball", "nesterov") if n in tuned):
+        betas, label = [np.mean(fit["theta"]["beta"]) for fit in tuned[name]], f"tuned {name} β"
+        axes[0, 2].plot(depths, betas, LEARNER_STYLES[name], label=f"{label} (constant η, β)")
+    for v, color in ((v, COLORS[v]) for v in MOMENTUM_VARIANTS):
+        for k, ls in zip(depths, itertools.cycle(("-", "--", "-.", ":"))):
+            curves, label = a[f"momentum_{v}_K{k}"], f"{SYMBOL[v]}, K = {k} (seed mean)"
+            plotting.seed_mean_line(axes[1, 0], steps, curves, label, color, ls=ls)
+        fixed, at = sweep[v], per_k[f"K{sweep['depth']}"][v]
+        x, losses = [r["momentum"] for r in fixed], [r["loss"] for r in fixed]
+        plotting.seed_errorbars(axes[1, 1], x, losses, fmt="o-", color=color, label=f"{v}, fixed")
+        x, losses = [np.mean(at["learned_momentum"])], [at["final_loss"]]
+        kw = dict(fmt="*", ms=12, color=color, label=f"{v}, learned")
+        plotting.seed_errorbars(axes[1, 1], x, losses, **kw)
+    plotting.mean_curves(axes[1, 2], a, POSITION_CURVES)
+    plotting.label_panels(axes.flat, PANELS)
     axes[0, 0].set_yscale("log")
-    axes[0, 1].axhline(0.0, color="k", lw=0.8)
-    axes[0, 2].axhline(0.0, color="k", lw=0.8)
+    for ax in axes[0, 1:]:
+        ax.axhline(0.0, color="k", lw=0.8)
     fig.suptitle(f"Momentum attention on the von Oswald preset; sweep at K = {sweep['depth']}")
     fig.text(0.5, 0.005, s["closing_note"], ha="center", va="bottom", fontsize=7, wrap=True)
-    return save_figure(fig, out_dir, NAME)
+    return plotting.save_figure(fig, out_dir, NAME)
 
 
 # --- Hypothesis: momentum attention improves in-context learning (Dai et al.) ---------------
@@ -367,7 +318,7 @@ class MomentumConfig:
     eval_seed: int = 20_004
 
     def __post_init__(self):
-        _require_seeds(self.train)
+        require_seeds(self.train)
         if not 0 < self.mu_init < 1:
             raise ValueError(f"mu_init must lie in (0, 1), got {self.mu_init}")
 
@@ -375,34 +326,22 @@ class MomentumConfig:
 def _momentum_config(quick: bool) -> MomentumConfig:
     if not quick:
         return MomentumConfig()
-    return MomentumConfig(
-        train=TrainConfig(
-            steps=600, batch_size=256, learning_rate=2e-3, eval_every=300, num_seeds=3
-        ),
-        eval_tasks=1000,
-    )
+    train = dataclasses.replace(MomentumConfig().train, steps=600, batch_size=256, eval_every=300)
+    return MomentumConfig(train=dataclasses.replace(train, num_seeds=3), eval_tasks=1000)
 
 
 def _measure_momentum(config: MomentumConfig, options) -> dict[str, np.ndarray]:
     """Token momentum (Dai's EMA of earlier values) against the plain LSA, same seeds."""
-    plain = _model(config.task, "plain", config.num_layers, config.mu_init)
-    momentum = _model(config.task, "token_momentum", config.num_layers, config.mu_init)
-    plain_pred, _ = _train_seeded(plain, config.task, config.train, options, "plain")
-    momentum_pred, params = _train_seeded(
-        momentum, config.task, config.train, options, "token_momentum"
-    )
-    m = alignment.per_seed_metrics(
-        momentum_pred,
-        config.task,
-        {"plain": plain_pred},
-        key=_eval_key(config.eval_seed),
-        num_tasks=config.eval_tasks,
-    )["plain"]
-    mu = jax.vmap(lambda p: _momentum(momentum, p))(params)
+    models = {v: _model(config.task, v, config.num_layers, config.mu_init) for v in VARIANTS[:2]}
+    trained = {v: train_seeded(m, config.task, config.train, options, v) for v, m in models.items()}
+    (plain_pred, _), (momentum_pred, params) = trained["plain"], trained["token_momentum"]
+    held_out = dict(key=eval_key(config.eval_seed), num_tasks=config.eval_tasks)
+    loss, plain_loss = paired.paired_half_mse(momentum_pred, plain_pred, config.task, **held_out)
+    mu = jax.vmap(lambda p: _momentum(models["token_momentum"], p))(params)
     return {
-        "momentum_minus_plain_loss": m["half_mse_a"] - m["half_mse_b"],
-        "momentum_loss": m["half_mse_a"],
-        "plain_loss": m["half_mse_b"],
+        "momentum_minus_plain_loss": loss - plain_loss,
+        "momentum_loss": loss,
+        "plain_loss": plain_loss,
         "learned_mu": np.asarray(mu),
     }
 

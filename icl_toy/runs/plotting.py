@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # experiments write files; no display is assumed
 import matplotlib.pyplot as plt
 import numpy as np
 
+from icl_toy.analysis.stats import mean_ci
 from icl_toy.runs.results import atomic_write_bytes
 
 
@@ -73,26 +74,49 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
     return paths
 
 
-def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
-    """Means with their intervals as error bars; each interval is a {mean, low, high} record."""
-    mean = np.array([i["mean"] for i in intervals], dtype=float)
-    low = np.array([i["low"] for i in intervals], dtype=float)
-    high = np.array([i["high"] for i in intervals], dtype=float)
-    ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **errorbar_kwargs)
-
-
 def seed_lines(ax, x, values_SxX, label: str | None, **line_kwargs) -> None:
     """One line per seed (row of `values_SxX`), labelled once."""
     for seed, curve in enumerate(np.asarray(values_SxX, dtype=float)):
         ax.plot(x, curve, label=label if seed == 0 else None, **line_kwargs)
 
 
-def offset_errorbars(ax, x, series: dict[str, tuple[list[dict], str]], spread: float) -> None:
-    """Several interval series at the same x, each shifted by `spread` so none hides another.
+def seed_mean_line(ax, x, values_SxX, label: str, color=None, **mean_kwargs) -> None:
+    """Each seed as a faint thin line, the mean over seeds as a labelled line on top."""
+    seed_lines(ax, x, values_SxX, None, color=color, alpha=0.2, lw=0.6)
+    ax.plot(x, np.mean(values_SxX, axis=0), color=color, label=label, **mean_kwargs)
 
-    `series` maps a legend label to (intervals, colour); x gets the ticks.
+
+def seed_errorbars(ax, x, values_per_x, **errorbar_kwargs) -> None:
+    """At each x the mean over its per-seed values, with the 95% t-interval (`mean_ci`)."""
+    records = [mean_ci(np.asarray(values, dtype=float)) for values in values_per_x]
+    mean = [r["mean"] for r in records]
+    ax.errorbar(x, mean, yerr=interval_errors(records), capsize=3, **errorbar_kwargs)
+
+
+def offset_errorbars(ax, x, series: dict[str, tuple[list, str]], spread: float) -> None:
+    """Several `seed_errorbars` series at the same x, each shifted by `spread` so none hides
+    another.
+
+    `series` maps a legend label to (per-seed values at each x, colour); x gets the ticks.
     """
-    for i, (label, (intervals, color)) in enumerate(series.items()):
-        offset = spread * (i - (len(series) - 1) / 2)
-        interval_errorbar(ax, np.asarray(x) + offset, intervals, fmt="o", color=color, label=label)
+    for i, (label, (values_per_x, color)) in enumerate(series.items()):
+        x_shifted = np.asarray(x) + spread * (i - (len(series) - 1) / 2)
+        seed_errorbars(ax, x_shifted, values_per_x, fmt="o", color=color, label=label)
     ax.set_xticks(x)
+
+
+def label_panels(axes, labels) -> None:
+    """Set (xlabel, ylabel, title) on each axis in turn; a legend on each that shows data."""
+    for ax, (xlabel, ylabel, title) in zip(axes, labels, strict=True):
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+
+
+def mean_curves(ax, arrays, styles: dict[str, tuple[str, str]]) -> None:
+    """For each name of `styles` found in `arrays`, its mean over seeds (or the 1-d curve)
+    against the index, drawn as (format, label)."""
+    for name, (fmt, label) in styles.items():
+        if name in arrays:
+            curve = np.atleast_2d(arrays[name]).mean(axis=0)
+            ax.plot(np.arange(curve.size), curve, fmt, label=label)

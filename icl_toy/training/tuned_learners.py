@@ -53,16 +53,19 @@ def fit_and_score(
 ) -> dict[str, dict]:
     """Fit every learner (`fit_learner`, key folded with its index) and score it on `eval_prompts`.
 
-    Returns {name: {"theta": {param: per-fit-seed values}, "eval_loss": per-fit-seed half-MSE}},
-    as nested lists ready for JSON; `fit_kwargs` go to `fit_learner` (steps, num_seeds, …).
+    Returns {name: {"theta": {param: per-fit-seed values}, "eval_loss": per-fit-seed half-MSE,
+    "mean_eval_loss": their mean}}, as lists ready for JSON; `fit_kwargs` go to `fit_learner`
+    (steps, num_seeds, …).
     """
     out = {}
     for i, (name, (predict, theta0)) in enumerate(learners.items()):
         fit = fit_learner(predict, theta0, task, key=jax.random.fold_in(key, i), **fit_kwargs)
         per_fit_seed = jax.vmap(functools.partial(learner_half_mse, predict), in_axes=(0, None))
         losses = jax.jit(per_fit_seed)(fit.theta, eval_prompts)
+        eval_loss = np.asarray(losses).tolist()
         out[name] = {
             "theta": {p: np.asarray(v).tolist() for p, v in fit.theta.items()},
-            "eval_loss": np.asarray(losses).tolist(),
+            "eval_loss": eval_loss,
+            "mean_eval_loss": float(np.mean(eval_loss)),
         }
     return out
