@@ -153,15 +153,6 @@ def _sweep(config: Config, plain_loss, eval_prompts, options) -> dict[str, list[
     return sweep
 
 
-def _tuned_learners(config: Config, num_steps: int, eval_prompts, key) -> dict[str, dict]:
-    """θ and held-out loss per fit seed of each `fit_learners` learner for K = num_steps."""
-    family = momentum_family(optimal_gd_eta(config.task), num_steps)
-    fit = dict(steps=config.fit_steps, batch_size=config.fit_batch_size, key=key)
-    fit |= dict(learning_rate=config.fit_learning_rate, num_seeds=config.fit_seeds)
-    learners = {name: family[name] for name in config.fit_learners}
-    return fit_and_score(learners, config.task, eval_prompts, **fit)
-
-
 def _variant_entry(arrays: dict, variant: str, k: int) -> dict:
     """Per-seed final loss and its t-interval; for momentum variants also μ/β and Δ vs plain."""
     loss_S, plain_S = (arrays[f"eval_loss_{v}_K{k}"][:, -1] for v in (variant, "plain"))
@@ -181,6 +172,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     key_eval, key_fit, _ = jax.random.split(jax.random.key(config.eval_seed), 3)
     eval_prompts = sample_batch(key_eval, config.task, config.eval_tasks)
     per_k, arrays = {}, {}
+    fit = dict(steps=config.fit_steps, batch_size=config.fit_batch_size, num_seeds=config.fit_seeds)
+    fit["learning_rate"] = config.fit_learning_rate
     for k in config.depths:
         for v in VARIANTS:
             result = _train_one(config, v, k, eval_prompts, options)
@@ -191,7 +184,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
                 curves = one_layer_position_curves(config.task, result.params, eval_prompts)
                 arrays |= {f"position_{name}": c for name, c in curves.items()}
         per_k[f"K{k}"] = {v: _variant_entry(arrays, v, k) for v in VARIANTS}
-        tuned = _tuned_learners(config, k, eval_prompts, jax.random.fold_in(key_fit, k))
+        family = momentum_family(optimal_gd_eta(config.task), k)  # tuned K-step learners
+        learners, key = {n: family[n] for n in config.fit_learners}, jax.random.fold_in(key_fit, k)
+        tuned = fit_and_score(learners, config.task, eval_prompts, key=key, **fit)
         per_k[f"K{k}"]["tuned_learners"] = tuned
     plain_loss = arrays[f"eval_loss_plain_K{config.sweep_depth}"][:, -1]
     sweep = _sweep(config, plain_loss, eval_prompts, options)
@@ -236,12 +231,6 @@ COLORS = {"plain": "C0", "token_momentum": "C1", "depth_momentum": "C2"}
 SYMBOL = {"token_momentum": "μ", "depth_momentum": "β"}
 LEARNER_STYLES = {"gd": "k--", "gd_constant": "k:", "heavy_ball": "m--"}
 LEARNER_STYLES |= {"heavy_ball_shared_beta": "m:", "nesterov": "c--"}
-POSITION_CURVES = {
-    "position_trained_causal": ("o-", "trained K=1 LSA, causal readout"),
-    "position_trained_prefix": ("x", "same, label-free prefix prompts"),
-    "position_gd_construction": ("k--", "GD construction η*, causal"),
-    "position_gd_best_per_length": ("k:", "best 1-step GD η*(n)"),
-}
 PANELS = (  # (xlabel, ylabel, title) of the 2 x 3 panels, row by row
     ("K (layers / steps)", "half-MSE (held-out)", "Final loss, 95% CI"),
     ("K", "Δ half-MSE (paired seeds)", "Momentum − plain, 95% CI"),
@@ -263,20 +252,20 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     depths, entries = [int(name[1:]) for name in per_k], list(per_k.values())
     tuned = {n: [e["tuned_learners"][n] for e in entries] for n in entries[0]["tuned_learners"]}
 
-    def per_depth(variants, values, label):  # {label(v): (per-seed values at every K, colour)}
-        return {label(v): ([values(e, v) for e in entries], COLORS[v]) for v in variants}
+    final = {v: [e[v]["final_loss"] for e in entries] for v in VARIANTS}
+    learned = {v: [e[v]["learned_momentum"] for e in entries] for v in MOMENTUM_VARIANTS}
+    diffs = {v: np.subtract(final[v], final["plain"]) for v in MOMENTUM_VARIANTS}
+
+    def series(values, label):  # {label(v): (per-seed values at every K, colour)}
+        return {label(v): (per_seed, COLORS[v]) for v, per_seed in values.items()}
 
     fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    losses = per_depth(VARIANTS, lambda e, v: e[v]["final_loss"], lambda v: f"LSA {v}")
-    plotting.offset_errorbars(axes[0, 0], depths, losses, 0.08)
+    plotting.offset_errorbars(axes[0, 0], depths, series(final, lambda v: f"LSA {v}"), 0.08)
     for name in (n for n in LEARNER_STYLES if n in tuned):
         means = [fit["mean_eval_loss"] for fit in tuned[name]]
         axes[0, 0].plot(depths, means, LEARNER_STYLES[name], lw=1, label=f"tuned {name}")
-    diff = lambda e, v: np.subtract(e[v]["final_loss"], e["plain"]["final_loss"])  # noqa: E731
-    diffs = per_depth(MOMENTUM_VARIANTS, diff, lambda v: f"{v} − plain")
-    plotting.offset_errorbars(axes[0, 1], depths, diffs, 0.1)
-    learned = lambda e, v: e[v]["learned_momentum"]  # noqa: E731
-    learned = per_depth(MOMENTUM_VARIANTS, learned, lambda v: f"learned {SYMBOL[v]}")
+    plotting.offset_errorbars(axes[0, 1], depths, series(diffs, lambda v: f"{v} − plain"), 0.1)
+    learned = series(learned, lambda v: f"learned {SYMBOL[v]}")
     plotting.offset_errorbars(axes[0, 2], depths, learned, 0.1)
     for name in (n for n in ("heavy_ball", "nesterov") if n in tuned):
         betas, label = [np.mean(fit["theta"]["beta"]) for fit in tuned[name]], f"tuned {name} β"
@@ -291,7 +280,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         x, losses = [np.mean(at["learned_momentum"])], [at["final_loss"]]
         kw = dict(fmt="*", ms=12, color=color, label=f"{v}, learned")
         plotting.seed_errorbars(axes[1, 1], x, losses, **kw)
-    plotting.mean_curves(axes[1, 2], a, POSITION_CURVES)
+    plotting.position_curves(axes[1, 2], a)
     plotting.label_panels(axes.flat, PANELS)
     axes[0, 0].set_yscale("log")
     for ax in axes[0, 1:]:
@@ -337,29 +326,19 @@ def _measure_momentum(config: MomentumConfig, options) -> dict[str, np.ndarray]:
     (plain_pred, _), (momentum_pred, params) = trained["plain"], trained["token_momentum"]
     held_out = dict(key=eval_key(config.eval_seed), num_tasks=config.eval_tasks)
     loss, plain_loss = paired.paired_half_mse(momentum_pred, plain_pred, config.task, **held_out)
-    mu = jax.vmap(lambda p: _momentum(models["token_momentum"], p))(params)
-    return {
-        "momentum_minus_plain_loss": loss - plain_loss,
-        "momentum_loss": loss,
-        "plain_loss": plain_loss,
-        "learned_mu": np.asarray(mu),
-    }
+    mu = np.asarray(jax.vmap(lambda p: _momentum(models["token_momentum"], p))(params))
+    values = dict(momentum_loss=loss, plain_loss=plain_loss, learned_mu=mu)
+    return {"momentum_minus_plain_loss": loss - plain_loss, **values}
 
 
+PAIRED_LOSS = "token-momentum LSA loss − plain LSA loss (paired seeds and tasks)"
 HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis(
         name="momentum_attention",
         claim="Momentum attention (an exponential moving average of earlier values) "
         "improves in-context learning.",
         source="Dai et al. 2022 (arXiv 2212.10559), §6",
-        criteria=(
-            Criterion(
-                "momentum_minus_plain_loss",
-                "token-momentum LSA loss − plain LSA loss (paired seeds and tasks)",
-                "<",
-                0.0,
-            ),
-        ),
+        criteria=(Criterion("momentum_minus_plain_loss", PAIRED_LOSS, "<", 0.0),),
         get_config=_momentum_config,
         measure=_measure_momentum,
     ),

@@ -113,10 +113,18 @@ def label_panels(axes, labels) -> None:
             ax.legend(fontsize=7)
 
 
-def mean_curves(ax, arrays, styles: dict[str, tuple[str, str]]) -> None:
-    """For each name of `styles` found in `arrays`, its mean over seeds (or the 1-d curve)
-    against the index, drawn as (format, label)."""
-    for name, (fmt, label) in styles.items():
-        if name in arrays:
-            curve = np.atleast_2d(arrays[name]).mean(axis=0)
+POSITION_CURVES = {  # the curves of `one_layer_position_curves`: (format, label)
+    "trained_causal": ("o-", "trained K=1 LSA, causal readout"),
+    "trained_prefix": ("x", "same, label-free prefix prompts"),
+    "gd_construction": ("k--", "GD construction η*, causal"),
+    "gd_best_per_length": ("k:", "best 1-step GD η*(n)"),
+}
+
+
+def position_curves(ax, arrays, prefix: str = "position_") -> None:
+    """The `one_layer_position_curves` saved as `prefix + name`, each averaged over seeds,
+    against the position t (the number of earlier pairs)."""
+    for name, (fmt, label) in POSITION_CURVES.items():
+        if prefix + name in arrays:
+            curve = np.atleast_2d(arrays[prefix + name]).mean(axis=0)
             ax.plot(np.arange(curve.size), curve, fmt, label=label)
