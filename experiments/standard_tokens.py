@@ -29,15 +29,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import metrics
-from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.analysis.seed_summaries import final_eval_metrics, per_seed_summary, training_arrays
+from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.constructions import copy_gd_weights
 from icl_toy.core.learners import gd_half_mse, gd_predict, line_search_eta, optimal_gd_eta
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import ModelConfig, batch_attention, copy_score, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import save_figure
-from icl_toy.runs.results import Results, git_commit
+from icl_toy.runs.plotting import save_figure, seed_lines
+from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "standard_tokens"
@@ -111,11 +112,6 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         eval_prompts.x, eval_prompts.y, eval_prompts.x_q
     )
 
-    def sensitivities(params):
-        return jax.vmap(metrics.query_sensitivity, in_axes=(None, 0, None))(
-            lambda t: model.apply(params, t), eval_tokens, d
-        )
-
     def evaluate(params):
         pred = batch_predict(model, params, eval_prompts)
         attention = batch_attention(model, params, attention_tokens)  # (B, H, S, S)
@@ -123,7 +119,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             "loss": half_mse(pred, eval_prompts.y_q),
             "copy_score": jnp.max(copy_score(jnp.mean(attention, axis=0), n)),
             "prediction_difference": metrics.prediction_difference(pred, gd_pred),
-            "sensitivity_cosine": metrics.sensitivity_cosine(sensitivities(params), gd_sens),
+            "sensitivity_cosine": metrics.sensitivity_cosine(
+                metrics.model_sensitivities(model, params, eval_tokens, d), gd_sens
+            ),
         }
 
     construction = copy_gd_weights(model, eta_star, config.temperature)
@@ -143,21 +141,13 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
     attention_trained = mean_attention(result.params)
     attention_constructed = jnp.mean(batch_attention(model, construction, attention_tokens), axis=0)
-    final = {name: values[:, -1] for name, values in result.eval_metrics.items()}
-    gap = np.asarray(final["loss"]) / gd_loss - 1.0
-    per_seed = {
-        "trained_loss": final["loss"],
-        "relative_gap_to_gd": gap,
-        "copy_score": final["copy_score"],
-        "sensitivity_cosine": final["sensitivity_cosine"],
-        "prediction_difference": final["prediction_difference"],
-    }
-    per_seed = {k: np.asarray(v) for k, v in per_seed.items()}
+    final = final_eval_metrics(result)
+    gap = final["loss"] / gd_loss - 1.0
+    per_seed = {"trained_loss": final.pop("loss"), "relative_gap_to_gd": gap}
+    per_seed |= {k: final[k] for k in ("copy_score", "sensitivity_cosine", "prediction_difference")}
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
         "eta_convention": "1/N inside eta: one GD step from 0 predicts eta * x_q^T X^T y / N",
         "eta_star": eta_star,
@@ -171,15 +161,12 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             "copy_score": constructed["copy_score"],
             "max_abs_error_vs_gd": constructed_max_error,
         },
-        "per_seed": per_seed,
-        "seed_stats": {k: seed_stats(v) for k, v in per_seed.items()},
+        **per_seed_summary(per_seed),
         "relative_gap_ci": mean_ci(gap),
         "runtime_s": time.time() - start,
     }
     arrays = {
-        "eval_steps": result.eval_steps,
-        "train_loss": result.train_loss,
-        **{f"eval_{k}": v for k, v in result.eval_metrics.items()},
+        **training_arrays(result),
         "attention_trained": attention_trained,  # (S, H, S, S), mean over attention tasks
         "attention_constructed": attention_constructed,  # (H, S, S)
     }
@@ -201,14 +188,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     # One line per seed: seeds that stay on the initial plateau and seeds that leave it
     # would make a mean with a min-max band misleading.
     ax = fig.add_subplot(grid[0, 0])
-    for seed, curve in enumerate(a["eval_loss"]):
-        ax.plot(
-            steps,
-            curve,
-            color="C0",
-            alpha=0.8,
-            label="softmax → LSA, one line per seed" if seed == 0 else None,
-        )
+    seed_lines(ax, steps, a["eval_loss"], "softmax → LSA, one line per seed", color="C0", alpha=0.8)
     ax.axhline(s["gd_loss"], color="k", ls="--", label=f"1 GD step (η*) {s['gd_loss']:.4f}")
     ax.axhline(s["gd2_loss"], color="k", ls=":", label=f"2 GD steps {s['gd2_loss']:.4f}")
     ax.axhline(
@@ -222,18 +202,10 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.legend(fontsize=7)
 
     ax = fig.add_subplot(grid[0, 1])
-    for seed in range(len(a["eval_loss"])):
-        first = seed == 0
-        ax.plot(
-            steps, a["eval_copy_score"][seed], color="C2", label="copy score" if first else None
-        )
-        ax.plot(
-            steps,
-            a["eval_sensitivity_cosine"][seed],
-            color="C4",
-            ls="--",
-            label="sensitivity cosine with GD" if first else None,
-        )
+    seed_lines(ax, steps, a["eval_copy_score"], "copy score", color="C2")
+    seed_lines(
+        ax, steps, a["eval_sensitivity_cosine"], "sensitivity cosine with GD", color="C4", ls="--"
+    )
     n = s["config"]["task"]["n_context"]
     ax.axhline(1.0 / (2 * n + 1), color="gray", lw=0.8, label="uniform attention")
     ax.set_ylim(0, 1.02)

@@ -130,3 +130,10 @@ def layer_preconditioner(params: dict, d: int, n_context: int) -> jax.Array:
     """Γ (D, D) of a one-layer, one-head `LSATransformer`'s params (`implied_preconditioner`)."""
     w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
     return implied_preconditioner(w_kq, w_pv, d, n_context)
+
+
+def model_sensitivities(model, params, tokens_BxTxE: jax.Array, d: int) -> jax.Array:
+    """∂ŷ/∂x_q of `model` with `params` on every prompt, (B, Y, D) (`query_sensitivity`)."""
+    return jax.vmap(query_sensitivity, in_axes=(None, 0, None))(
+        lambda tokens_TxE: model.apply(params, tokens_TxE), tokens_BxTxE, d
+    )

@@ -52,7 +52,7 @@ from icl_toy.analysis import alignment, baselines, metrics
 from icl_toy.analysis.stats import bootstrap_ci, interval, mean_ci, sign_flip_p_value
 from icl_toy.core import closed_forms
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import ModelConfig, learned_scalars, make_model
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
 from icl_toy.runs import runner
 from icl_toy.runs.plotting import interval_errors, save_figure
@@ -553,66 +553,6 @@ def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.nd
     return values
 
 
-# --- 5. Momentum attention improves in-context learning (Dai et al.) -----------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class MomentumConfig:
-    task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
-    num_layers: int = 2
-    mu_init: float = 0.1  # initial token momentum μ, learned through a sigmoid
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=2000, batch_size=512, learning_rate=2e-3, eval_every=500, num_seeds=5
-        )
-    )
-    eval_tasks: int = 4000
-    eval_seed: int = 20_004
-
-    def __post_init__(self):
-        _require_seeds(self.train)
-        if not 0 < self.mu_init < 1:
-            raise ValueError(f"mu_init must lie in (0, 1), got {self.mu_init}")
-
-
-def _momentum_config(quick: bool) -> MomentumConfig:
-    if not quick:
-        return MomentumConfig()
-    return MomentumConfig(
-        train=TrainConfig(
-            steps=600, batch_size=256, learning_rate=2e-3, eval_every=300, num_seeds=3
-        ),
-        eval_tasks=1000,
-    )
-
-
-def _measure_momentum(config: MomentumConfig, options) -> dict[str, np.ndarray]:
-    """Token momentum (Dai's EMA of earlier values) against the plain LSA, same seeds."""
-    plain = make_model(config.task, ModelConfig(num_layers=config.num_layers))
-    momentum = make_model(
-        config.task,
-        ModelConfig(kind="token_momentum", num_layers=config.num_layers, mu_init=config.mu_init),
-    )
-    plain_pred, _ = _train_seeded(plain, config.task, config.train, options, "plain")
-    momentum_pred, params = _train_seeded(
-        momentum, config.task, config.train, options, "token_momentum"
-    )
-    m = alignment.per_seed_metrics(
-        momentum_pred,
-        config.task,
-        {"plain": plain_pred},
-        key=_eval_key(config.eval_seed),
-        num_tasks=config.eval_tasks,
-    )["plain"]
-    mu = jax.vmap(lambda p: learned_scalars(momentum, p)["mu"])(params)
-    return {
-        "momentum_minus_plain_loss": m["half_mse_a"] - m["half_mse_b"],
-        "momentum_loss": m["half_mse_a"],
-        "plain_loss": m["half_mse_b"],
-        "learned_mu": np.asarray(mu),
-    }
-
-
 # --- The registry --------------------------------------------------------------------------
 
 HYPOTHESES: dict[str, Hypothesis] = {
@@ -717,22 +657,6 @@ HYPOTHESES: dict[str, Hypothesis] = {
             ),
             get_config=_depth_phases_config(0.5),
             measure=_measure_depth_phases,
-        ),
-        Hypothesis(
-            name="momentum_attention",
-            claim="Momentum attention (an exponential moving average of earlier values) "
-            "improves in-context learning.",
-            source="Dai et al. 2022 (arXiv 2212.10559), §6",
-            criteria=(
-                Criterion(
-                    "momentum_minus_plain_loss",
-                    "token-momentum LSA loss − plain LSA loss (paired seeds and tasks)",
-                    "<",
-                    0.0,
-                ),
-            ),
-            get_config=_momentum_config,
-            measure=_measure_momentum,
         ),
     )
 }

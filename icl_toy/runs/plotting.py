@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # experiments write files; no display is assumed
 import matplotlib.pyplot as plt
 import numpy as np
 
+from icl_toy.analysis.stats import mean_ci
 from icl_toy.runs.results import atomic_write_bytes
 
 
@@ -119,3 +120,59 @@ def stats_errorbar(ax, x, stats: list[dict], fmt: str, label: str) -> None:
     """Mean ± std of `seed_stats` records (one per x) as error bars."""
     mean, std = [s["mean"] for s in stats], [s["std"] for s in stats]
     ax.errorbar(x, mean, yerr=std, fmt=fmt, capsize=3, label=label)
+
+
+def seed_lines(ax, x, values_SxX, label: str | None, **line_kwargs) -> None:
+    """One line per seed (row of `values_SxX`), labelled once."""
+    for seed, curve in enumerate(np.asarray(values_SxX, dtype=float)):
+        ax.plot(x, curve, label=label if seed == 0 else None, **line_kwargs)
+
+
+def seed_mean_line(ax, x, values_SxX, label: str, color=None, **mean_kwargs) -> None:
+    """Each seed as a faint thin line, the mean over seeds as a labelled line on top."""
+    seed_lines(ax, x, values_SxX, None, color=color, alpha=0.2, lw=0.6)
+    ax.plot(x, np.mean(values_SxX, axis=0), color=color, label=label, **mean_kwargs)
+
+
+def seed_errorbars(ax, x, values_per_x, **errorbar_kwargs) -> None:
+    """At each x the mean over its per-seed values, with the 95% t-interval (`mean_ci`)."""
+    records = [mean_ci(np.asarray(values, dtype=float)) for values in values_per_x]
+    mean = [r["mean"] for r in records]
+    ax.errorbar(x, mean, yerr=interval_errors(records), capsize=3, **errorbar_kwargs)
+
+
+def offset_errorbars(ax, x, series: dict[str, tuple[list, str]], spread: float) -> None:
+    """Several `seed_errorbars` series at the same x, each shifted by `spread` so none hides
+    another.
+
+    `series` maps a legend label to (per-seed values at each x, colour); x gets the ticks.
+    """
+    for i, (label, (values_per_x, color)) in enumerate(series.items()):
+        x_shifted = np.asarray(x) + spread * (i - (len(series) - 1) / 2)
+        seed_errorbars(ax, x_shifted, values_per_x, fmt="o", color=color, label=label)
+    ax.set_xticks(x)
+
+
+def label_panels(axes, labels) -> None:
+    """Set (xlabel, ylabel, title) on each axis in turn; a legend on each that shows data."""
+    for ax, (xlabel, ylabel, title) in zip(axes, labels, strict=True):
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+
+
+POSITION_CURVES = {  # the curves of `one_layer_position_curves`: (format, label)
+    "trained_causal": ("o-", "trained K=1 LSA, causal readout"),
+    "trained_prefix": ("x", "same, label-free prefix prompts"),
+    "gd_construction": ("k--", "GD construction η*, causal"),
+    "gd_best_per_length": ("k:", "best 1-step GD η*(n)"),
+}
+
+
+def position_curves(ax, arrays, prefix: str = "position_") -> None:
+    """The `one_layer_position_curves` saved as `prefix + name`, each averaged over seeds,
+    against the position t (the number of earlier pairs)."""
+    for name, (fmt, label) in POSITION_CURVES.items():
+        if prefix + name in arrays:
+            curve = np.atleast_2d(arrays[prefix + name]).mean(axis=0)
+            ax.plot(np.arange(curve.size), curve, fmt, label=label)
