@@ -39,14 +39,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, baselines, metrics
+from icl_toy.analysis.stats import mean_ci
 from icl_toy.core import closed_forms
-from icl_toy.training import tuning
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import LSATransformer, TokenMomentumLSA, softmax_transformer
+from icl_toy.core.models import LSATransformer, TokenMomentumLSA
+from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_jsonable
-from icl_toy.analysis.stats import mean_ci
-from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
+from icl_toy.training import tuning
 from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 
 NAME = "hypotheses"
@@ -351,100 +351,6 @@ def _measure_preconditioned(config: PreconditionedConfig, options) -> dict[str, 
     }
 
 
-# --- 4. Depth phases: GD-like → ridge-like → OLS-like (Akyürek et al.) ---------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class DepthPhasesConfig:
-    # Akyürek et al.: d = 8, x ~ N(0, I), w ~ N(0, I). N = 16 > d keeps OLS well posed
-    # without their 40-pair sequences, which a 2-core CPU cannot train at depth.
-    task: TaskConfig = dataclasses.field(
-        default_factory=lambda: TaskConfig(d=8, n_context=16, inputs="gaussian")
-    )
-    depths: tuple[int, ...] = (1, 3)  # the first is "shallow", the last "deep"
-    num_heads: int = 2
-    mlp_hidden: int = 64
-    embed_dim: int = 32
-    # A 2-core CPU budget: 1500 steps at batch 128 (Akyürek et al. train 500k at batch 64).
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=1500, batch_size=128, learning_rate=1e-3, eval_every=500, num_seeds=5
-        )
-    )
-    # Akyürek et al.'s grid; λ = 0 is OLS, and σ = 0.5 makes the Bayes λ = σ²/τ² = 1/4.
-    ridge_lambdas: tuple[float, ...] = (1 / 16, 1 / 9, 1 / 4, 4 / 9)
-    eval_tasks: int = 2000
-    eval_seed: int = 20_003
-
-    def __post_init__(self):
-        _require_seeds(self.train)
-        if len(self.depths) < 2 or list(self.depths) != sorted(set(self.depths)):
-            raise ValueError(f"depths must be >= 2 increasing integers, got {self.depths}")
-        if min(self.depths) < 1 or min(self.ridge_lambdas, default=1) <= 0:
-            raise ValueError("depths must be >= 1 and ridge_lambdas > 0 (λ = 0 is OLS)")
-
-
-def _depth_phases_config(noise_std: float) -> Callable[[bool], DepthPhasesConfig]:
-    def get_config(quick: bool) -> DepthPhasesConfig:
-        task = TaskConfig(d=8, n_context=16, inputs="gaussian", noise_std=noise_std)
-        if not quick:
-            return DepthPhasesConfig(task=task)
-        return DepthPhasesConfig(
-            task=task,
-            depths=(1, 2),
-            train=TrainConfig(
-                steps=500, batch_size=128, learning_rate=1e-3, eval_every=250, num_seeds=3
-            ),
-            eval_tasks=500,
-        )
-
-    return get_config
-
-
-def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.ndarray]:
-    task = config.task
-    key_tune, key_eval = jax.random.split(_eval_key(config.eval_seed))
-    names = {
-        "gd": baselines.gd(baselines.tuned_gd_eta(task, 1, key=key_tune)),
-        "ols": baselines.ols,
-        **{f"ridge({lam:.3g})": baselines.ridge(lam) for lam in config.ridge_lambdas},
-    }
-    spd, loss = {}, {}
-    for depth in config.depths:
-        model = softmax_transformer(
-            task.d_y,
-            depth,
-            config.num_heads,
-            config.mlp_hidden,
-            embed_dim=config.embed_dim,
-        )
-        model_pred, _ = _train_seeded(model, task, config.train, options, f"depth{depth}")
-        m = alignment.per_seed_metrics(
-            model_pred, task, names, key=key_eval, num_tasks=config.eval_tasks
-        )
-        spd[depth] = {name: m[name]["spd"] for name in names}
-        loss[depth] = m["ols"]["half_mse_a"]
-    shallow, deep = config.depths[0], config.depths[-1]
-    ridge_names = [n for n in names if n.startswith("ridge")]
-    values = {
-        "shallow_spd_gd_minus_spd_ols": spd[shallow]["gd"] - spd[shallow]["ols"],
-        "deep_spd_ols_minus_spd_gd": spd[deep]["ols"] - spd[deep]["gd"],
-        "deep_minus_shallow_spd_ols": spd[deep]["ols"] - spd[shallow]["ols"],
-    }
-    if task.noise_std > 0:
-        bayes = baselines.bayes_ridge_lambda(task)
-        bayes_name = f"ridge({bayes:.3g})"
-        if bayes_name not in names:
-            raise ValueError(f"the Bayes λ = {bayes:.3g} must be in ridge_lambdas")
-        others = np.stack([spd[deep][n] for n in [*ridge_names, "ols"] if n != bayes_name])
-        values["deep_spd_bayes_ridge_minus_best_other"] = spd[deep][bayes_name] - others.min(0)
-    for depth in config.depths:
-        values[f"loss_depth{depth}"] = loss[depth]
-        for name in names:
-            values[f"spd_depth{depth}_{name}"] = spd[depth][name]
-    return values
-
-
 # --- 5. Momentum attention improves in-context learning (Dai et al.) -----------------------
 
 
@@ -573,62 +479,6 @@ HYPOTHESES: dict[str, Hypothesis] = {
             ),
             get_config=_preconditioned_config,
             measure=_measure_preconditioned,
-        ),
-        Hypothesis(
-            name="depth_phases_noiseless",
-            claim="On noiseless regression, deeper trained transformers move from GD-like "
-            "towards OLS-like predictions.",
-            source="Akyürek et al. 2022 (arXiv 2211.15661), §4.3 and Fig. 3",
-            criteria=(
-                Criterion(
-                    "shallow_spd_gd_minus_spd_ols",
-                    "shallowest model: SPD to 1-step GD − SPD to OLS",
-                    "<",
-                    0.0,
-                ),
-                Criterion(
-                    "deep_spd_ols_minus_spd_gd",
-                    "deepest model: SPD to OLS − SPD to 1-step GD",
-                    "<",
-                    0.0,
-                ),
-                Criterion(
-                    "deep_minus_shallow_spd_ols",
-                    "SPD to OLS of the deepest minus the shallowest model (paired seeds)",
-                    "<",
-                    0.0,
-                ),
-            ),
-            get_config=_depth_phases_config(0.0),
-            measure=_measure_depth_phases,
-        ),
-        Hypothesis(
-            name="depth_phases_noisy",
-            claim="On noisy regression (σ² / τ² = 1/4), deeper trained transformers move from "
-            "GD-like towards Bayes-optimal ridge, and the best-fitting ridge λ is σ² / τ².",
-            source="Akyürek et al. 2022 (arXiv 2211.15661), §4.2 and Fig. 2",
-            criteria=(
-                Criterion(
-                    "shallow_spd_gd_minus_spd_ols",
-                    "shallowest model: SPD to 1-step GD − SPD to OLS",
-                    "<",
-                    0.0,
-                ),
-                Criterion(
-                    "deep_minus_shallow_spd_ols",
-                    "SPD to OLS of the deepest minus the shallowest model (paired seeds)",
-                    "<",
-                    0.0,
-                ),
-                Criterion(
-                    "deep_spd_bayes_ridge_minus_best_other",
-                    "deepest model: SPD to ridge(σ²/τ²) − min SPD to OLS and other λ",
-                    "<",
-                    0.0,
-                ),
-            ),
-            get_config=_depth_phases_config(0.5),
-            measure=_measure_depth_phases,
         ),
         Hypothesis(
             name="momentum_attention",

@@ -53,3 +53,11 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
+    """Means with their intervals as error bars; each interval is a {mean, low, high} record."""
+    mean = np.array([i["mean"] for i in intervals], dtype=float)
+    low = np.array([i["low"] for i in intervals], dtype=float)
+    high = np.array([i["high"] for i in intervals], dtype=float)
+    ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **errorbar_kwargs)
