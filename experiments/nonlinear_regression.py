@@ -37,6 +37,7 @@ import numpy as np
 
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core.losses import half_mse
 from icl_toy.core.nonlinear import (
     FeatureGD,
     FeatureLSA,
@@ -51,7 +52,7 @@ from icl_toy.core.nonlinear import (
 from icl_toy.core.tasks import prompt_tokens, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
+from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 
 NAME = "nonlinear_regression"
@@ -131,14 +132,14 @@ def _tune_kernel_baselines(config: Config, prompts) -> dict:
             prompts.x, prompts.y, prompts.x_q, length_scale, 1.0
         )
         eta = jnp.sum(s * y_q) / jnp.sum(s * s)
-        return eta, metrics.half_mse(eta * s, y_q)
+        return eta, half_mse(eta * s, y_q)
 
     @jax.jit
     def ridge_loss(length_scale, lam):
         pred = jax.vmap(rbf_ridge_predict, in_axes=(0, 0, 0, None, None))(
             prompts.x, prompts.y, prompts.x_q, length_scale, lam
         )
-        return metrics.half_mse(pred, y_q)
+        return half_mse(pred, y_q)
 
     smoothing = [(ell, *map(float, smoothing_fit(ell))) for ell in config.length_scales]
     ell_s, eta_s, _ = min(smoothing, key=lambda r: r[2])
@@ -198,16 +199,14 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     tuned = _tune_kernel_baselines(config, tune_prompts)
     baseline_loss = {
         name: float(
-            metrics.half_mse(
+            half_mse(
                 jax.jit(jax.vmap(predict))(eval_prompts.x, eval_prompts.y, eval_prompts.x_q),
                 eval_prompts.y_q,
             )
         )
         for name, predict in _baseline_predictors(tuned).items()
     }
-    baseline_loss["zero"] = float(
-        metrics.half_mse(jnp.zeros_like(eval_prompts.y_q), eval_prompts.y_q)
-    )
+    baseline_loss["zero"] = float(half_mse(jnp.zeros_like(eval_prompts.y_q), eval_prompts.y_q))
 
     # Predictions and sensitivities on a grid of queries, per task and per seed.
     grid_G = jnp.linspace(task.input_low, task.input_high, config.grid_points)
@@ -262,8 +261,6 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
         "sensitivity": "d(y_hat)/d(x_q) at grid_points queries per task; cosine per task, mean",
         "per_seed": per_seed,

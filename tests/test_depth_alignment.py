@@ -94,6 +94,7 @@ def test_reference_family_keeps_the_kinds_and_names_the_bayes_ridge():
     assert off_grid["ridge_bayes"] is None
 
 
+@pytest.mark.slow  # compiles two softmax transformers' training and evaluation
 def test_per_depth_metrics_pair_every_depth_with_the_same_tasks():
     """Two depths trained two steps: each evaluated against OLS on the same held-out tasks."""
     task = TaskConfig(d=2, n_context=4, inputs="gaussian")
