@@ -50,7 +50,7 @@ from icl_toy.core.nonlinear import (
 from icl_toy.core.tasks import prompt_tokens, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
+from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 
 NAME = "nonlinear_regression"
@@ -259,8 +259,6 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
         "sensitivity": "d(y_hat)/d(x_q) at grid_points queries per task; cosine per task, mean",
         "per_seed": per_seed,

@@ -30,6 +30,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from icl_toy.core.linalg import einsum, matmul
@@ -272,3 +273,44 @@ def probe_model(
         jax.jit(probe_targets)(test_prompts),
         cfg,
     )
+
+
+def r2_summary(r2: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, dict]]:
+    """`probe_model`'s R² as JSON: {kind: {target: {"mean": per layer, "per_seed": (S, L + 1)}}}."""
+    return {
+        kind: {
+            target: {
+                "mean": np.asarray(values).mean(axis=0).tolist(),
+                "per_seed": np.asarray(values).tolist(),
+            }
+            for target, values in by_target.items()
+        }
+        for kind, by_target in r2.items()
+    }
+
+
+def probe_depths(
+    trained: dict, train_prompts: Prompt, test_prompts: Prompt, *, key: jax.Array, cfg: ProbeConfig
+) -> dict[int, dict[str, dict[str, np.ndarray]]]:
+    """`probe_model` of every model of a depth sweep, {depth: {kind: {target: (S, L + 1)}}}.
+
+    `trained` maps a depth to (model, train result with params of seed axis S); each depth
+    fits its MLP probes from `fold_in(key, depth)`.
+    """
+    r2 = {
+        depth: probe_model(
+            model,
+            result.params,
+            train_prompts,
+            test_prompts,
+            key=jax.random.fold_in(key, depth),
+            cfg=cfg,
+        )
+        for depth, (model, result) in trained.items()
+    }
+    return {
+        depth: {
+            kind: {t: np.asarray(v) for t, v in by_target.items()} for kind, by_target in r.items()
+        }
+        for depth, r in r2.items()
+    }

@@ -1,4 +1,6 @@
-"""Panels for deep LSA stacks beside their tuned GD and GD++ (`icl_toy.analysis.layerwise`).
+"""Panels of depth studies: deep LSA stacks beside their tuned GD and GD++
+(`icl_toy.analysis.layerwise`), and depth sweeps of softmax transformers against the baseline
+family (`icl_toy.analysis.depth_alignment`).
 
 Each panel draws saved arrays: trained models as min–max bands over seeds (`seed_band`),
 the constructions as lines (GD black dashed, GD++ red dotted). Losses are on a log axis.
@@ -10,7 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from icl_toy.runs.plotting import clip_top, finish_axes, merged_legend, seed_band, stats_errorbar
+from icl_toy.runs.plotting import (
+    clip_top,
+    finish_axes,
+    interval_errorbar,
+    merged_legend,
+    seed_band,
+    stats_errorbar,
+)
 
 GD_STYLE = {"fmt": "k--", "label": "tuned GD"}
 GDPP_STYLE = {"fmt": "C3:", "label": "tuned GD++"}
@@ -76,3 +85,77 @@ def sensitivity_cosines(ax, depths, cosines: dict, kinds: Sequence[str]) -> None
             label = f"vs {label} ({kind})"
             seed_band(ax, depths, cosines[kind, key], label, marker=marker, ls=ls)
     finish_axes(ax, "Alignment of trained models", "K", "sensitivity cosine", xticks=depths)
+
+
+def closest_by_depth(ax, entries: list[dict], labels: dict[str, str], title: str) -> None:
+    """SPD / d to each reference baseline by depth (95% intervals), and the best ridge λ.
+
+    `entries` are `depth_summary` records with a "depth"; `labels` maps the keys of their
+    "spd_to" to legend labels. The dotted line is the smallest mean SPD over the ridge grid,
+    annotated with its λ.
+    """
+    depths = [e["depth"] for e in entries]
+    for key, label in labels.items():
+        interval_errorbar(ax, depths, [e["spd_to"][key] for e in entries], marker="o", label=label)
+    fits = [e["ridge_fit"] for e in entries]
+    best_spd = [min(f["spd_mean"]) for f in fits]
+    ax.plot(depths, best_spd, "k:", marker="s", label="best ridge λ on the grid")
+    for depth, fit, spd in zip(depths, fits, best_spd, strict=True):
+        ax.annotate(
+            f"λ={fit['best_lambda']:.3g}",
+            (depth, spd),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(3, -10),
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="depth (layers)", ylabel="SPD / d to the model", title=title)
+    ax.legend(fontsize=7)
+
+
+def probe_layers(ax, r2: dict[tuple[str, str], np.ndarray], title: str) -> None:
+    """Mean held-out probe R² by layer: one colour per target, solid linear, dashed MLP.
+
+    `r2` maps (probe kind, target) to (S, L + 1) values, layer 0 being the embedding.
+    """
+    targets = list(dict.fromkeys(target for _, target in r2))
+    for (kind, target), values_SxL in r2.items():
+        ax.plot(
+            np.arange(values_SxL.shape[1]),
+            values_SxL.mean(axis=0),
+            "-" if kind == "linear" else "--",
+            color=f"C{targets.index(target)}",
+            marker="o",
+            ms=3,
+            label=f"{target} ({kind})",
+        )
+    lowest = min(float(np.min(values)) for values in r2.values())
+    ax.set_ylim(max(-0.6, min(-0.1, lowest - 0.05)), 1.02)
+    ax.set(xlabel="layer (0 = embedding)", ylabel="held-out R²", title=title)
+    ax.legend(fontsize=7)
+
+
+def loss_by_depth(
+    ax, depths, losses: list[dict], references: dict[str, float], color: str, label: str
+) -> None:
+    """The model's held-out half-MSE by depth (interval records), reference losses as lines.
+
+    `references` maps a legend label to a baseline's loss (at most three: dotted, dashed,
+    dash-dotted), drawn in the model's `color`.
+    """
+    interval_errorbar(ax, depths, losses, marker="o", color=color, label=label)
+    for (name, loss), ls in zip(references.items(), (":", "--", "-."), strict=False):
+        ax.axhline(loss, color=color, ls=ls, lw=1, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="depth (layers)", ylabel="held-out half-MSE", title="Loss by depth")
+    ax.legend(fontsize=7)
+
+
+def training_curves(ax, curves: dict[str, np.ndarray], steps, styles: dict[str, dict]) -> None:
+    """Mean over seeds of each (S, C) training-loss curve at `steps`, log scale."""
+    for label, loss_SxC in curves.items():
+        ax.plot(steps, loss_SxC.mean(axis=0), label=label, **styles[label])
+    ax.set_yscale("log")
+    ax.set(xlabel="training step", ylabel="train half-MSE (chunk mean)", title="Training")
+    ax.legend(fontsize=6, ncol=2)

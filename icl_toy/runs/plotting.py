@@ -176,3 +176,11 @@ def position_curves(ax, arrays, prefix: str = "position_") -> None:
         if prefix + name in arrays:
             curve = np.atleast_2d(arrays[prefix + name]).mean(axis=0)
             ax.plot(np.arange(curve.size), curve, fmt, label=label)
+
+
+def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
+    """Means with their intervals as error bars; each interval is a {mean, low, high} record."""
+    mean = np.array([i["mean"] for i in intervals], dtype=float)
+    low = np.array([i["low"] for i in intervals], dtype=float)
+    high = np.array([i["high"] for i in intervals], dtype=float)
+    ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **errorbar_kwargs)
