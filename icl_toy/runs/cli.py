@@ -1,13 +1,15 @@
 """The `icl-toy` command: list, run, plot and reproduce experiments.
 
     icl-toy list
-    icl-toy run NAME [--quick] [--seeds S] [--set key=value ...] [--out DIR] [--resume] [--quiet]
-                     [--sweep key=v1,v2,... ...]
+    icl-toy run NAME [--quick] [--seeds S] [--set key=value ...] [--out DIR]
+                     [--resume | --rerun | --fresh] [--quiet] [--sweep key=v1,v2,... ...]
     icl-toy plot NAME --from DIR
-    icl-toy reproduce [--quick] [NAME ...]
+    icl-toy reproduce [--quick] [--out DIR] [--fresh] [NAME ...]
     icl-toy hypotheses [--quick] [--out DIR] [--rerun] [--list] [NAME ...]
 
-`python -m experiments.NAME [options]` is `icl-toy run NAME [options]`.
+`python -m experiments.NAME [options]` is `icl-toy run NAME [options]`. A user's mistake
+(a bad name, key, value, size or folder, a refused resume, a folder in use) exits 2 with one
+line before any compute; a diverged run exits 1 with one line that says how to continue it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl_toy.runs.config import apply_overrides
+from icl_toy.runs.config import apply_overrides, config_paths
+from icl_toy.runs.guard import UsageError, check_finite, check_sizes
 from icl_toy.runs.results import load_results
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment, is_complete, run_experiment
 from icl_toy.runs.sweep import check_axes, parse_sweep, run_sweep
+from icl_toy.training.train import NonFiniteLossError
 
 FIGURES = Path("figures")
 
@@ -38,7 +42,10 @@ def resolve_config(name: str, quick: bool, seeds: int | None, overrides: list[st
         config = get_experiment(name).get_config(quick)
         if seeds is not None:
             overrides = [f"train.num_seeds={seeds}", *overrides]
-        return apply_overrides(config, overrides)
+        config = apply_overrides(config, overrides)
+        check_finite(config)
+        check_sizes(config)
+        return config
     except ValueError as error:
         print(f"icl-toy: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
@@ -61,10 +68,22 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="results directory (default figures/, --quick: figures/quick/)",
     )
-    parser.add_argument(
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the latest checkpoint in the results directory",
+        help="continue this config's interrupted run from its latest checkpoint (only the "
+        "learning rate may differ from the interrupted run)",
+    )
+    again.add_argument(
+        "--rerun",
+        action="store_true",
+        help="recompute finished results of this config (training resumes from checkpoints)",
+    )
+    again.add_argument(
+        "--fresh",
+        action="store_true",
+        help="remove this config's checkpoints and train from scratch",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -76,6 +95,34 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(args, overrides: list[str]) -> str:
+    """The `icl-toy run` command line of `args`, resumed, with `overrides` replacing theirs."""
+    keys = {o.partition("=")[0] for o in overrides}
+    kept = [o for o in args.overrides if o.partition("=")[0] not in keys]
+    parts = ["icl-toy", "run", args.name, *(["--quick"] if args.quick else [])]
+    parts += [] if args.seeds is None else ["--seeds", str(args.seeds)]
+    parts += [] if args.out is None else ["--out", str(args.out)]
+    parts += [w for o in [*kept, *overrides] for w in ("--set", o)]
+    return " ".join([*parts, "--resume"])
+
+
+def _diverged(args, config, error: NonFiniteLossError) -> SystemExit:
+    """One line that says what diverged, and the command that continues from the kept
+    checkpoint at half the learning rate."""
+    halved = [
+        f"{path}={value / 2:g}"
+        for path, value in config_paths(config).items()
+        if path.endswith("learning_rate")
+    ]
+    advice = (
+        f"; continue from it at half the learning rate: {_command(args, halved)}"
+        if error.kept_step is not None
+        else "; lower the learning rate and run again"
+    )
+    print(f"icl-toy: error: {args.name}: {error}{advice}", file=sys.stderr)
+    return SystemExit(1)
+
+
 def _run(args) -> None:
     config = resolve_config(args.name, args.quick, args.seeds, args.overrides)
     out_dir = args.out or default_out_dir(args.quick)
@@ -84,19 +131,45 @@ def _run(args) -> None:
             axes = parse_sweep(args.sweep)
             check_axes(config, axes)
         except ValueError as error:
-            print(f"icl-toy: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from error
-        rows = run_sweep(args.name, config, axes, out_dir, quiet=args.quiet)
-        print(f"{args.name}: sweep of {len(rows)} points in {out_dir}/{args.name}.sweep.csv")
+            raise UsageError(str(error)) from error
+        if args.rerun:
+            raise UsageError("--rerun does not apply to sweeps; use --resume or --fresh")
+        rows = run_sweep(
+            args.name,
+            config,
+            axes,
+            out_dir,
+            quiet=args.quiet,
+            resume=args.resume,
+            fresh=args.fresh,
+            echo=print,
+        )
+        print(f"{args.name}: sweep of {len(rows)} rows in {out_dir}/{args.name}.sweep.csv")
         for row in rows:
+            shown = {k: v for k, v in row.items() if k not in ("digest", "error")}
             print(
                 "  "
                 + "  ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
                 )
             )
+        if any(row["status"] != "done" for row in rows):
+            raise SystemExit(1)
         return
-    results = run_experiment(args.name, config, out_dir, resume=args.resume, quiet=args.quiet)
+    try:
+        results = run_experiment(
+            args.name,
+            config,
+            out_dir,
+            resume=args.resume,
+            rerun=args.rerun,
+            fresh=args.fresh,
+            quiet=args.quiet,
+            command=" ".join(sys.argv),
+            echo=print,
+        )
+    except NonFiniteLossError as error:
+        raise _diverged(args, config, error) from error
     print(f"{args.name}: results and figure in {out_dir}/")
     for key, stats in results.summary.get("seed_stats", {}).items():
         print(f"  {key:>22}: {stats['mean']:.5g} ± {stats['std']:.2g}")
@@ -113,20 +186,30 @@ def _list(args) -> None:
 
 def _plot(args) -> None:
     resolve_config(args.name, False, None, [])  # checks the name
+    if not (args.source / f"{args.name}.json").is_file():
+        raise UsageError(f"--from {args.source}: no saved results {args.name}.json there")
     paths = get_experiment(args.name).plot(load_results(args.source, args.name), args.source)
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
 def _reproduce(args) -> None:
-    out_dir = default_out_dir(args.quick)
+    out_dir = args.out or default_out_dir(args.quick)
     names = args.names or EXPERIMENTS
     configs = {name: resolve_config(name, args.quick, None, []) for name in names}
     for name, config in configs.items():
-        if is_complete(out_dir, name, config):
+        if is_complete(out_dir, name, config) and not args.fresh:
             print(f"{name}: complete in {out_dir}/, skipped")
             continue
-        print(f"{name}: running (resumes from a checkpoint if one exists)")
-        run_experiment(name, config, out_dir, resume=True, quiet=args.quiet)
+        print(f"{name}: running" + ("" if args.fresh else " (resumes from its checkpoints)"))
+        run_experiment(
+            name,
+            config,
+            out_dir,
+            resume=not args.fresh,
+            fresh=args.fresh,
+            adopt=False,
+            quiet=args.quiet,
+        )
 
 
 def _hypotheses(args) -> None:
@@ -172,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--quick", action="store_true")
     reproduce.add_argument("--quiet", action="store_true")
     reproduce.add_argument(
+        "--out", type=Path, default=None, help="results directory (default as for run)"
+    )
+    reproduce.add_argument("--fresh", action="store_true", help="retrain every study from scratch")
+    reproduce.add_argument(
         "names", nargs="*", metavar="NAME", help="experiments to run (default: all, in order)"
     )
     reproduce.set_defaults(func=_reproduce)
@@ -190,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except UsageError as error:
+        print(f"icl-toy: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
     return 0
 
 

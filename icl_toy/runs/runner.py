@@ -1,25 +1,40 @@
 """Running an experiment module into a results directory.
 
 Layout of a run in `out_dir`, for experiment NAME:
-  NAME.config.json  the resolved config, icl-toy version, git commit, JAX version, device
-  NAME.json/.npz    the results (the JSON is written last and marks them complete)
-  NAME.png/.pdf     the figure, drawn from the saved results
+  NAME.config.json  the resolved config and its digest, git commit, versions, devices
+  NAME.npz, .json   the results: arrays first, then the summary
+  NAME.png/.pdf     the figure, drawn from the saved results; results are complete when
+                    NAME.json and NAME.png both exist and the JSON holds the same config
   NAME.log          one line per event, appended
-  checkpoints/NAME/ orbax checkpoints of the training state, for --resume
+  checkpoints/NAME/<config digest>/  orbax checkpoints of that config's training
+  .icl-toy.lock     held by the run that is writing into the folder
 Every file is written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
+import platform
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import jax
 
+from icl_toy.runs.guard import (
+    ResultsLock,
+    UsageError,
+    check_run,
+    config_differences,
+    config_digest,
+)
 from icl_toy.runs.results import (
     Results,
     atomic_write_bytes,
@@ -31,6 +46,11 @@ from icl_toy.runs.results import (
 from icl_toy.training.train import RunOptions
 
 # Experiment modules under `experiments/`, in the order `icl-toy reproduce` runs them.
+# Inside each checkpoint folder: the config whose training it holds.
+CONFIG_FILE = "config.json"
+# Written into a checkpoint folder when its training has run to the end.
+FINISHED_FILE = "finished"
+
 EXPERIMENTS = (
     "single_layer_gd",
     "multi_layer_gdpp",
@@ -68,14 +88,33 @@ def _log(out_dir: Path, name: str, message: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
 
+def environment() -> dict:
+    """Versions and devices behind a result."""
+    devices = jax.devices()
+    versions = {"python": platform.python_version(), "icl_toy": version()}
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "orbax-checkpoint"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "versions": versions,
+        "device_kind": devices[0].device_kind,
+        "device_platform": devices[0].platform,
+        "device_count": len(devices),
+    }
+
+
 def run_metadata(name: str, config) -> dict:
     return {
         "experiment": name,
         "config": to_jsonable(config),
+        "config_digest": config_digest(config),
         "icl_toy_version": version(),
         "git_commit": git_commit(),
         "jax_version": jax.__version__,
         "device": str(jax.devices()[0]),
+        **environment(),
     }
 
 
@@ -88,40 +127,174 @@ def is_complete(out_dir: str | Path, name: str, config) -> bool:
     return json.loads(summary.read_text()).get("config") == to_jsonable(config)
 
 
+def _has_checkpoints(directory: Path) -> bool:
+    return directory.is_dir() and any(
+        p.name not in (CONFIG_FILE, FINISHED_FILE) for p in directory.iterdir()
+    )
+
+
+def _checkpointed_configs(root: Path) -> list[tuple[str, dict, bool]]:
+    """(digest, saved config, finished) of every config with checkpoints under `root`,
+    newest first."""
+    found = []
+    for directory in root.iterdir() if root.is_dir() else ():
+        meta = directory / CONFIG_FILE
+        if meta.exists() and _has_checkpoints(directory):
+            finished = (directory / FINISHED_FILE).exists()
+            found.append(
+                (meta.stat().st_mtime, directory.name, json.loads(meta.read_text()), finished)
+            )
+    return [(digest, saved, done) for _, digest, saved, done in sorted(found, reverse=True)]
+
+
+def mark_finished(checkpoint_dir: str | Path) -> None:
+    """Record that the training in `checkpoint_dir` ran to its end."""
+    atomic_write_bytes(Path(checkpoint_dir) / FINISHED_FILE, b"")
+
+
+def prepare_checkpoints(
+    root: str | Path, config, *, resume: bool = False, fresh: bool = False, adopt: bool = True
+) -> tuple[Path, dict | None]:
+    """The checkpoint folder of `config` under `root` (`root/<config digest>/`) and, where a
+    resume adopts an interrupted run that differs only in its learning rate, that run's
+    record ({"config_digest", "changed"}; else None).
+
+    - `fresh`: this config's checkpoints are removed, and only these.
+    - Checkpoints of this config and no `resume`: refused (continue them or start over).
+    - `resume` and checkpoints of this config: they are continued.
+    - `resume`, none of this config, and `adopt`: an interrupted (unfinished) run that
+      differs only in `*.learning_rate` is adopted (its checkpoints move here and continue
+      at the new rate); any other run there, interrupted or finished, is refused, naming
+      each differing field. With `adopt=False` (reproduce, or a sweep whose folder holds
+      other grid points) it starts afresh.
+    """
+    root = Path(root)
+    digest = config_digest(config)
+    directory = root / digest
+    if fresh and directory.exists():
+        shutil.rmtree(directory)
+    adopted = None
+    if _has_checkpoints(directory):
+        if not resume:
+            raise UsageError(
+                f"{directory} holds checkpoints of an earlier run of this config; "
+                "--resume continues it, --fresh starts it over"
+            )
+    elif resume and adopt:
+        others = _checkpointed_configs(root)
+        for other_digest, other, finished in others:
+            differences = config_differences(other, to_jsonable(config))
+            only_lr = all(d.split(":")[0].endswith("learning_rate") for d in differences)
+            if only_lr and not finished:
+                (root / other_digest).rename(directory)
+                adopted = {"config_digest": other_digest, "changed": differences}
+                break
+        else:
+            if others:
+                _, other, finished = others[0]
+                raise UsageError(
+                    "cannot resume: no interrupted run of this config here; the "
+                    + ("finished" if finished else "interrupted")
+                    + " run differs in "
+                    + "; ".join(config_differences(other, to_jsonable(config)))
+                    + ". Pass the same --quick/--set/--seeds to resume it, or run without "
+                    "--resume to start this config"
+                )
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(
+        directory / CONFIG_FILE, (json.dumps(to_jsonable(config), indent=2) + "\n").encode()
+    )
+    return directory, adopted
+
+
+@contextlib.contextmanager
+def _logged_signals(out_dir: Path, name: str):
+    """SIGTERM and SIGINT end the run through an exception that is logged with its signal."""
+
+    def handler(signum, frame):
+        _log(out_dir, name, f"interrupted by {signal.Signals(signum).name}")
+        signal.signal(signum, previous[signum])
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        for s in previous:
+            signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        if main_thread:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
 def run_experiment(
-    name: str, config, out_dir: str | Path, *, resume: bool = False, quiet: bool = False
+    name: str,
+    config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    fresh: bool = False,
+    rerun: bool = False,
+    adopt: bool = True,
+    quiet: bool = False,
+    command: str = "",
+    echo: Callable[[str], None] = lambda _: None,
 ) -> Results:
     """Run experiment `name` with `config` into `out_dir`, save its results and draw its figure.
 
-    With `resume`, training continues from the latest checkpoint in `out_dir`, which must
-    come from the same config.
+    Everything is checked before any compute (`guard.check_run`), and the folder is locked
+    for the run. Finished results of the same config are returned as they are unless
+    `rerun` (which recomputes them, resuming training from its checkpoints) or `fresh`
+    (which removes this config's checkpoints and trains from scratch). Checkpoints live in
+    `out_dir/checkpoints/NAME/<config digest>/`; see `prepare_checkpoints` for `resume`.
     """
     module = get_experiment(name)
     out_dir = Path(out_dir)
+    check_run(config, out_dir, len(jax.devices()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    config_path = out_dir / f"{name}.config.json"
-    metadata = run_metadata(name, config)
-    if resume and config_path.exists():
-        saved = json.loads(config_path.read_text())["config"]
-        if saved != metadata["config"]:
-            raise ValueError(
-                f"cannot resume: {config_path} holds a different config; rerun without "
-                "--resume, or pass the same --quick/--set/--seeds as the interrupted run"
-            )
-    atomic_write_bytes(config_path, (json.dumps(metadata, indent=2) + "\n").encode())
-    _log(out_dir, name, f"start (resume={resume}) commit={metadata['git_commit']}")
-    options = RunOptions(
-        checkpoint_dir=str((out_dir / "checkpoints" / name).absolute()),
-        resume=resume,
-        progress=not quiet,
-    )
-    start = time.time()
-    try:
-        results = module.run(config, options=options)
-    except BaseException as error:
-        _log(out_dir, name, f"failed: {type(error).__name__}: {error}")
-        raise
-    save_results(out_dir, name, results)
-    module.plot(load_results(out_dir, name), out_dir)
-    _log(out_dir, name, f"done in {time.time() - start:.1f} s")
-    return results
+    with ResultsLock(out_dir, command or f"icl-toy run {name}"):
+        if is_complete(out_dir, name, config) and not (rerun or fresh):
+            _log(out_dir, name, "complete, skipped")
+            echo(f"{name}: complete in {out_dir}/, skipped (--rerun recomputes, --fresh retrains)")
+            return load_results(out_dir, name)
+        checkpoint_dir, adopted = prepare_checkpoints(
+            out_dir / "checkpoints" / name,
+            config,
+            resume=resume or rerun,
+            fresh=fresh,
+            adopt=adopt and not rerun,
+        )
+        metadata = run_metadata(name, config)
+        if adopted is not None:
+            metadata["resumed_from"] = adopted
+        atomic_write_bytes(
+            out_dir / f"{name}.config.json", (json.dumps(metadata, indent=2) + "\n").encode()
+        )
+        _log(
+            out_dir,
+            name,
+            f"start (resume={resume}, fresh={fresh}, rerun={rerun}) "
+            f"digest={metadata['config_digest']} commit={metadata['git_commit']} "
+            f"devices={metadata['device_count']}x{metadata['device_kind']}",
+        )
+        options = RunOptions(
+            checkpoint_dir=str(checkpoint_dir.absolute()),
+            resume=resume or rerun,
+            progress=not quiet,
+        )
+        start = time.time()
+        with _logged_signals(out_dir, name):
+            try:
+                results = module.run(config, options=options)
+            except BaseException as error:
+                _log(out_dir, name, f"failed: {type(error).__name__}: {error}")
+                raise
+        mark_finished(checkpoint_dir)
+        if adopted is not None:
+            results.summary["resumed_from"] = adopted
+        save_results(out_dir, name, results)
+        module.plot(load_results(out_dir, name), out_dir)
+        _log(out_dir, name, f"done in {time.time() - start:.1f} s")
+        return results

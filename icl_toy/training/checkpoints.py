@@ -18,10 +18,16 @@ def _is_key(leaf) -> bool:
     return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def _flatten(state) -> dict[str, jax.Array]:
-    """Leaves by index; typed PRNG keys become their raw uint32 data."""
+def _flatten(state) -> dict[str, np.ndarray]:
+    """Leaves by index as host arrays; typed PRNG keys become their raw uint32 data.
+
+    Host arrays carry no sharding, so a checkpoint written on one device count restores
+    on any other (the restored state is placed by the next jitted call)."""
     leaves = jax.tree.leaves(state)
-    return {str(i): jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)}
+    return {
+        str(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+        for i, x in enumerate(leaves)
+    }
 
 
 class Checkpoints:
@@ -54,9 +60,7 @@ class Checkpoints:
         step = self.latest()
         if step is None:
             raise FileNotFoundError("no complete checkpoint to resume from")
-        abstract = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _flatten(template)
-        )
+        abstract = _flatten(template)  # host arrays: restored unsharded, as saved
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
@@ -66,7 +70,7 @@ class Checkpoints:
         leaves = [
             jax.random.wrap_key_data(restored["state"][str(i)], impl=jax.random.key_impl(x))
             if _is_key(x)
-            else restored["state"][str(i)]
+            else jax.device_put(restored["state"][str(i)])
             for i, x in enumerate(jax.tree.leaves(template))
         ]
         return (

@@ -248,24 +248,51 @@ class RunOptions:
         return dataclasses.replace(self, checkpoint_dir=f"{self.checkpoint_dir}/{name}")
 
 
+# A finite batch loss this many times its run's first-step loss has diverged all the same.
+DIVERGENCE_RATIO = 1e6
+
+
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or Inf loss; the last checkpoint before it is kept."""
+    """Training diverged: a NaN or Inf batch loss, or a finite one `DIVERGENCE_RATIO` times
+    its start. The latest checkpoint, from before it, is kept.
+
+    `step`: the step of the bad loss; `run`: (learning rate, base seed, seed index) of the
+    run it happened in; `kept_step`: the step the kept checkpoint ends at (None: none).
+    """
+
+    def __init__(self, message: str, *, step: int, run: tuple, kept_step: int | None):
+        super().__init__(message)
+        self.step, self.run, self.kept_step = step, run, kept_step
 
 
-def _check_finite(losses_SxCxI: np.ndarray, first_step: int, last_checkpoint: int | None):
-    bad = ~np.isfinite(losses_SxCxI.reshape(losses_SxCxI.shape[0], -1))
-    if bad.any():
-        seed, offset = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
-        kept = (
-            "no checkpoint was written"
-            if last_checkpoint is None
-            else f"the checkpoint after step {last_checkpoint} is kept"
-        )
-        raise NonFiniteLossError(
-            f"training loss is {losses_SxCxI.reshape(bad.shape)[seed, offset]} at step "
-            f"{first_step + offset} (seed index {seed}); {kept}. Lower the learning rate or "
-            "the clip norm."
-        )
+def _check_diverged(
+    losses_RxCxI: np.ndarray,
+    first_losses_R: np.ndarray,
+    first_step: int,
+    kept_step: int | None,
+    runs: Sequence[tuple],
+) -> None:
+    flat = losses_RxCxI.reshape(losses_RxCxI.shape[0], -1)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flat) | (flat > DIVERGENCE_RATIO * np.abs(first_losses_R)[:, None])
+    if not bad.any():
+        return
+    where = np.argwhere(bad)
+    run, offset = where[np.argmin(where[:, 1])]
+    lr, base, seed = runs[run]
+    kept = (
+        "no checkpoint was written"
+        if kept_step is None
+        else f"the checkpoint after step {kept_step} is kept"
+    )
+    raise NonFiniteLossError(
+        f"training diverged: loss {flat[run, offset]:.4g} at step {first_step + offset} "
+        f"(learning rate {lr:g}, base seed {base}, seed {seed}; first loss "
+        f"{first_losses_R[run]:.4g}); {kept}",
+        step=int(first_step + offset),
+        run=(lr, base, seed),
+        kept_step=kept_step,
+    )
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -320,8 +347,13 @@ def train(
     checkpoints = None if options.checkpoint_dir is None else Checkpoints(options.checkpoint_dir)
 
     lrs = [cfg.learning_rate] if learning_rates is None else list(learning_rates)
-    if min(lrs) <= 0:
-        raise ValueError(f"learning rates must be > 0, got {lrs}")
+    if not all(np.isfinite(lr) and lr > 0 for lr in lrs):
+        raise ValueError(f"learning rates must be finite and > 0, got {lrs}")
+    if checkpoints is not None and not options.resume and checkpoints.latest() is not None:
+        raise ValueError(
+            f"{options.checkpoint_dir} already holds checkpoints; resume them "
+            "(RunOptions.resume) or remove the folder to start over"
+        )
     keys = seed_keys(cfg, seeds)
     runs = len(lrs) * keys.shape[0]
     run_keys = jnp.tile(keys, len(lrs))
@@ -346,6 +378,8 @@ def train(
         "losses": np.zeros((runs, 0, cfg.eval_every), np.float32),
         "evals": jax.tree.map(lambda a: np.asarray(a)[:, None], first_evals),
     }
+    bases = [cfg.seed] if seeds is None else list(seeds)
+    run_labels = [(lr, b, s) for lr in lrs for b in bases for s in range(cfg.num_seeds)]
     done = 0
     if options.resume and checkpoints.latest() is not None:
         done, state, history = checkpoints.restore(state)
@@ -360,7 +394,15 @@ def train(
             n = min(group, num_chunks - done)
             state, (losses, evals) = trainer.advance(state, done, n)
             losses = np.asarray(losses)  # (S, n, eval_every); the one sync of a group
-            _check_finite(losses, done * cfg.eval_every, checkpoints and checkpoints.latest())
+            first_losses = (history["losses"] if done else losses)[:, 0, 0]
+            kept = checkpoints.latest() if checkpoints is not None else None
+            _check_diverged(
+                losses,
+                first_losses,
+                done * cfg.eval_every,
+                None if kept is None else kept * cfg.eval_every,
+                run_labels,
+            )
             history = {
                 "losses": np.concatenate([history["losses"], losses], axis=1),
                 "evals": jax.tree.map(
