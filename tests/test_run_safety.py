@@ -321,3 +321,38 @@ def test_sigterm_is_logged(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
     assert "interrupted by SIGTERM" in log.read_text()
+
+
+def test_hypotheses_rerun_and_fresh_into_a_folder_they_ran_in(tmp_path, monkeypatch):
+    """Training with checkpoints, then --rerun (recomputed from them) and --fresh."""
+    import dataclasses
+
+    from icl_toy.core.models import ModelConfig, make_model
+    from icl_toy.core.tasks import TaskConfig
+    from icl_toy.runs import hypotheses
+    from icl_toy.training.train import TrainConfig, train
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        task: TaskConfig = dataclasses.field(default_factory=lambda: TaskConfig(d=2, n_context=4))
+        train: TrainConfig = dataclasses.field(
+            default_factory=lambda: TrainConfig(steps=20, batch_size=8, eval_every=10, num_seeds=2)
+        )
+
+    def measure(config, options):
+        model = make_model(config.task, ModelConfig())
+        return {"loss": train(model, config.task, config.train, options=options).train_loss[:, -1]}
+
+    claim = hypotheses.Hypothesis(
+        name="tiny",
+        claim="a loss is positive",
+        source="a test",
+        criteria=(hypotheses.Criterion("loss", "last batch loss", ">", 0.0),),
+        get_config=lambda quick: Config(),
+        measure=measure,
+    )
+    monkeypatch.setattr(hypotheses, "registry", lambda: {"tiny": claim})
+    first = hypotheses.run_hypotheses(None, tmp_path)["tiny"]["criteria"][0]["per_seed"]
+    again = hypotheses.run_hypotheses(None, tmp_path, rerun=True)["tiny"]["criteria"][0]
+    fresh = hypotheses.run_hypotheses(None, tmp_path, fresh=True)["tiny"]["criteria"][0]
+    assert again["per_seed"] == first and fresh["per_seed"] == first

@@ -230,6 +230,7 @@ def _hypotheses(args) -> None:
         out_dir,
         quick=args.quick,
         rerun=args.rerun,
+        fresh=args.fresh,
         progress=not args.quiet,
         echo=print,
     )
@@ -267,7 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hyp.add_argument("--quick", action="store_true", help="shrunk configs (minutes on a CPU)")
     hyp.add_argument("--out", type=Path, default=None, help="results directory")
-    hyp.add_argument("--rerun", action="store_true", help="rerun hypotheses already saved there")
+    hyp.add_argument(
+        "--rerun", action="store_true", help="recompute hypotheses saved there (from checkpoints)"
+    )
+    hyp.add_argument(
+        "--fresh", action="store_true", help="remove their checkpoints and train from scratch"
+    )
     hyp.add_argument("--list", action="store_true", help="list the hypotheses and exit")
     hyp.add_argument("--quiet", action="store_true", help="no progress bar")
     hyp.add_argument("names", nargs="*", metavar="NAME", help="hypotheses (default: all)")

@@ -36,7 +36,6 @@ through `RunOptions`, so an interrupted one resumes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +53,7 @@ from icl_toy.core import closed_forms
 from icl_toy.core.learners import optimal_gd_eta
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
-from icl_toy.runs import runner
+from icl_toy.runs import guard, runner
 from icl_toy.runs.plotting import interval_errors, save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
 from icl_toy.training.train import RunOptions, TrainConfig, train
@@ -227,10 +226,6 @@ def get_hypotheses(names: Sequence[str] | None = None) -> list[Hypothesis]:
 # --- Running, saving, printing, drawing ---------------------------------------------------
 
 
-def _config_digest(config_json: Any) -> str:
-    return hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def load_entries(out_dir: str | Path) -> dict[str, dict]:
     """The hypotheses saved in `out_dir/hypotheses.json` ({} if none)."""
     path = Path(out_dir) / f"{NAME}.json"
@@ -248,34 +243,49 @@ def run_hypotheses(
     *,
     quick: bool = False,
     rerun: bool = False,
+    fresh: bool = False,
     progress: bool = False,
     echo: Callable[[str], None] = lambda _: None,
 ) -> dict[str, dict]:
     """Run hypotheses into `out_dir` and return every saved entry, keyed by name.
 
-    A hypothesis already saved there with the same config is skipped unless `rerun`. Each
-    finished one is written to `hypotheses.json` at once; training checkpoints go to
+    Every config is validated and the folder checked before any compute, and the folder is
+    locked for the run. A hypothesis already saved there with the same config is skipped
+    unless `rerun` (recomputed, training resumed from its checkpoints) or `fresh` (its
+    checkpoints removed, trained from scratch). Each finished one is written to
+    `hypotheses.json` at once; training checkpoints go to
     `out_dir/checkpoints/hypotheses/NAME/<config digest>/`, so an interrupted run resumes.
     """
     selected = get_hypotheses(names)
-    configs = {h.name: h.get_config(quick) for h in selected}  # validated before any compute
+    configs = {h.name: h.get_config(quick) for h in selected}
     out_dir = Path(out_dir)
+    for config in configs.values():
+        guard.check_run(config, out_dir, len(jax.devices()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = load_entries(out_dir)
-    for hypothesis in selected:
-        config_json = to_jsonable(configs[hypothesis.name])
-        saved = entries.get(hypothesis.name)
-        if saved is not None and saved["config"] == config_json and not rerun:
-            echo(f"{hypothesis.name}: saved in {out_dir}/{NAME}.json, skipped")
-            continue
-        echo(f"{hypothesis.name}: running")
-        checkpoints = out_dir / "checkpoints" / NAME / hypothesis.name / _config_digest(config_json)
-        options = RunOptions(
-            checkpoint_dir=str(checkpoints.absolute()), resume=not rerun, progress=progress
-        )
-        entries[hypothesis.name] = run_hypothesis(hypothesis, configs[hypothesis.name], options)
-        _save(out_dir, entries, quick)
-    plot(entries, out_dir)
+    with guard.ResultsLock(out_dir, "icl-toy hypotheses"):
+        entries = load_entries(out_dir)
+        for hypothesis in selected:
+            config = configs[hypothesis.name]
+            saved = entries.get(hypothesis.name)
+            if saved is not None and saved["config"] == to_jsonable(config):
+                if not (rerun or fresh):
+                    echo(f"{hypothesis.name}: saved in {out_dir}/{NAME}.json, skipped")
+                    continue
+            echo(f"{hypothesis.name}: running")
+            checkpoints, _ = runner.prepare_checkpoints(
+                out_dir / "checkpoints" / NAME / hypothesis.name,
+                config,
+                resume=True,
+                fresh=fresh,
+                adopt=False,
+            )
+            options = RunOptions(
+                checkpoint_dir=str(checkpoints.absolute()), resume=True, progress=progress
+            )
+            entries[hypothesis.name] = run_hypothesis(hypothesis, config, options)
+            runner.mark_finished(checkpoints)
+            _save(out_dir, entries, quick)
+        plot(entries, out_dir)
     return entries
 
 
