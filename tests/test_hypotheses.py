@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import single_layer_gd
 from icl_toy.runs import cli, hypotheses
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, bootstrap_ci, combine, judge
 from icl_toy.runs.results import to_jsonable
@@ -55,9 +56,9 @@ def test_bad_criteria_and_names_raise():
     with pytest.raises(ValueError, match="direction"):
         Criterion("x", "", "<=", 0.0)
     with pytest.raises(ValueError, match="unknown hypothesis 'nope'"):
-        hypotheses.get_hypotheses(["one_layer_gd", "nope"])
+        hypotheses.get_hypotheses([next(iter(hypotheses.HYPOTHESES)), "nope"])
     with pytest.raises(ValueError, match=">= 2 seeds"):
-        hypotheses.OneLayerGDConfig(train=TrainConfig(num_seeds=1))
+        single_layer_gd.OneLayerGDConfig(train=TrainConfig(num_seeds=1))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["hypotheses", "--quick", "nope"])
     assert exit_info.value.code == 2
@@ -70,12 +71,12 @@ def test_a_claim_the_data_contradicts_is_not_supported():
     layer's relative loss gap is ≥ 0 up to noise, nowhere near −0.2.
     """
     false_claim = dataclasses.replace(
-        hypotheses.HYPOTHESES["one_layer_gd"],
+        single_layer_gd.HYPOTHESES[0],
         name="one_layer_beats_gd",
         claim="One trained LSA layer beats one tuned GD step by 20%.",
         criteria=(Criterion("relative_loss_gap", "relative gap to GD(η*)", "<", -0.2),),
     )
-    config = hypotheses.OneLayerGDConfig(
+    config = single_layer_gd.OneLayerGDConfig(
         train=TrainConfig(steps=300, batch_size=256, eval_every=150, num_seeds=3),
         eval_tasks=300,
     )

@@ -53,3 +53,10 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def heatmap_pair(axes, reference, other, titles: tuple[str, str]) -> None:
+    """Heatmaps of two matrices on the colour scale of the first, max |reference|."""
+    vmax = float(np.nanmax(np.abs(np.asarray(reference, dtype=float))))
+    for ax, matrix, title in zip(axes, (reference, other), titles, strict=True):
+        heatmap(ax, matrix, title, vmax=vmax)

@@ -421,3 +421,17 @@ def train(
         eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
         eval_metrics=dict(history["evals"]),
     )
+
+
+def require_single_layer(name: str, task: TaskConfig, model: ModelConfig) -> None:
+    """Raise ValueError unless `model` is one LSA layer with one head and the task has d_y = 1."""
+    if model.num_layers != 1 or model.num_heads != 1 or task.d_y != 1:
+        raise ValueError(
+            f"{name} uses one LSA layer with one head and d_y = 1; got num_layers="
+            f"{model.num_layers}, num_heads={model.num_heads}, d_y={task.d_y}"
+        )
+
+
+def seed_params(params_S, seed: int):
+    """The params of one seed, `seed`, from params with a leading seed axis S."""
+    return jax.tree.map(lambda leaf: leaf[seed], params_S)
