@@ -250,8 +250,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         seed_band(axes[1], a["eval_steps"] / rate, a[f"loss_{method}"], label)
     for ax, xlabel in ((axes[0], "training step"), (axes[1], "wall-clock seconds (compiled)")):
         ax.axhline(s["gd_loss"], color="k", ls="--", label=f"GD(η*) {s['gd_loss']:.3f}")
-        ax.set_yscale("log")
-        ax.set(xlabel=xlabel, ylabel="held-out half-MSE")
+        ax.set(yscale="log", xlabel=xlabel, ylabel="held-out half-MSE")
         ax.legend(fontsize=8)
     axes[0].set_title("Training one LSA layer: loss vs steps")
     axes[1].set_title("... vs wall-clock")

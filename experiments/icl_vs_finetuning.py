@@ -224,8 +224,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.hist(a["trained_cosine_k1"][0], bins=bins, alpha=0.7, label="trained (seed 0) vs FT k=1")
     ax.hist(a["random_simaou"], bins=bins, alpha=0.5, label="random update: SimAOU")
     ax.hist(a["trained_simaou"][0], bins=bins, alpha=0.5, label="trained (seed 0): SimAOU")
-    ax.set_yscale("log")
-    ax.set(xlabel="cosine per prompt", ylabel="prompts", title="Per-prompt agreement")
+    ax.set(yscale="log", xlabel="cosine per prompt", ylabel="prompts", title="Per-prompt agreement")
     ax.legend(fontsize=8)
 
     margins = s["config"]["rec2ftp_margins"]

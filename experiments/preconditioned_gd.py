@@ -179,14 +179,12 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     )
     scalar = s["scalar_step"]["closed_form_risk"]
     ax.axhline(scalar, color="C3", ls="--", label=f"best scalar GD step {scalar:.4f}")
-    ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="MSE", title="Loss vs closed-form risk")
+    ax.set(yscale="log", xlabel="training step", ylabel="MSE", title="Loss vs closed-form risk")
     ax.legend(fontsize=7)
 
     ax = fig.add_subplot(grid[0, 4])
     seed_band(ax, steps, 1.0 - a["eval_r2"], "1 − R²(Γ_fit, Γ*)", color="C2")
-    ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="1 − R²", title="Γ_fit → Γ*")
+    ax.set(yscale="log", xlabel="training step", ylabel="1 − R²", title="Γ_fit → Γ*")
     ax.legend(fontsize=7)
     gap = s["seed_stats"]["trained_loss_relative_to_closed_form"]
     fig.suptitle(

@@ -178,8 +178,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax = fig.add_subplot(grid[0, 0])
     seed_band(ax, steps, a["eval_loss"], "trained LSA (eval)")
     ax.axhline(gd_loss, color="k", ls="--", label=f"GD(η*={eta_star:.3f}) {gd_loss:.4f}")
-    ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="half-MSE", title="Loss on held-out tasks")
+    ax.set(yscale="log", xlabel="training step", ylabel="half-MSE", title="Loss on held-out tasks")
     ax.legend(fontsize=8)
 
     ax = fig.add_subplot(grid[0, 1])
