@@ -42,7 +42,7 @@ from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
 from icl_toy.runs.results import Results
-from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.training.train import RunOptions, batch_predict, train
 
 NAME = "covariate_shift"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
@@ -78,9 +78,7 @@ def get_config(quick: bool = False) -> Config:
     if not quick:
         return Config()
     return Config(
-        train=TrainConfig(
-            steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2
-        ),
+        train=preconditioning.quick_train(),
         test_lengths=(10, 160),
         shift_scales=(0.5, 1.0, 2.0),
         eval_tasks=5_000,
@@ -209,9 +207,9 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.plot(lengths, a["ols_closed_form"][:, j], "-", color="C3", lw=0.8, label="OLS closed form")
     ax.plot(lengths, a["ridge_empirical"][:, j], "^-", color="C2", label="ridge λ = σ²/τ²")
     ax.axvline(n_train, color="gray", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set(
+        xscale="log",
+        yscale="log",
         xlabel="test prompt length M",
         ylabel="MSE",
         title=f"Prompt length (c = {scales[j]:g}, trained at N = {n_train})",

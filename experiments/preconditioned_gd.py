@@ -64,9 +64,7 @@ def get_config(quick: bool = False) -> Config:
     if not quick:
         return Config()
     return Config(
-        train=TrainConfig(
-            steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2
-        ),
+        train=preconditioning.quick_train(),
         eval_tasks=10_000,
         curve_tasks=1024,
     )

@@ -84,15 +84,12 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     task, d, n = config.task, config.task.d, config.task.n_context
     model = make_model(task, config.model)
     key_eval, key_line_search, key_ood = jax.random.split(jax.random.key(config.eval_seed), 3)
-
     eta_star = optimal_gd_eta(task)
     eta_ls, _ = line_search_eta(task, key=key_line_search, num_tasks=config.line_search_tasks)
-
     eval_prompts = sample_batch(key_eval, task, config.eval_tasks)
     eval_tokens = jax.vmap(prompt_tokens)(eval_prompts)
     gd_params = gd_weights(model, eta_star, n)
     gd_products = metrics.single_layer_products(gd_params)
-
     gd_pred = batch_predict(model, gd_params, eval_prompts)
     gd_sens = metrics.batch_sensitivities(model, gd_params, eval_tokens, d)
     gd_loss = float(half_mse(gd_pred, eval_prompts.y_q))

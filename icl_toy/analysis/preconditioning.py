@@ -57,6 +57,11 @@ class LayerConfig:
             raise ValueError(f"init must be 'gd_sparsity' or 'dense', got {self.init!r}")
 
 
+def quick_train() -> TrainConfig:
+    """The shrunk training of the --quick configs: 300 steps at a larger learning rate."""
+    return TrainConfig(steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2)
+
+
 def make_layer(config: LayerConfig):
     """The one-layer LSA transformer of `config`, before training."""
     return make_model(config.task, config.model, config.init)
