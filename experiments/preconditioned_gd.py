@@ -40,7 +40,7 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, _eval_key, _require_seeds, _train_seeded
-from icl_toy.runs.plotting import heatmap, save_figure, seed_band
+from icl_toy.runs.plotting import heatmap_pair, save_figure, seed_band
 from icl_toy.runs.results import Results
 from icl_toy.training.train import ModelConfig, RunOptions, TrainConfig, make_model, train
 
@@ -149,9 +149,9 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     r2 = np.asarray(s["r2"])
     fig = plt.figure(figsize=(17, 4.2))
     grid = fig.add_gridspec(1, 5, wspace=0.6)
-    vmax = float(np.abs(gamma_star).max())
-    heatmap(fig.add_subplot(grid[0, 0]), gamma_star, "Γ* (closed form, THEORY §5)", vmax=vmax)
-    heatmap(fig.add_subplot(grid[0, 1]), gamma_fit.mean(axis=0), "trained Γ (mean of seeds)", vmax)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(2)]
+    titles = ("Γ* (closed form, THEORY §5)", "trained Γ (mean of seeds)")
+    heatmap_pair(axes, gamma_star, gamma_fit.mean(axis=0), titles)
 
     ax = fig.add_subplot(grid[0, 2])
     for i, gamma in enumerate(gamma_fit):
