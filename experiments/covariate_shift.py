@@ -34,32 +34,22 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import metrics
+from icl_toy.analysis import input_shifts, preconditioning
 from icl_toy.analysis.learning_curves import scale_value_projection
 from icl_toy.analysis.stats import seed_stats
-from icl_toy.core import closed_forms
 from icl_toy.core.learners import ols_predict, ridge_predict
-from icl_toy.core.linalg import einsum
-from icl_toy.core.models import ModelConfig, make_model
-from icl_toy.core.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance, sample_batch
+from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.runs.results import Results
+from icl_toy.training.train import RunOptions, batch_predict, train
 
 NAME = "covariate_shift"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)  # training prompts
-    # init "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in
-    # init (see experiments/preconditioned_gd.py for why the default is the sparse one).
-    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(init="gd_sparsity"))
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(steps=3000, batch_size=1024, eval_every=100)
-    )
+class Config(preconditioning.LayerConfig):  # the layer of preconditioned_gd, trained at N
     test_lengths: tuple[int, ...] = (10, 20, 40, 80, 160, 320, 640)  # M; each > d + 1 for OLS
     shift_scales: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # c in Ω = cΛ
     eval_tasks: int = 50_000  # held-out tasks per (M, c), the same for every seed
@@ -68,7 +58,7 @@ class Config:
     eval_seed: int = 10_000  # root key of the held-out tasks (not a training seed)
 
     def __post_init__(self):
-        closed_forms.check_closed_form_setting(self.task, self.model)
+        super().__post_init__()
         if not self.test_lengths or min(self.test_lengths) <= self.task.d + 1:
             raise ValueError(
                 f"test_lengths must all exceed d + 1 = {self.task.d + 1} (the OLS risk is "
@@ -88,30 +78,11 @@ def get_config(quick: bool = False) -> Config:
     if not quick:
         return Config()
     return Config(
-        train=TrainConfig(
-            steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2
-        ),
+        train=preconditioning.quick_train(),
         test_lengths=(10, 160),
         shift_scales=(0.5, 1.0, 2.0),
         eval_tasks=5_000,
         baseline_tasks=5_000,
-    )
-
-
-def shift_inputs(prompts: Prompt, c: jax.Array) -> Prompt:
-    """The same tasks with every input scaled by √c (covariance Λ → cΛ), labels recomputed.
-
-    y = W x + ε becomes W (√c x) + ε: the teacher and the noise draws are kept.
-    """
-    root_c = jnp.sqrt(c)
-    noise_BxNxY = prompts.y - einsum("bnd,byd->bny", prompts.x, prompts.w)
-    query_noise_BxY = prompts.y_q - einsum("bd,byd->by", prompts.x_q, prompts.w)
-    x, x_q = root_c * prompts.x, root_c * prompts.x_q
-    return prompts._replace(
-        x=x,
-        y=einsum("bnd,byd->bny", x, prompts.w) + noise_BxNxY,
-        x_q=x_q,
-        y_q=einsum("bd,byd->by", x_q, prompts.w) + query_noise_BxY,
     )
 
 
@@ -122,7 +93,7 @@ def _lsa_errors(model, test_task: TaskConfig, num_tasks: int, n_train: int, para
     m = test_task.n_context
 
     def at_shift(c):
-        shifted = shift_inputs(prompts, c)
+        shifted = input_shifts.scale_inputs(prompts, c)
 
         def per_seed(params):
             pred = batch_predict(model, scale_value_projection(params, n_train / m), shifted)
@@ -140,7 +111,7 @@ def _baseline_errors(test_task: TaskConfig, num_tasks: int, key, c_C):
     lam = test_task.noise_std**2 / test_task.w_scale**2
 
     def at_shift(c):
-        p = shift_inputs(prompts, c)
+        p = input_shifts.scale_inputs(prompts, c)
         ols = jax.vmap(ols_predict)(p.x, p.y, p.x_q)
         ridge = jax.vmap(ridge_predict, in_axes=(0, 0, 0, None))(p.x, p.y, p.x_q, lam)
         return jnp.sum((ols - p.y_q) ** 2), jnp.sum((ridge - p.y_q) ** 2)
@@ -148,78 +119,65 @@ def _baseline_errors(test_task: TaskConfig, num_tasks: int, key, c_C):
     return jax.lax.map(at_shift, c_C)
 
 
+def empirical_errors(config: Config, model, params_S) -> dict[str, np.ndarray]:
+    """MSE of the LSA (S, M, C), OLS and ridge (M, C) on held-out tasks at each M and c.
+
+    Tasks of length M are drawn from Λ; every c rescales the same draws (`scale_inputs`), and
+    every seed sees the same tasks.
+    """
+    lengths, scales = config.test_lengths, config.shift_scales
+    lsa = np.zeros((config.train.num_seeds, len(lengths), len(scales)))
+    ols, ridge = np.zeros(lsa.shape[1:]), np.zeros(lsa.shape[1:])
+    root = jax.random.key(config.eval_seed)
+    baseline_chunks = config.baseline_tasks // config.chunk_tasks
+    c_C = jnp.asarray(scales, jnp.float32)
+    n, chunk = config.task.n_context, config.chunk_tasks
+    for i, m in enumerate(lengths):
+        test_task = dataclasses.replace(config.task, n_context=m)
+        for k in range(config.eval_tasks // chunk):
+            key = jax.random.fold_in(jax.random.fold_in(root, m), k)
+            lsa_sums = _lsa_errors(model, test_task, chunk, n, params_S, key, c_C)
+            lsa[:, i] += np.asarray(lsa_sums) / config.eval_tasks
+            if k < baseline_chunks:
+                ols_sums, ridge_sums = _baseline_errors(test_task, chunk, key, c_C)
+                ols[i] += np.asarray(ols_sums) / config.baseline_tasks
+                ridge[i] += np.asarray(ridge_sums) / config.baseline_tasks
+    return {"lsa": lsa, "ols": ols, "ridge": ridge}
+
+
 def run(config: Config, options: RunOptions | None = None) -> Results:
     """Train at length N on Λ; measure and compute the risk at each M and c."""
     start = time.time()
-    task, d, n = config.task, config.task.d, config.task.n_context
-    tau, sigma = task.w_scale, task.noise_std
-    lam_DxD = input_covariance(task)
-    model = make_model(task, config.model)
+    task = config.task
+    model = preconditioning.make_layer(config)
     result = train(model, task, config.train, options=options)
-    params_S = result.params
-    gamma_fit = jax.vmap(metrics.layer_preconditioner, in_axes=(0, None, None))(params_S, d, n)
-    gamma_star = closed_forms.optimal_preconditioner(
-        jnp.asarray(lam_DxD, jnp.float32), n, tau, sigma
-    )
-
+    gamma_fit = preconditioning.fitted_preconditioners(result.params, task)
+    gamma_star = preconditioning.optimal_preconditioner(task)
     lengths, scales = config.test_lengths, config.shift_scales
-    shape = (len(lengths), len(scales))
-    lsa = np.zeros((config.train.num_seeds, *shape))
-    ols, ridge = np.zeros(shape), np.zeros(shape)
-    closed_star, closed_fit = np.zeros(shape), np.zeros((config.train.num_seeds, *shape))
-    ols_closed = np.zeros(shape)
-    root = jax.random.key(config.eval_seed)
-    num_chunks = config.eval_tasks // config.chunk_tasks
-    baseline_chunks = config.baseline_tasks // config.chunk_tasks
-    c_C = jnp.asarray(scales, jnp.float32)
-    for i, m in enumerate(lengths):
-        # Tasks of length M drawn from Λ; every c rescales the same draws (`shift_inputs`),
-        # and every seed sees the same tasks.
-        test_task = dataclasses.replace(task, n_context=m)
-        for k in range(num_chunks):
-            key = jax.random.fold_in(jax.random.fold_in(root, m), k)
-            lsa_sums = _lsa_errors(model, test_task, config.chunk_tasks, n, params_S, key, c_C)
-            lsa[:, i] += np.asarray(lsa_sums) / config.eval_tasks
-            if k < baseline_chunks:
-                ols_sums, ridge_sums = _baseline_errors(test_task, config.chunk_tasks, key, c_C)
-                ols[i] += np.asarray(ols_sums) / config.baseline_tasks
-                ridge[i] += np.asarray(ridge_sums) / config.baseline_tasks
-        for j, c in enumerate(scales):
-            risk = functools.partial(
-                closed_forms.preconditioner_risk,
-                sigma_DxD=jnp.asarray(c * lam_DxD, jnp.float32),
-                n_context=m,
-                w_scale=tau,
-                noise_std=sigma,
-                query_noise=task.query_noise,
-            )
-            closed_star[i, j] = float(risk(gamma_star))
-            closed_fit[:, i, j] = np.asarray(jax.vmap(risk)(gamma_fit))
-            ols_closed[i, j] = closed_forms.ols_risk(d, m, sigma, task.query_noise)
-    limit = np.asarray(
-        [
-            float(closed_forms.limit_risk(gamma_star, jnp.asarray(c * lam_DxD, jnp.float32), tau))
-            for c in scales
-        ]
-    )
-    rel_star = lsa / closed_star[None] - 1.0
-    rel_fit = lsa / closed_fit - 1.0
+    measured = empirical_errors(config, model, result.params)
+    closed = preconditioning.shift_risk_grid(task, gamma_star, gamma_fit, lengths, scales)
+    lsa = measured["lsa"]
+    rel_star = lsa / closed["star"][None] - 1.0
+    rel_fit = lsa / closed["fitted"] - 1.0
+    arrays = {
+        "test_lengths": np.asarray(lengths),
+        "shift_scales": np.asarray(scales),
+        "lsa_empirical": lsa,  # (S, M, C)
+        "lsa_closed_form": closed["star"],  # (M, C), at Γ*
+        "lsa_closed_form_at_fitted": closed["fitted"],  # (S, M, C)
+        "lsa_limit_closed_form": closed["limit"],  # (C,), M → ∞
+        "ols_empirical": measured["ols"],
+        "ols_closed_form": closed["ols"],
+        "ridge_empirical": measured["ridge"],
+    }
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "MSE, mean (y_hat - y_q)^2; the LSA at length M has W_PV scaled by N/M",
         "test_lengths": list(lengths),
         "shift_scales": list(scales),
-        "lsa_empirical": lsa,  # (S, M, C)
-        "lsa_closed_form": closed_star,  # (M, C), at Γ*
-        "lsa_closed_form_at_fitted": closed_fit,  # (S, M, C)
-        "lsa_limit_closed_form": limit,  # (C,), M → ∞
-        "ols_empirical": ols,
-        "ols_closed_form": ols_closed,
-        "ridge_empirical": ridge,
-        "ridge_lambda": sigma**2 / tau**2,
+        **{k: v for k, v in arrays.items() if k not in ("test_lengths", "shift_scales")},
+        "ridge_lambda": task.noise_std**2 / task.w_scale**2,
         "max_abs_relative_error_vs_closed_form": float(np.abs(rel_star.mean(0)).max()),
         "max_abs_relative_error_vs_closed_form_at_fitted": float(np.abs(rel_fit).max()),
         "seed_stats": {
@@ -230,19 +188,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         },
         "runtime_s": time.time() - start,
     }
-    arrays = {
-        "test_lengths": np.asarray(lengths),
-        "shift_scales": np.asarray(scales),
-        "lsa_empirical": lsa,
-        "lsa_closed_form": closed_star,
-        "lsa_closed_form_at_fitted": closed_fit,
-        "lsa_limit_closed_form": limit,
-        "ols_empirical": ols,
-        "ols_closed_form": ols_closed,
-        "ridge_empirical": ridge,
-        "train_half_mse": result.train_loss,
-    }
-    return Results(summary, arrays)
+    return Results(summary, {**arrays, "train_half_mse": result.train_loss})
 
 
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
@@ -261,9 +207,9 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.plot(lengths, a["ols_closed_form"][:, j], "-", color="C3", lw=0.8, label="OLS closed form")
     ax.plot(lengths, a["ridge_empirical"][:, j], "^-", color="C2", label="ridge λ = σ²/τ²")
     ax.axvline(n_train, color="gray", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set(
+        xscale="log",
+        yscale="log",
         xlabel="test prompt length M",
         ylabel="MSE",
         title=f"Prompt length (c = {scales[j]:g}, trained at N = {n_train})",
@@ -289,8 +235,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         ax.plot(scales, a["ols_empirical"][row], "s", color="C3", ls=ls, label=f"OLS, M = {m}")
         ax.plot(scales, a["ridge_empirical"][row], "^", color="C2", ls=ls, label=f"ridge, M = {m}")
     ax.plot(scales, a["lsa_limit_closed_form"], ":", color="gray", label="LSA, M → ∞")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.set(xscale="log", yscale="log")
     ax.set_xticks(scales, [f"{c:g}" for c in scales], minor=False)
     ax.set_xticks([], minor=True)
     ax.set(xlabel="shift c, inputs ~ N(0, cΛ)", ylabel="MSE", title="Covariate shift Ω = cΛ")

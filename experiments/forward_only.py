@@ -39,19 +39,18 @@ from icl_toy.analysis import duality
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import gd_half_mse, optimal_gd_eta
-from icl_toy.core.linalg import einsum
 from icl_toy.core.models import ModelConfig, make_model
-from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
-from icl_toy.training import forward_only
+from icl_toy.runs.results import Results
+from icl_toy.training import forward_only, timing
 from icl_toy.training.train import (
     RunOptions,
     TrainConfig,
     batch_loss,
-    make_trainer,
-    seed_keys,
+    require_single_layer,
+    seed_params,
     train,
 )
 
@@ -87,22 +86,12 @@ class Config:
     eval_seed: int = 10_000  # root key of eval prompts and of the streams
 
     def __post_init__(self):
-        if self.model.num_layers != 1 or self.model.num_heads != 1 or self.task.d_y != 1:
-            raise ValueError(
-                "forward_only uses one LSA layer, one head and d_y = 1; got "
-                f"num_layers={self.model.num_layers}, num_heads={self.model.num_heads}, "
-                f"d_y={self.task.d_y}"
-            )
+        require_single_layer(NAME, self.task, self.model)
         for name in ("forward_gradient_learning_rate", "spsa_learning_rate", "spsa_epsilon"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)}")
-        for name in (
-            "num_directions",
-            "eval_tasks",
-            "timing_steps",
-            "timing_repeats",
-            "stream_chunks",
-        ):
+        counts = ("num_directions", "eval_tasks", "timing_steps", "timing_repeats", "stream_chunks")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.stream_tasks < 1 or not self.sgd_learning_rates:
@@ -142,74 +131,24 @@ def _methods(config: Config) -> dict:
     }
 
 
-def steps_per_second(model, task, cfg: TrainConfig, gradient, steps: int, repeats: int) -> float:
-    """Training steps per second of one compiled method (all seeds at once): the best of
-    `repeats` timed calls after a warm-up call that compiles the same program; no eval runs
-    inside the timed steps."""
-    cfg = dataclasses.replace(cfg, steps=steps, eval_every=steps)
-    trainer = make_trainer(model, task, cfg, gradient=gradient)
-    state, _ = trainer.init(seed_keys(cfg), jnp.full(cfg.num_seeds, cfg.learning_rate))
-    state, out = trainer.advance(state, 0, 1)
-    jax.block_until_ready(out)
-    best = float("inf")
-    for chunk in range(1, repeats + 1):
-        start = time.perf_counter()
-        state, out = trainer.advance(state, chunk, 1)
-        jax.block_until_ready(out)
-        best = min(best, time.perf_counter() - start)
-    return steps / best
-
-
-def _icl_delta_w(model, params, w_star_YxD):
-    """ΔW_ICL of a chunk with residual labels: the query sensitivity (x_q = 0, y-slot 0)."""
-
-    def delta_w(x_NxD, r_NxY):
-        prompt = Prompt(
-            x=x_NxD,
-            y=r_NxY,
-            x_q=jnp.zeros(x_NxD.shape[1], x_NxD.dtype),
-            y_q=jnp.zeros(r_NxY.shape[1], x_NxD.dtype),
-            w=w_star_YxD,
-        )
-        return duality.implicit_weight_update(
-            lambda t: model.apply(params, t), prompt_tokens(prompt), x_NxD.shape[1]
-        )
-
-    return delta_w
-
-
 def stream_curves(config: Config, model, learners: dict) -> dict:
     """Population half-MSE (C + 1,) averaged over teachers, for ICL learners and SGD."""
-    task = config.task
     key = jax.random.fold_in(jax.random.key(config.eval_seed), 1)
-    key_w, key_x = jax.random.split(key)
-    teachers = sample_batch(key_w, task, config.stream_tasks).w  # (T, Y, D)
-    chunk_cfg = dataclasses.replace(task, n_context=config.stream_chunks * task.n_context - 1)
-    draws = sample_batch(key_x, chunk_cfg, config.stream_tasks)
-    x_TxCxNxD = jnp.concatenate([draws.x, draws.x_q[:, None]], axis=1).reshape(
-        config.stream_tasks, config.stream_chunks, task.n_context, task.d
+    x, y, teachers = forward_only.stream_chunks(
+        key, config.task, config.stream_tasks, config.stream_chunks
     )
-    y_TxCxNxY = einsum("tcnd,tyd->tcny", x_TxCxNxD, teachers)
-    w0 = jnp.zeros((task.d_y, task.d))
-
-    def curve(ws_TxCxYxD):
-        losses = jax.vmap(
-            jax.vmap(forward_only.population_half_mse, in_axes=(0, None, None)),
-            in_axes=(0, 0, None),
-        )(ws_TxCxYxD, teachers, task)
-        return jnp.mean(losses, axis=0)
+    w0 = jnp.zeros((config.task.d_y, config.task.d))
 
     @jax.jit
     def icl_curve(params):
-        def one(x, y, w_star):
-            return forward_only.stream_icl_fit(_icl_delta_w(model, params, w_star), x, y, w0)
-
-        return curve(jax.vmap(one)(x_TxCxNxD, y_TxCxNxY, teachers))
+        delta_w = duality.residual_update(lambda t: model.apply(params, t))
+        ws = jax.vmap(lambda x, y: forward_only.stream_icl_fit(delta_w, x, y, w0))(x, y)
+        return forward_only.mean_population_curve(ws, teachers, config.task)
 
     @jax.jit
     def sgd_curve(lr):
-        fit = jax.vmap(forward_only.stream_sgd_fit, in_axes=(0, 0, None, None))
-        return curve(fit(x_TxCxNxD, y_TxCxNxY, w0, lr))
+        ws = jax.vmap(forward_only.stream_sgd_fit, in_axes=(0, 0, None, None))(x, y, w0, lr)
+        return forward_only.mean_population_curve(ws, teachers, config.task)
 
     out = {name: np.asarray(icl_curve(params)) for name, params in learners.items()}
     out["sgd"] = np.stack([np.asarray(sgd_curve(lr)) for lr in config.sgd_learning_rates])
@@ -231,26 +170,18 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     curves, rates, finals = {}, {}, {}
     for method, (gradient, lr) in _methods(config).items():
         cfg = dataclasses.replace(config.train, learning_rate=lr)
-        result = train(
-            model,
-            task,
-            cfg,
-            eval_fn=eval_fn,
-            options=None if options is None else options.stage(method),  # own checkpoints
-            gradient=gradient,
-        )
+        stage = None if options is None else options.stage(method)  # own checkpoints
+        result = train(model, task, cfg, eval_fn=eval_fn, options=stage, gradient=gradient)
         curves[method] = result.eval_metrics["loss"]  # (S, E)
         finals[method] = result.params
-        rates[method] = steps_per_second(
+        rates[method] = timing.steps_per_second(
             model, task, cfg, gradient, config.timing_steps, config.timing_repeats
         )
-    eval_steps = np.arange(config.train.steps // config.train.eval_every + 1)
-    eval_steps = eval_steps * config.train.eval_every
 
     learners = {"construction": gd_weights(model, eta, task.n_context)}
     for method in METHODS:
         for s in range(config.train.num_seeds):
-            learners[f"{method}_seed{s}"] = jax.tree.map(lambda a, s=s: a[s], finals[method])
+            learners[f"{method}_seed{s}"] = seed_params(finals[method], s)
     stream = stream_curves(config, model, learners)
     sgd_final = stream["sgd"][:, -1]
     best_sgd = int(np.argmin(sgd_final))
@@ -262,8 +193,6 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "half-MSE on held-out prompts (training); population half-MSE (stream)",
         "eta_star": eta,
         "gd_loss": gd_loss,
@@ -293,7 +222,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         "runtime_s": time.time() - start,
     }
     arrays = {
-        "eval_steps": eval_steps,
+        "eval_steps": result.eval_steps,
         **{f"loss_{m}": curves[m] for m in METHODS},
         "stream_examples": np.arange(config.stream_chunks + 1) * task.n_context,
         "stream_construction": stream["construction"],
@@ -320,8 +249,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         seed_band(axes[1], a["eval_steps"] / rate, a[f"loss_{method}"], label)
     for ax, xlabel in ((axes[0], "training step"), (axes[1], "wall-clock seconds (compiled)")):
         ax.axhline(s["gd_loss"], color="k", ls="--", label=f"GD(η*) {s['gd_loss']:.3f}")
-        ax.set_yscale("log")
-        ax.set(xlabel=xlabel, ylabel="held-out half-MSE")
+        ax.set(yscale="log", xlabel=xlabel, ylabel="held-out half-MSE")
         ax.legend(fontsize=8)
     axes[0].set_title("Training one LSA layer: loss vs steps")
     axes[1].set_title("... vs wall-clock")

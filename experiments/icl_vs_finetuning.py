@@ -35,12 +35,19 @@ from icl_toy.analysis import duality
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import LSATransformer, ModelConfig, make_model
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
+from icl_toy.runs.results import Results
+from icl_toy.training.train import (
+    RunOptions,
+    TrainConfig,
+    batch_loss,
+    require_single_layer,
+    seed_params,
+    train,
+)
 
 NAME = "icl_vs_finetuning"
 RUNTIME = {"full": "~2-4 min", "quick": "~30 s"}  # on a 2-core CPU
@@ -61,12 +68,7 @@ class Config:
     eval_seed: int = 10_000  # root key of eval prompts, probes and random baselines
 
     def __post_init__(self):
-        if self.model.num_layers != 1 or self.model.num_heads != 1 or self.task.d_y != 1:
-            raise ValueError(
-                "icl_vs_finetuning compares one LSA layer (one head, d_y = 1) with one GD "
-                f"step; got num_layers={self.model.num_layers}, num_heads="
-                f"{self.model.num_heads}, d_y={self.task.d_y}"
-            )
+        require_single_layer(NAME, self.task, self.model)
         if self.eval_tasks < 2 or self.float64_tasks < 1 or self.num_probes < 1:
             raise ValueError("eval_tasks must be >= 2; float64_tasks and num_probes >= 1")
         if 1 not in self.finetune_steps or min(self.finetune_steps) < 1:
@@ -87,97 +89,6 @@ def get_config(quick: bool = False) -> Config:
         num_probes=8,
         float64_tasks=32,
     )
-
-
-def _query_token(model, params):
-    return lambda tokens: model.apply(params, tokens, method=LSATransformer.trajectory)[-1, -1]
-
-
-def compare(model, params, prompts, probes_BxPxD, random_BxYxD, eta, steps, margins):
-    """Dual-form metrics of one model on B prompts (W0 = 0): per-prompt arrays and summaries."""
-    d = model.d
-    tokens = jax.vmap(prompt_tokens)(prompts)
-    predict = lambda t: model.apply(params, t)  # noqa: E731
-    delta_icl = jax.vmap(duality.implicit_weight_update, in_axes=(None, 0, None))(
-        predict, tokens, d
-    )
-    gap = jax.vmap(duality.linearity_gap, in_axes=(None, 0, None, 0))(
-        predict, tokens, d, probes_BxPxD
-    )
-    out = {"linearity_gap": jnp.max(gap)}
-    pairwise = jax.vmap(
-        lambda a, b: (
-            duality.update_cosine(a, b),
-            duality.norm_ratio(a, b),
-            duality.relative_error(a, b),
-        )
-    )
-    fits = {}
-    for k in steps:
-        fits[k] = jax.vmap(duality.finetune_update, in_axes=(0, 0, None, None))(
-            prompts.x, prompts.y, eta, k
-        )
-        out[f"cosine_k{k}"], out[f"norm_ratio_k{k}"], out[f"relative_error_k{k}"] = pairwise(
-            delta_icl, fits[k]
-        )
-    sgd = jax.vmap(duality.sgd_finetune_update, in_axes=(0, 0, None))(prompts.x, prompts.y, eta)
-    out["cosine_sgd"], out["norm_ratio_sgd"], out["relative_error_sgd"] = pairwise(delta_icl, sgd)
-
-    # Squared query errors: zero-shot (ŷ = 0), ICL, FT (one step), and a random update of
-    # ICL's norm, for Rec2FTP.
-    ft = fits[1]
-    y_q = prompts.y_q
-    err_zsl = jnp.sum(y_q**2, axis=-1)
-    err_icl = jnp.sum((jax.vmap(predict)(tokens) - y_q) ** 2, axis=-1)
-    err_ft = jnp.sum((jnp.einsum("byd,bd->by", ft, prompts.x_q) - y_q) ** 2, axis=-1)
-    rand_norms = jax.vmap(duality.norm_ratio)(delta_icl, random_BxYxD)
-    rand = random_BxYxD * rand_norms[:, None, None]
-    err_rand = jnp.sum((jnp.einsum("byd,bd->by", rand, prompts.x_q) - y_q) ** 2, axis=-1)
-    for m in margins:
-        out[f"rec2ftp_m{m}"] = duality.rec2ftp(err_icl, err_ft, err_zsl, m)
-        out[f"rec2ftp_random_m{m}"] = duality.rec2ftp(err_rand, err_ft, err_zsl, m)
-
-    def simaou_one(tokens_TxE, probes_PxD, ft_YxD, rand_YxD):
-        h_zsl = duality.linear_query_outputs(jnp.zeros_like(ft_YxD), probes_PxD)
-        h_ft = duality.linear_query_outputs(ft_YxD, probes_PxD)
-        h_icl = duality.model_query_outputs(_query_token(model, params), tokens_TxE, d, probes_PxD)
-        h_rand = duality.linear_query_outputs(rand_YxD, probes_PxD)
-        return duality.simaou(h_icl, h_ft, h_zsl), duality.simaou(h_rand, h_ft, h_zsl)
-
-    out["simaou"], out["simaou_random"] = jax.vmap(simaou_one)(
-        tokens, probes_BxPxD, ft, random_BxYxD
-    )
-    out["query_mse_icl"] = jnp.mean(err_icl)
-    out["query_mse_ft"] = jnp.mean(err_ft)
-    return out
-
-
-def construction_float64(task: TaskConfig, eta: float, num_tasks: int, seed: int) -> dict:
-    """max |ΔW_ICL − ΔW_FT(k=1)| and max |1 − cos| of the GD construction, in float64."""
-    with jax.enable_x64(True):
-        prompts = sample_batch(jax.random.key(seed), task, num_tasks)
-        model = LSATransformer(d=task.d, d_y=task.d_y)
-        params = gd_weights(model, eta, task.n_context)
-
-        @jax.jit
-        def errors(prompts):
-            tokens = jax.vmap(prompt_tokens)(prompts)
-            icl = jax.vmap(duality.implicit_weight_update, in_axes=(None, 0, None))(
-                lambda t: model.apply(params, t), tokens, task.d
-            )
-            ft = jax.vmap(duality.finetune_update, in_axes=(0, 0, None, None))(
-                prompts.x, prompts.y, eta, 1
-            )
-            cos = jax.vmap(duality.update_cosine)(icl, ft)
-            return jnp.max(jnp.abs(icl - ft)), jnp.max(jnp.abs(1.0 - cos)), icl.dtype == jnp.float64
-
-        max_abs, max_cos, is_f64 = errors(prompts)
-        return {
-            "dtype_is_float64": bool(is_f64),
-            "num_tasks": num_tasks,
-            "max_abs_delta_w_difference": float(max_abs),
-            "max_abs_one_minus_cosine": float(max_cos),
-        }
 
 
 def run(config: Config, options: RunOptions | None = None) -> Results:
@@ -210,13 +121,13 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
     steps, margins = config.finetune_steps, config.rec2ftp_margins
     compare_jit = jax.jit(
-        lambda params: compare(
+        lambda params: duality.compare_with_finetuning(
             model, params, prompts, probes_BxPxD, random_BxYxD, eta, steps, margins
         )
     )
     construction = jax.tree.map(np.asarray, compare_jit(gd_weights(model, eta, task.n_context)))
     per_seed_raw = [
-        jax.tree.map(np.asarray, compare_jit(jax.tree.map(lambda a, s=s: a[s], result.params)))
+        jax.tree.map(np.asarray, compare_jit(seed_params(result.params, s)))
         for s in range(config.train.num_seeds)
     ]
     trained = {k: np.stack([r[k] for r in per_seed_raw]) for k in per_seed_raw[0]}
@@ -231,12 +142,10 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
     trained_per_seed = {k: prompt_means(v) for k, v in trained.items()}
     construction_means = {k: float(prompt_means(v)) for k, v in construction.items()}
-    f64 = construction_float64(task, eta, config.float64_tasks, config.eval_seed + 1)
+    f64 = duality.construction_float64(task, eta, config.float64_tasks, config.eval_seed + 1)
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "eta_star": eta,
         "eta_convention": "1/N inside eta; FT = k full-batch GD steps of size eta from W0 = 0",
         "definitions": {
@@ -314,8 +223,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.hist(a["trained_cosine_k1"][0], bins=bins, alpha=0.7, label="trained (seed 0) vs FT k=1")
     ax.hist(a["random_simaou"], bins=bins, alpha=0.5, label="random update: SimAOU")
     ax.hist(a["trained_simaou"][0], bins=bins, alpha=0.5, label="trained (seed 0): SimAOU")
-    ax.set_yscale("log")
-    ax.set(xlabel="cosine per prompt", ylabel="prompts", title="Per-prompt agreement")
+    ax.set(yscale="log", xlabel="cosine per prompt", ylabel="prompts", title="Per-prompt agreement")
     ax.legend(fontsize=8)
 
     margins = s["config"]["rec2ftp_margins"]

@@ -30,7 +30,7 @@ from icl_toy.core.models import ModelConfig, SoftmaxSelfAttention, Transformer, 
 from icl_toy.core.tasks import TaskConfig, von_oswald_preset
 from icl_toy.runs import depth_plots, plotting
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.hypotheses import Criterion, Hypothesis, _eval_key, _require_seeds, _train_seeded
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.results import Results
 from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train_each_held_out
@@ -247,7 +247,7 @@ class DeepLSAConfig:
     eval_seed: int = 20_001
 
     def __post_init__(self):
-        _require_seeds(self.train)
+        require_seeds(self.train)
         if self.num_layers < 2:
             raise ValueError(f"the claim is about K >= 2 layers, got num_layers={self.num_layers}")
 
@@ -265,9 +265,9 @@ _SPD_GAP = "SPD(trained, tuned GD++) − SPD(trained, tuned GD)"
 
 def _measure_deep_lsa(config: DeepLSAConfig, options) -> dict[str, np.ndarray]:
     k = config.num_layers
-    model = make_model(config.task, ModelConfig(num_layers=k), init=config.init)
-    model_pred, _ = _train_seeded(model, config.task, config.train, options, "deep_lsa")
-    key_fit, key_eval = jax.random.split(_eval_key(config.eval_seed))
+    model = make_model(config.task, ModelConfig(num_layers=k, init=config.init))
+    model_pred, _ = train_seeded(model, config.task, config.train, options, "deep_lsa")
+    key_fit, key_eval = jax.random.split(eval_key(config.eval_seed))
     fitted = tuning.fit_gd_and_gdpp(config.task, k, "per_layer", key_fit, config.fit)
     m = layerwise.gd_and_gdpp_metrics(
         model_pred, config.task, fitted, key=key_eval, num_tasks=config.eval_tasks

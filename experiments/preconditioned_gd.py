@@ -18,15 +18,8 @@ with the closed-form risk R(Γ*) and with R(Γ_fit) of each seed's own Γ (which
 Monte Carlo error from training error), and with the best scalar step η*I (plain GD).
 Losses are **MSE**, E(ŷ − y_q)²; training minimises half-MSE, reported alongside.
 
-Initialisation. By default the layer starts from small random weights with the zero
-blocks of the GD construction (Zhang, Frei & Bartlett, arXiv 2306.09927): W_Q and W_K
-ignore the y-slot and W_V reads only the y-slot, so the rank-one channel
-ŷ ∋ −N x_qᵀ bᵀc h (b: keys reading y, c: values reading x) starts at 0. From the dense
-fan-in init (`--set model.init=dense`) some seeds first fit the top-variance direction through
-that channel and then stall, since growing the full-rank channel next to it also grows the
-harmful terms c XᵀX B x_q and a yᵀy b x_q. Measured (Adam 1e-3, batch 512, 2000 steps,
-8 seeds): with this Σ 2 seeds ended with R² < 0.99 (one at −0.17); with eigenvalues over
-[1/4, 4] no seed reached R² = 0.9, and stalled seeds sat near MSE 3.9 against R(Γ*) = 1.62.
+The layer starts from the GD construction's zero blocks (`preconditioning.LayerConfig` says
+why; `--set model.init=dense` for the fan-in init).
 Writes `preconditioned_gd.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
 """
 
@@ -35,43 +28,35 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import metrics
+from icl_toy.analysis import alignment, baselines, metrics, preconditioning
 from icl_toy.analysis.stats import seed_stats
-from icl_toy.core import closed_forms
-from icl_toy.core.learners import preconditioned_gd_predict
 from icl_toy.core.models import ModelConfig, make_model
-from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, sample_batch
+from icl_toy.core.tasks import TaskConfig, anisotropic_task, sample_batch
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import heatmap, save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
+from icl_toy.runs.plotting import heatmap_pair, save_figure, seed_band
+from icl_toy.runs.results import Results
+from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "preconditioned_gd"
 RUNTIME = {"full": "~2.5 min", "quick": "~20 s"}  # on a 2-core CPU
 
-R2_DEFINITION = metrics.R2_DEFINITION
-
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)
-    # init "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in.
-    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(init="gd_sparsity"))
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(steps=3000, batch_size=1024, eval_every=100)
-    )
+class Config(preconditioning.LayerConfig):
     eval_tasks: int = 100_000  # held-out tasks for the final MSE, the same for every seed
     curve_tasks: int = 4096  # held-out tasks for the loss curve during training
     eval_seed: int = 10_000  # root key of the held-out tasks (not a training seed)
 
     def __post_init__(self):
-        closed_forms.check_closed_form_setting(self.task, self.model)
+        super().__post_init__()
         if self.eval_tasks < 1 or self.curve_tasks < 1:
             raise ValueError("eval_tasks and curve_tasks must be >= 1")
 
@@ -80,68 +65,44 @@ def get_config(quick: bool = False) -> Config:
     if not quick:
         return Config()
     return Config(
-        train=TrainConfig(
-            steps=300, batch_size=256, learning_rate=3e-3, eval_every=50, num_seeds=2
-        ),
+        train=preconditioning.quick_train(),
         eval_tasks=10_000,
         curve_tasks=1024,
     )
 
 
-def mse(pred_BxY: jax.Array, target_BxY: jax.Array) -> jax.Array:
-    """mean over tasks of ||ŷ − y||² (MSE, no ½)."""
-    return jnp.mean(jnp.sum((pred_BxY - target_BxY) ** 2, axis=-1))
-
-
 def run(config: Config, options: RunOptions | None = None) -> Results:
     """Train, read Γ, and compare trained loss and Γ with the closed forms."""
     start = time.time()
-    task, d, n = config.task, config.task.d, config.task.n_context
-    tau, sigma = task.w_scale, task.noise_std
-    cov_DxD = jnp.asarray(input_covariance(task), jnp.float32)
-    model = make_model(task, config.model)
+    task = config.task
+    cov_DxD = preconditioning.task_covariance(task)
+    model = preconditioning.make_layer(config)
     key_eval, key_curve = jax.random.split(jax.random.key(config.eval_seed))
-
-    gamma_star = closed_forms.optimal_preconditioner(cov_DxD, n, tau, sigma)
-    risk_star = closed_forms.optimal_preconditioner_risk(cov_DxD, n, tau, sigma, task.query_noise)
-    eta_star = closed_forms.optimal_scalar_step(cov_DxD, n, tau, sigma)
-    scalar_risk = closed_forms.optimal_scalar_step_risk(cov_DxD, n, tau, sigma, task.query_noise)
-
-    def risk_of(gamma_DxD):
-        return closed_forms.preconditioner_risk(gamma_DxD, cov_DxD, n, tau, sigma, task.query_noise)
-
+    gamma_star = preconditioning.optimal_preconditioner(task)
+    eta_star = preconditioning.optimal_scalar_step(task)
+    risk_star, scalar_risk = preconditioning.optimal_risks(task)
     curve_prompts = sample_batch(key_curve, task, config.curve_tasks)
 
     def eval_fn(params):
-        gamma = metrics.layer_preconditioner(params, d, n)
-        return {
-            "mse": mse(batch_predict(model, params, curve_prompts), curve_prompts.y_q),
-            "closed_form_risk_at_fitted": risk_of(gamma),
-            "r2": metrics.r_squared(gamma, gamma_star),
-        }
+        gamma, loss, risk = preconditioning.layer_risks(model, params, curve_prompts, task)
+        r2 = metrics.r_squared(gamma, gamma_star)
+        return {"mse": loss, "closed_form_risk_at_fitted": risk, "r2": r2}
 
     result = train(model, task, config.train, eval_fn=eval_fn, options=options)
-
     eval_prompts = sample_batch(key_eval, task, config.eval_tasks)
 
     @jax.jit
     def final_metrics(params_S):
-        def per_seed(params):
-            gamma = metrics.layer_preconditioner(params, d, n)
-            pred = batch_predict(model, params, eval_prompts)
-            return gamma, mse(pred, eval_prompts.y_q), risk_of(gamma)
-
-        def explicit_mse(gamma):
-            pred = jax.vmap(preconditioned_gd_predict, in_axes=(0, 0, 0, None))(
-                eval_prompts.x, eval_prompts.y, eval_prompts.x_q, gamma
-            )
-            return mse(pred, eval_prompts.y_q)
-
-        eye = jnp.eye(d, dtype=cov_DxD.dtype)
-        return jax.vmap(per_seed)(params_S), explicit_mse(gamma_star), explicit_mse(eta_star * eye)
+        per_seed = jax.vmap(lambda p: preconditioning.layer_risks(model, p, eval_prompts, task))
+        eye = jnp.eye(task.d, dtype=cov_DxD.dtype)
+        return (
+            per_seed(params_S),
+            preconditioning.explicit_mse(eval_prompts, gamma_star),
+            preconditioning.explicit_mse(eval_prompts, eta_star * eye),
+        )
 
     (gamma_fit, trained_mse, risk_fit), gamma_star_mse, scalar_mse = final_metrics(result.params)
-    r2 = jax.vmap(metrics.r_squared, in_axes=(0, None))(gamma_fit, gamma_star)
+    r2 = preconditioning.preconditioner_r_squared(gamma_fit, gamma_star)
     risk_star = float(risk_star)
     per_seed = {
         "r2": r2,
@@ -153,10 +114,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "MSE, mean (y_hat - y_q)^2 over the held-out tasks (half-MSE also given)",
-        "r2_definition": R2_DEFINITION,
+        "r2_definition": metrics.R2_DEFINITION,
         "input_covariance": np.asarray(cov_DxD),
         "gamma_star": gamma_star,
         "gamma_fitted": gamma_fit,
@@ -191,9 +150,9 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     r2 = np.asarray(s["r2"])
     fig = plt.figure(figsize=(17, 4.2))
     grid = fig.add_gridspec(1, 5, wspace=0.6)
-    vmax = float(np.abs(gamma_star).max())
-    heatmap(fig.add_subplot(grid[0, 0]), gamma_star, "Γ* (closed form, THEORY §5)", vmax=vmax)
-    heatmap(fig.add_subplot(grid[0, 1]), gamma_fit.mean(axis=0), "trained Γ (mean of seeds)", vmax)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(2)]
+    titles = ("Γ* (closed form, THEORY §5)", "trained Γ (mean of seeds)")
+    heatmap_pair(axes, gamma_star, gamma_fit.mean(axis=0), titles)
 
     ax = fig.add_subplot(grid[0, 2])
     for i, gamma in enumerate(gamma_fit):
@@ -219,14 +178,12 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     )
     scalar = s["scalar_step"]["closed_form_risk"]
     ax.axhline(scalar, color="C3", ls="--", label=f"best scalar GD step {scalar:.4f}")
-    ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="MSE", title="Loss vs closed-form risk")
+    ax.set(yscale="log", xlabel="training step", ylabel="MSE", title="Loss vs closed-form risk")
     ax.legend(fontsize=7)
 
     ax = fig.add_subplot(grid[0, 4])
     seed_band(ax, steps, 1.0 - a["eval_r2"], "1 − R²(Γ_fit, Γ*)", color="C2")
-    ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="1 − R²", title="Γ_fit → Γ*")
+    ax.set(yscale="log", xlabel="training step", ylabel="1 − R²", title="Γ_fit → Γ*")
     ax.legend(fontsize=7)
     gap = s["seed_stats"]["trained_loss_relative_to_closed_form"]
     fig.suptitle(
@@ -235,6 +192,89 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         f"{len(r2)} seeds; R(Γ*) = {s['closed_form_risk']:.4f} vs best scalar step {scalar:.4f}"
     )
     return save_figure(fig, out_dir, NAME)
+
+
+# --- Hypothesis: on anisotropic inputs one layer is preconditioned GD with Γ* (Ahn et al.) ---
+
+
+@dataclasses.dataclass(frozen=True)
+class PreconditionedConfig:
+    # Gaussian inputs with a rotated Σ, eigenvalues in [1/2, 2], d = 5, N = 20, σ = 0.5.
+    task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)
+    init: Literal["dense", "gd_sparsity"] = "gd_sparsity"  # see the module docstring
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            steps=3000, batch_size=1024, eval_every=500, num_seeds=5
+        )
+    )
+    eval_tasks: int = 4000
+    eval_seed: int = 20_002
+
+    def __post_init__(self):
+        require_seeds(self.train)
+        if self.task.inputs != "gaussian" or self.task.d_y != 1:
+            raise ValueError("Γ* is the closed form for Gaussian inputs and d_y = 1")
+
+
+def _preconditioned_config(quick: bool) -> PreconditionedConfig:
+    if not quick:
+        return PreconditionedConfig()
+    return PreconditionedConfig(
+        train=TrainConfig(
+            steps=1000, batch_size=512, learning_rate=3e-3, eval_every=500, num_seeds=3
+        ),
+        eval_tasks=1000,
+    )
+
+
+def _measure_preconditioned(config: PreconditionedConfig, options) -> dict[str, np.ndarray]:
+    task = config.task
+    model = make_model(task, ModelConfig(init=config.init))
+    model_pred, params = train_seeded(model, task, config.train, options, "preconditioned")
+    gamma_star = preconditioning.optimal_preconditioner(task)
+    eta_star = float(preconditioning.optimal_scalar_step(task))
+    gamma_fit = preconditioning.fitted_preconditioners(params, task)
+    r2 = preconditioning.preconditioner_r_squared(gamma_fit, gamma_star)
+    m = alignment.per_seed_metrics(
+        model_pred,
+        task,
+        {"pgd": baselines.preconditioned_gd(gamma_star), "gd": baselines.gd(eta_star)},
+        key=eval_key(config.eval_seed),
+        num_tasks=config.eval_tasks,
+    )
+    return {
+        "gamma_r_squared": np.asarray(r2),
+        "spd_pgd_minus_spd_gd": m["pgd"]["spd"] - m["gd"]["spd"],
+        "model_loss": m["pgd"]["half_mse_a"],
+        "pgd_loss": m["pgd"]["half_mse_b"],
+        "gd_loss": m["gd"]["half_mse_b"],
+    }
+
+
+HYPOTHESES: tuple[Hypothesis, ...] = (
+    Hypothesis(
+        name="anisotropic_preconditioned",
+        claim="On anisotropic Gaussian inputs one trained LSA layer implements one step "
+        "of preconditioned GD with the optimal preconditioner Γ*.",
+        source="Ahn et al. 2023 (arXiv 2306.00297), Thm. 1; Mahankali et al. 2023",
+        criteria=(
+            Criterion(
+                "gamma_r_squared",
+                "R² of the layer's implied Γ against the closed-form Γ*",
+                ">",
+                0.99,
+            ),
+            Criterion(
+                "spd_pgd_minus_spd_gd",
+                "SPD(trained, preconditioned GD at Γ*) − SPD(trained, best scalar-step GD)",
+                "<",
+                0.0,
+            ),
+        ),
+        get_config=_preconditioned_config,
+        measure=_measure_preconditioned,
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,23 +24,24 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import metrics
+from icl_toy.analysis import alignment, baselines, input_shifts, metrics
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
 from icl_toy.core.losses import half_mse
-from icl_toy.core.models import (
-    ModelConfig,
-    attention_products,
-    lsa_query_output,
-    make_model,
-    readout,
-)
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import heatmap, save_figure, seed_band
-from icl_toy.runs.results import Results, git_commit
-from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
+from icl_toy.runs.plotting import heatmap_pair, save_figure, seed_band
+from icl_toy.runs.results import Results
+from icl_toy.training.train import (
+    RunOptions,
+    TrainConfig,
+    batch_predict,
+    require_single_layer,
+    train,
+)
 
 NAME = "single_layer_gd"
 RUNTIME = {"full": "~1.5 min", "quick": "~15 s"}  # on a 2-core CPU
@@ -58,12 +59,7 @@ class Config:
     eval_seed: int = 10_000  # root key of eval, OOD and line-search tasks (not a training seed)
 
     def __post_init__(self):
-        if self.model.num_layers != 1 or self.model.num_heads != 1 or self.task.d_y != 1:
-            raise ValueError(
-                "single_layer_gd studies one layer, one head and d_y = 1; got "
-                f"num_layers={self.model.num_layers}, num_heads="
-                f"{self.model.num_heads}, d_y={self.task.d_y}"
-            )
+        require_single_layer(NAME, self.task, self.model)
         if self.eval_tasks < 1 or self.line_search_tasks < 1:
             raise ValueError("eval_tasks and line_search_tasks must be >= 1")
         if not self.ood_scales or min(self.ood_scales) <= 0:
@@ -81,58 +77,38 @@ def get_config(quick: bool = False) -> Config:
     )
 
 
-def _predict_from_products(w_kq_HxExE, w_pv_HxExE, tokens_BxTxE):
-    """ŷ (B, 1) of a one-layer LSA given its products directly (used for interpolation)."""
-
-    def one(tokens_TxE):
-        return readout(lsa_query_output(w_kq_HxExE[None], w_pv_HxExE[None], tokens_TxE)[None], 1)
-
-    return jax.vmap(one)(tokens_BxTxE)
-
-
 def run(config: Config, options: RunOptions | None = None) -> Results:
     """Train, evaluate against GD(η*) on held-out tasks, and return the results to save."""
     start = time.time()
     task, d, n = config.task, config.task.d, config.task.n_context
     model = make_model(task, config.model)
     key_eval, key_line_search, key_ood = jax.random.split(jax.random.key(config.eval_seed), 3)
-
     eta_star = optimal_gd_eta(task)
     eta_ls, _ = line_search_eta(task, key=key_line_search, num_tasks=config.line_search_tasks)
-
     eval_prompts = sample_batch(key_eval, task, config.eval_tasks)
     eval_tokens = jax.vmap(prompt_tokens)(eval_prompts)
     gd_params = gd_weights(model, eta_star, n)
-    gd_kq, gd_pv = (m[0] for m in attention_products(gd_params["params"]))
-
-    def sensitivities(params, tokens):
-        return jax.vmap(metrics.query_sensitivity, in_axes=(None, 0, None))(
-            lambda t: model.apply(params, t), tokens, d
-        )
-
+    gd_products = metrics.single_layer_products(gd_params)
     gd_pred = batch_predict(model, gd_params, eval_prompts)
-    gd_sens = sensitivities(gd_params, eval_tokens)
-    gd_loss = half_mse(gd_pred, eval_prompts.y_q)
+    gd_sens = metrics.batch_sensitivities(model, gd_params, eval_tokens, d)
+    gd_loss = float(half_mse(gd_pred, eval_prompts.y_q))
     gd_loss_ls = half_mse(
         batch_predict(model, gd_weights(model, eta_ls, n), eval_prompts), eval_prompts.y_q
     )
 
     def predictions(params, prompts, tokens):
         """ŷ of the trained layer and of its midpoint with the construction, each (B, Y)."""
-        w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
-        interp = metrics.interpolated_products((w_kq, w_pv), (gd_kq, gd_pv), d)
-        return batch_predict(model, params, prompts), _predict_from_products(*interp, tokens)
+        trained = metrics.single_layer_products(params)
+        interp_pred = metrics.interpolated_predict(trained, gd_products, tokens, d, task.d_y)
+        return batch_predict(model, params, prompts), interp_pred
 
     def eval_fn(params):
         pred, interp_pred = predictions(params, eval_prompts, eval_tokens)
-        sens = sensitivities(params, eval_tokens)
-        w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
+        sens = metrics.batch_sensitivities(model, params, eval_tokens, d)
         return {
             "loss": half_mse(pred, eval_prompts.y_q),
-            "prediction_difference": metrics.prediction_difference(pred, gd_pred),
-            "sensitivity_cosine": metrics.sensitivity_cosine(sens, gd_sens),
-            "model_difference": metrics.model_difference(sens, gd_sens),
-            "implied_eta": metrics.implied_eta(w_kq, w_pv, d, n),
+            **metrics.against_reference(pred, sens, gd_pred, gd_sens),
+            "implied_eta": metrics.implied_eta(*metrics.single_layer_products(params), d, n),
             "interpolated_loss": half_mse(interp_pred, eval_prompts.y_q),
         }
 
@@ -149,37 +125,18 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
         trained, interpolated = jax.vmap(per_seed)(result.params)
         gd = half_mse(batch_predict(model, gd_params, prompts), prompts.y_q)
-        return trained, interpolated, gd
+        return {"trained": trained, "interpolated": interpolated, "gd": gd}
 
     # Loss under input scaling: the same draws of W for every α, inputs from U(-α, α).
-    ood = {"trained": [], "interpolated": [], "gd": []}
-    for alpha in config.ood_scales:
-        shifted = dataclasses.replace(task, input_low=-alpha, input_high=alpha)
-        for name, value in zip(
-            ood, ood_losses(sample_batch(key_ood, shifted, config.eval_tasks)), strict=True
-        ):
-            ood[name].append(value)
-
-    w_kq_S, w_pv_S = (m[:, 0] for m in attention_products(result.params["params"]))
-    rescaled_kq, rescaled_pv, beta = jax.vmap(metrics.beta_rescale, in_axes=(0, 0, None))(
-        w_kq_S, w_pv_S, d
+    ood = input_shifts.half_width_sweep(
+        ood_losses, task, key_ood, config.eval_tasks, config.ood_scales
     )
+    rescaled_kq, rescaled_pv, beta = metrics.seed_beta_rescale(result.params, d)
     final = {name: values[:, -1] for name, values in result.eval_metrics.items()}
-    per_seed = {
-        "trained_loss": final["loss"],
-        "sensitivity_cosine": final["sensitivity_cosine"],
-        "model_difference": final["model_difference"],
-        "prediction_difference": final["prediction_difference"],
-        "implied_eta": final["implied_eta"],
-        "interpolated_loss": final["interpolated_loss"],
-        "beta": beta[:, 0],
-    }
-    gd_loss = float(gd_loss)
+    per_seed = {"trained_loss": final.pop("loss"), **final, "beta": beta[:, 0]}
     summary = {
         "experiment": NAME,
         "config": config,
-        "git_commit": git_commit(),
-        "device": str(jax.devices()[0]),
         "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
         "eta_convention": "1/N inside eta: one GD step from 0 predicts eta * x_q^T X^T y / N",
         "eta_star": eta_star,
@@ -188,7 +145,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         "gd_loss_line_search": float(gd_loss_ls),
         "per_seed": per_seed,
         "seed_stats": {k: seed_stats(v) for k, v in per_seed.items()},
-        "relative_gap_to_gd": seed_stats(np.asarray(final["loss"]) / gd_loss - 1.0),
+        "relative_gap_to_gd": seed_stats(np.asarray(per_seed["trained_loss"]) / gd_loss - 1.0),
         "implied_eta_relative_error": seed_stats(np.asarray(final["implied_eta"]) / eta_star - 1),
         "runtime_s": time.time() - start,
     }
@@ -197,13 +154,11 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         "train_loss": result.train_loss,
         **{f"eval_{k}": v for k, v in result.eval_metrics.items()},
         "ood_scales": np.asarray(config.ood_scales),
-        "ood_trained": np.stack(ood["trained"], axis=1),  # (S, A)
-        "ood_interpolated": np.stack(ood["interpolated"], axis=1),  # (S, A)
-        "ood_gd": np.asarray(ood["gd"]),  # (A,)
+        **{f"ood_{k}": v for k, v in ood.items()},  # trained, interpolated (S, A); gd (A,)
         "w_kq_trained": rescaled_kq[:, 0],  # (S, E, E), β-rescaled
         "w_pv_trained": rescaled_pv[:, 0],
-        "w_kq_gd": gd_kq[0],  # (E, E)
-        "w_pv_gd": gd_pv[0],
+        "w_kq_gd": gd_products[0][0],  # (E, E)
+        "w_pv_gd": gd_products[1][0],
     }
     return Results(summary, jax.tree.map(np.asarray, arrays))
 
@@ -219,8 +174,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax = fig.add_subplot(grid[0, 0])
     seed_band(ax, steps, a["eval_loss"], "trained LSA (eval)")
     ax.axhline(gd_loss, color="k", ls="--", label=f"GD(η*={eta_star:.3f}) {gd_loss:.4f}")
-    ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="half-MSE", title="Loss on held-out tasks")
+    ax.set(yscale="log", xlabel="training step", ylabel="half-MSE", title="Loss on held-out tasks")
     ax.legend(fontsize=8)
 
     ax = fig.add_subplot(grid[0, 1])
@@ -248,15 +202,12 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     ax.set(xlabel="input half-width α, x ~ U(−α, α)", ylabel="half-MSE", title="OOD input scale")
     ax.legend(fontsize=8)
 
-    panels = [
-        (a["w_kq_trained"][0], "trained W_KQ / β (seed 0)"),
-        (a["w_kq_gd"], "GD construction W_KQ"),
-        (a["w_pv_trained"][0], "trained β·W_PV (seed 0)"),
-        (a["w_pv_gd"], "GD construction W_PV"),
-    ]
-    for i, (matrix, title) in enumerate(panels):
-        vmax = float(np.nanmax(np.abs(panels[i - i % 2][0])))
-        heatmap(fig.add_subplot(grid[1, i]), matrix, title, vmax=vmax if i % 2 else None)
+    for col, (block, rescaled, name) in enumerate(
+        (("kq", "W_KQ / β", "W_KQ"), ("pv", "β·W_PV", "W_PV"))
+    ):
+        axes = [fig.add_subplot(grid[1, 2 * col + i]) for i in range(2)]
+        titles = (f"trained {rescaled} (seed 0)", f"GD construction {name}")
+        heatmap_pair(axes, a[f"w_{block}_trained"][0], a[f"w_{block}_gd"], titles)
     gap = s["relative_gap_to_gd"]
     fig.suptitle(
         f"One trained LSA layer vs one GD step: {len(a['eval_loss'])} seeds, trained/GD − 1 = "
@@ -264,6 +215,77 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
         f"{s['seed_stats']['sensitivity_cosine']['mean']:.4f}"
     )
     return save_figure(fig, out_dir, NAME)
+
+
+# --- Hypothesis: one trained LSA layer is one GD step (von Oswald et al.) -------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OneLayerGDConfig:
+    task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
+    train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            steps=4000, batch_size=1024, eval_every=500, num_seeds=5
+        )
+    )
+    eval_tasks: int = 4000  # held-out tasks shared by the model's seeds and GD
+    eval_seed: int = 20_000
+
+    def __post_init__(self):
+        require_seeds(self.train)
+
+
+def _one_layer_gd_config(quick: bool) -> OneLayerGDConfig:
+    if not quick:
+        return OneLayerGDConfig()
+    return OneLayerGDConfig(
+        train=TrainConfig(steps=1000, batch_size=512, eval_every=500, num_seeds=3),
+        eval_tasks=1000,
+    )
+
+
+def _measure_one_layer_gd(config: OneLayerGDConfig, options) -> dict[str, np.ndarray]:
+    model = make_model(config.task, ModelConfig())
+    model_pred, _ = train_seeded(model, config.task, config.train, options, "one_layer_gd")
+    eta = optimal_gd_eta(config.task)
+    m = alignment.per_seed_metrics(
+        model_pred,
+        config.task,
+        {"gd": baselines.gd(eta)},
+        key=eval_key(config.eval_seed),
+        num_tasks=config.eval_tasks,
+    )["gd"]
+    return {
+        "relative_loss_gap": (m["half_mse_a"] - m["half_mse_b"]) / m["half_mse_b"],
+        "sensitivity_cosine": m["cosine"],
+        "gd_eta": np.full_like(m["cosine"], eta),
+    }
+
+
+HYPOTHESES: tuple[Hypothesis, ...] = (
+    Hypothesis(
+        name="one_layer_gd",
+        claim="One trained linear self-attention layer implements one step of gradient "
+        "descent with a tuned step size.",
+        source="von Oswald et al. 2022 (arXiv 2212.07677), §3 and Fig. 2",
+        criteria=(
+            Criterion(
+                "relative_loss_gap",
+                "(trained loss − GD(η*) loss) / GD(η*) loss on shared held-out tasks",
+                "<",
+                0.05,
+            ),
+            Criterion(
+                "sensitivity_cosine",
+                "cosine of ∂ŷ/∂x_q between the trained layer and GD(η*)",
+                ">",
+                0.99,
+            ),
+        ),
+        get_config=_one_layer_gd_config,
+        measure=_measure_one_layer_gd,
+    ),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from icl_toy.analysis.probes import PROBE_KINDS, TARGETS, ProbeConfig, probe_dep
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.depth_plots import closest_by_depth, loss_by_depth, probe_layers, training_curves
-from icl_toy.runs.hypotheses import Criterion, Hypothesis, _eval_key, _require_seeds
+from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import Results
 from icl_toy.training.depth_sweep import SoftmaxModelConfig, train_depths
@@ -81,7 +81,7 @@ class Config:
     eval_seed: int = 10_000  # root key of eval, probe and tuning tasks (not a training seed)
 
     def __post_init__(self):
-        _require_seeds(self.train)  # the intervals are over training seeds
+        require_seeds(self.train)  # the intervals are over training seeds
         if min(self.d, self.n_context, self.max_gd_steps) < 1:
             raise ValueError(f"d, n_context and max_gd_steps must be >= 1: {self}")
         if not self.noise_stds or min(self.noise_stds) < 0:
@@ -258,7 +258,7 @@ class DepthPhasesConfig:
     eval_seed: int = 20_003
 
     def __post_init__(self):
-        _require_seeds(self.train)
+        require_seeds(self.train)
         if len(self.depths) < 2 or list(self.depths) != sorted(set(self.depths)):
             raise ValueError(f"depths must be >= 2 increasing integers, got {self.depths}")
         if min(self.depths) < 1 or min(self.ridge_lambdas, default=1) <= 0:
@@ -284,7 +284,7 @@ def _depth_phases_config(noise_std: float):
 
 def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.ndarray]:
     task = config.task
-    key_tune, key_eval = jax.random.split(_eval_key(config.eval_seed))
+    key_tune, key_eval = jax.random.split(eval_key(config.eval_seed))
     names = {
         "gd": baselines.gd(baselines.tuned_gd_eta(task, 1, key=key_tune)),
         "ols": baselines.ols,

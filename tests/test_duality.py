@@ -167,3 +167,14 @@ def test_simaou_of_the_construction_is_one_float64(x64):
     # A random update is not aligned (the metric can be far from 1).
     random_w = jax.random.normal(jax.random.key(9), (1, 10))
     assert abs(duality.simaou(duality.linear_query_outputs(random_w, probes), h_ft, h_zsl)) < 0.9
+
+
+def test_residual_update_of_the_construction_is_one_gd_step_on_the_residuals(x64):
+    """ΔW_ICL(x, r) of GD(η) is −(η/N) Σ_i (0 · x_i − r_i) x_iᵀ: one GD step from 0 on (x, r)."""
+    task = von_oswald_preset()
+    prompts = sample_batch(jax.random.key(5), task, 4)
+    model = LSATransformer(d=task.d)
+    delta_w = duality.residual_update(lambda t: model.apply(gd_weights(model, ETA, 10), t))
+    for b in range(4):
+        expected = _numpy_gd_step(prompts.x[b], prompts.y[b], ETA, np.zeros((1, task.d)))
+        np.testing.assert_allclose(delta_w(prompts.x[b], prompts.y[b]), expected, atol=1e-12)

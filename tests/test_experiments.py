@@ -42,7 +42,7 @@ def test_single_layer_gd_quick_end_to_end(tmp_path):
 
 
 def test_single_layer_gd_rejects_other_depths():
-    with pytest.raises(ValueError, match="one layer"):
+    with pytest.raises(ValueError, match="one LSA layer"):
         dataclasses.replace(single_layer_gd.get_config(), model=ModelConfig(num_layers=2))
 
 

@@ -134,3 +134,20 @@ def test_population_loss_matches_monte_carlo():
     closed = forward_only.population_half_mse(w, w_star, TASK)
     assert closed == pytest.approx(10 / 24)
     assert monte_carlo == pytest.approx(float(closed), rel=0.02)
+
+
+def test_stream_chunks_are_noiseless_streams_of_fixed_teachers():
+    task = von_oswald_preset()
+    x, y, teachers = forward_only.stream_chunks(jax.random.key(2), task, 3, 4)
+    assert x.shape == (3, 4, task.n_context, task.d) and y.shape == (3, 4, task.n_context, 1)
+    expected = np.einsum("tcnd,tyd->tcny", np.asarray(x), np.asarray(teachers))
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    # The teacher itself has zero population loss after every chunk; W = 0 has ½ s ||W*||².
+    at_teacher = jnp.broadcast_to(teachers[:, None], (3, 5, 1, task.d))
+    np.testing.assert_allclose(
+        forward_only.mean_population_curve(at_teacher, teachers, task), np.zeros(5), atol=0
+    )
+    zero = forward_only.mean_population_curve(jnp.zeros_like(at_teacher), teachers, task)
+    s = 1.0 / 12  # variance of U(-0.5, 0.5)
+    expected_zero = 0.5 * s * np.mean(np.sum(np.asarray(teachers) ** 2, axis=(1, 2)))
+    np.testing.assert_allclose(zero, np.full(5, expected_zero), rtol=1e-5)

@@ -103,3 +103,47 @@ def test_implied_preconditioner_is_the_part_odd_in_y(x64):
     h = jnp.einsum("bnd,bny->bdy", prompts.x, prompts.y) / 10
     expected = jnp.einsum("bd,de,bey->by", prompts.x_q, gamma, h)
     np.testing.assert_allclose(odd, expected, atol=1e-12)
+
+
+def test_single_layer_readouts_match_the_model():
+    """`products_predict` of a layer's own products is its forward pass; the seed readouts
+    equal per-seed `beta_rescale` (2 seeds, one of them the GD construction)."""
+    model = LSATransformer(d=10)
+    prompts = _prompts(8)
+    tokens = jax.vmap(prompt_tokens)(prompts)
+    random = model.init(jax.random.key(3), tokens[0])
+    products = metrics.single_layer_products(random)
+    assert products[0].shape == (1, 11, 11)
+    expected = jax.vmap(lambda t: model.apply(random, t))(tokens)
+    got = metrics.products_predict(*products, tokens, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    gd = gd_weights(model, 2.0, 10)
+    params_S = jax.tree.map(lambda a, b: jnp.stack([a, b]), random, gd)
+    kq_S, pv_S, beta_S = metrics.seed_beta_rescale(params_S, 10)
+    for s, params in enumerate((random, gd)):
+        kq, pv, beta = metrics.beta_rescale(*metrics.single_layer_products(params), 10)
+        np.testing.assert_allclose(kq_S[s], kq, rtol=1e-6)
+        np.testing.assert_allclose(pv_S[s], pv, rtol=1e-6)
+        np.testing.assert_allclose(beta_S[s], beta, rtol=1e-6)
+    # The midpoint of the construction with itself is the construction.
+    gd_products = metrics.single_layer_products(gd)
+    np.testing.assert_allclose(
+        metrics.interpolated_predict(gd_products, gd_products, tokens, 10, 1),
+        jax.vmap(lambda t: model.apply(gd, t))(tokens),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_against_reference_is_zero_distance_to_itself():
+    model = LSATransformer(d=10)
+    tokens = jax.vmap(prompt_tokens)(_prompts(8))
+    params = gd_weights(model, 2.0, 10)
+    pred = jax.vmap(lambda t: model.apply(params, t))(tokens)
+    sens = metrics.batch_sensitivities(model, params, tokens, 10)
+    assert sens.shape == (8, 1, 10)
+    out = metrics.against_reference(pred, sens, pred, sens)
+    assert float(out["prediction_difference"]) == 0.0
+    assert float(out["model_difference"]) == 0.0
+    assert float(out["sensitivity_cosine"]) == pytest.approx(1.0, abs=1e-6)

@@ -32,14 +32,17 @@ our definitions):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from icl_toy.analysis.metrics import query_sensitivity
+from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import gd_fit
 from icl_toy.core.linalg import matmul
+from icl_toy.core.models import LSATransformer, ModelConfig, make_model
+from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch
 
 
 def _zero_w0(d: int, d_y: int, dtype) -> jax.Array:
@@ -184,3 +187,128 @@ def model_query_outputs(
 def simaou(h_icl_PxE: jax.Array, h_ft_PxE: jax.Array, h_zsl_PxE: jax.Array) -> jax.Array:
     """Toy SimAOU of one prompt: cos(vec(h_ICL − h_ZSL), vec(h_FT − h_ZSL)) (Dai et al.)."""
     return update_cosine(h_icl_PxE - h_zsl_PxE, h_ft_PxE - h_zsl_PxE)
+
+
+def residual_update(
+    predict: Callable[[jax.Array], jax.Array],
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """`delta_w(x_NxD, r_NxY) -> (Y, D)`: ΔW_ICL of the prompt with context (x_i, r_i), x_q = 0.
+
+    With residual labels r = y − W x this is the update `forward_only.stream_icl_fit` adds to
+    the running linear model W.
+    """
+
+    def delta_w(x_NxD: jax.Array, r_NxY: jax.Array) -> jax.Array:
+        d, d_y = x_NxD.shape[1], r_NxY.shape[1]
+        prompt = Prompt(
+            x=x_NxD,
+            y=r_NxY,
+            x_q=jnp.zeros(d, x_NxD.dtype),
+            y_q=jnp.zeros(d_y, x_NxD.dtype),
+            w=jnp.zeros((d_y, d), x_NxD.dtype),
+        )
+        return implicit_weight_update(predict, prompt_tokens(prompt), d)
+
+    return delta_w
+
+
+def _query_token(model, params) -> Callable[[jax.Array], jax.Array]:
+    """tokens (T, E) -> the query token after the last layer of an `LSATransformer`, (E,)."""
+    return lambda tokens: model.apply(params, tokens, method=LSATransformer.trajectory)[-1, -1]
+
+
+def compare_with_finetuning(
+    model,
+    params,
+    prompts: Prompt,
+    probes_BxPxD: jax.Array,
+    random_BxYxD: jax.Array,
+    eta: float,
+    steps: Sequence[int],
+    margins: Sequence[float],
+) -> dict[str, jax.Array]:
+    """Dual-form metrics of one LSA model on B prompts against fine-tuning from W0 = 0.
+
+    Per prompt (B,): `cosine_k{k}`, `norm_ratio_k{k}`, `relative_error_k{k}` of ΔW_ICL against
+    k GD steps of size η (`finetune_update`), the same against one SGD epoch (`_sgd`), and
+    `simaou` / `simaou_random` at the probes. Scalars: `linearity_gap` (max over prompts),
+    `rec2ftp_m{m}` / `rec2ftp_random_m{m}` per margin m, and the mean squared query errors
+    `query_mse_icl`, `query_mse_ft`. FT in Rec2FTP and SimAOU is one GD step (k = 1, so
+    `steps` must hold 1); "random" is the Gaussian update `random_BxYxD` rescaled to ΔW_ICL's
+    norm.
+    """
+    d = model.d
+    tokens = jax.vmap(prompt_tokens)(prompts)
+    predict = lambda t: model.apply(params, t)  # noqa: E731
+    delta_icl = jax.vmap(implicit_weight_update, in_axes=(None, 0, None))(predict, tokens, d)
+    gap = jax.vmap(linearity_gap, in_axes=(None, 0, None, 0))(predict, tokens, d, probes_BxPxD)
+    out = {"linearity_gap": jnp.max(gap)}
+    pairwise = jax.vmap(lambda a, b: (update_cosine(a, b), norm_ratio(a, b), relative_error(a, b)))
+    fits = {}
+    for k in steps:
+        fits[k] = jax.vmap(finetune_update, in_axes=(0, 0, None, None))(
+            prompts.x, prompts.y, eta, k
+        )
+        out[f"cosine_k{k}"], out[f"norm_ratio_k{k}"], out[f"relative_error_k{k}"] = pairwise(
+            delta_icl, fits[k]
+        )
+    sgd = jax.vmap(sgd_finetune_update, in_axes=(0, 0, None))(prompts.x, prompts.y, eta)
+    out["cosine_sgd"], out["norm_ratio_sgd"], out["relative_error_sgd"] = pairwise(delta_icl, sgd)
+
+    # Squared query errors: zero-shot (ŷ = 0), ICL, FT (one step), and a random update of
+    # ICL's norm, for Rec2FTP.
+    ft = fits[1]
+    y_q = prompts.y_q
+    err_zsl = jnp.sum(y_q**2, axis=-1)
+    err_icl = jnp.sum((jax.vmap(predict)(tokens) - y_q) ** 2, axis=-1)
+    err_ft = jnp.sum((jnp.einsum("byd,bd->by", ft, prompts.x_q) - y_q) ** 2, axis=-1)
+    rand_norms = jax.vmap(norm_ratio)(delta_icl, random_BxYxD)
+    rand = random_BxYxD * rand_norms[:, None, None]
+    err_rand = jnp.sum((jnp.einsum("byd,bd->by", rand, prompts.x_q) - y_q) ** 2, axis=-1)
+    for m in margins:
+        out[f"rec2ftp_m{m}"] = rec2ftp(err_icl, err_ft, err_zsl, m)
+        out[f"rec2ftp_random_m{m}"] = rec2ftp(err_rand, err_ft, err_zsl, m)
+
+    def simaou_one(tokens_TxE, probes_PxD, ft_YxD, rand_YxD):
+        h_zsl = linear_query_outputs(jnp.zeros_like(ft_YxD), probes_PxD)
+        h_ft = linear_query_outputs(ft_YxD, probes_PxD)
+        h_icl = model_query_outputs(_query_token(model, params), tokens_TxE, d, probes_PxD)
+        h_rand = linear_query_outputs(rand_YxD, probes_PxD)
+        return simaou(h_icl, h_ft, h_zsl), simaou(h_rand, h_ft, h_zsl)
+
+    out["simaou"], out["simaou_random"] = jax.vmap(simaou_one)(
+        tokens, probes_BxPxD, ft, random_BxYxD
+    )
+    out["query_mse_icl"] = jnp.mean(err_icl)
+    out["query_mse_ft"] = jnp.mean(err_ft)
+    return out
+
+
+def construction_float64(task: TaskConfig, eta: float, num_tasks: int, seed: int) -> dict:
+    """max |ΔW_ICL − ΔW_FT(k=1)| and max |1 − cos| of the GD construction at η, in float64.
+
+    Proposition 1 of von Oswald et al. makes the two equal; on `num_tasks` prompts drawn
+    from `jax.random.key(seed)` the float64 differences are round-off.
+    """
+    with jax.enable_x64(True):
+        prompts = sample_batch(jax.random.key(seed), task, num_tasks)
+        model = make_model(task, ModelConfig())
+        params = gd_weights(model, eta, task.n_context)
+
+        @jax.jit
+        def errors(prompts):
+            tokens = jax.vmap(prompt_tokens)(prompts)
+            icl = jax.vmap(implicit_weight_update, in_axes=(None, 0, None))(
+                lambda t: model.apply(params, t), tokens, task.d
+            )
+            ft = jax.vmap(finetune_update, in_axes=(0, 0, None, None))(prompts.x, prompts.y, eta, 1)
+            cos = jax.vmap(update_cosine)(icl, ft)
+            return jnp.max(jnp.abs(icl - ft)), jnp.max(jnp.abs(1.0 - cos)), icl.dtype == jnp.float64
+
+        max_abs, max_cos, is_f64 = errors(prompts)
+        return {
+            "dtype_is_float64": bool(is_f64),
+            "num_tasks": num_tasks,
+            "max_abs_delta_w_difference": float(max_abs),
+            "max_abs_one_minus_cosine": float(max_cos),
+        }

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_toy.core.linalg import einsum
-from icl_toy.core.models import attention_products
+from icl_toy.core.models import attention_products, lsa_query_output, readout
 
 # Added to the norms in the cosine, as in von Oswald et al.'s `analyse()`.
 COSINE_EPS = 1e-8
@@ -137,3 +137,60 @@ def model_sensitivities(model, params, tokens_BxTxE: jax.Array, d: int) -> jax.A
     return jax.vmap(query_sensitivity, in_axes=(None, 0, None))(
         lambda tokens_TxE: model.apply(params, tokens_TxE), tokens_BxTxE, d
     )
+
+
+def single_layer_products(params: dict) -> tuple[jax.Array, jax.Array]:
+    """(W_KQ, W_PV), each (..., H, E, E), of a one-layer `LSATransformer` (layer axis dropped).
+
+    Leading axes of the params (e.g. S seeds) are kept.
+    """
+    w_kq, w_pv = attention_products(params["params"])
+    return w_kq[..., 0, :, :, :], w_pv[..., 0, :, :, :]
+
+
+def products_predict(
+    w_kq_HxExE: jax.Array, w_pv_HxExE: jax.Array, tokens_BxTxE: jax.Array, d_y: int
+) -> jax.Array:
+    """ŷ (B, Y) of a one-layer LSA given its products W_KQ, W_PV directly."""
+
+    def one(tokens_TxE):
+        query_E = lsa_query_output(w_kq_HxExE[None], w_pv_HxExE[None], tokens_TxE)
+        return readout(query_E[None], d_y)
+
+    return jax.vmap(one)(tokens_BxTxE)
+
+
+def interpolated_predict(
+    trained: tuple[jax.Array, jax.Array],
+    constructed: tuple[jax.Array, jax.Array],
+    tokens_BxTxE: jax.Array,
+    d: int,
+    d_y: int,
+) -> jax.Array:
+    """ŷ (B, Y) of the midpoint model of `interpolated_products`."""
+    return products_predict(*interpolated_products(trained, constructed, d), tokens_BxTxE, d_y)
+
+
+def seed_beta_rescale(params_S, d: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`beta_rescale` of the one layer of S seeds: W_KQ/β, β·W_PV (S, H, E, E) and β (S, H)."""
+    w_kq_S, w_pv_S = single_layer_products(params_S)
+    return jax.vmap(beta_rescale, in_axes=(0, 0, None))(w_kq_S, w_pv_S, d)
+
+
+def batch_sensitivities(model, params, tokens_BxTxE: jax.Array, d: int) -> jax.Array:
+    """`query_sensitivity` (B, Y, D) of `model.apply(params, ·)` on each of B prompts."""
+    return jax.vmap(query_sensitivity, in_axes=(None, 0, None))(
+        lambda t: model.apply(params, t), tokens_BxTxE, d
+    )
+
+
+def against_reference(
+    pred_BxY: jax.Array, sens_BxYxD: jax.Array, ref_pred_BxY: jax.Array, ref_sens_BxYxD: jax.Array
+) -> dict[str, jax.Array]:
+    """Prediction difference, sensitivity cosine and model difference of a learner against a
+    reference learner (e.g. its GD construction) on the same B prompts."""
+    return {
+        "prediction_difference": prediction_difference(pred_BxY, ref_pred_BxY),
+        "sensitivity_cosine": sensitivity_cosine(sens_BxYxD, ref_sens_BxYxD),
+        "model_difference": model_difference(sens_BxYxD, ref_sens_BxYxD),
+    }

@@ -43,16 +43,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import alignment, baselines, metrics
+from icl_toy.analysis import baselines
 from icl_toy.analysis.stats import bootstrap_ci, interval, mean_ci, sign_flip_p_value
-from icl_toy.core import closed_forms
-from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import ModelConfig, make_model
-from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, von_oswald_preset
+from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs import guard, runner
 from icl_toy.runs.plotting import interval_errors, save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
@@ -189,7 +185,7 @@ def require_seeds(cfg: TrainConfig) -> None:
 
 
 def registry() -> dict[str, Hypothesis]:
-    """Every hypothesis by name: each study's `HYPOTHESES` in `EXPERIMENTS` order, then ours.
+    """Every hypothesis by name: each study's `HYPOTHESES`, in `EXPERIMENTS` order.
 
     A study is imported through `runner.get_experiment`; its `HYPOTHESES`, if it has one,
     must be a tuple of `Hypothesis`. A name defined twice raises, naming both places.
@@ -200,7 +196,6 @@ def registry() -> dict[str, Hypothesis]:
         if not isinstance(declared, tuple) or not all(isinstance(h, Hypothesis) for h in declared):
             raise TypeError(f"{study}.HYPOTHESES must be a tuple of Hypothesis, got {declared!r}")
         found.extend((study, h) for h in declared)
-    found.extend((__name__, h) for h in HYPOTHESES.values())
     by_name: dict[str, Hypothesis] = {}
     origin: dict[str, str] = {}
     for place, hypothesis in found:
@@ -350,170 +345,3 @@ def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
     )
     fig.tight_layout()
     return save_figure(fig, out_dir, NAME)
-
-
-# --- Shared pieces of the measures --------------------------------------------------------
-# The measures below call the helpers above by these private names.
-_train_seeded, _eval_key, _require_seeds = train_seeded, eval_key, require_seeds
-
-
-# --- 1. One trained LSA layer is one GD step (von Oswald et al.) ---------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class OneLayerGDConfig:
-    task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=4000, batch_size=1024, eval_every=500, num_seeds=5
-        )
-    )
-    eval_tasks: int = 4000  # held-out tasks shared by the model's seeds and GD
-    eval_seed: int = 20_000
-
-    def __post_init__(self):
-        _require_seeds(self.train)
-
-
-def _one_layer_gd_config(quick: bool) -> OneLayerGDConfig:
-    if not quick:
-        return OneLayerGDConfig()
-    return OneLayerGDConfig(
-        train=TrainConfig(steps=1000, batch_size=512, eval_every=500, num_seeds=3),
-        eval_tasks=1000,
-    )
-
-
-def _measure_one_layer_gd(config: OneLayerGDConfig, options) -> dict[str, np.ndarray]:
-    model = make_model(config.task, ModelConfig())
-    model_pred, _ = _train_seeded(model, config.task, config.train, options, "one_layer_gd")
-    eta = optimal_gd_eta(config.task)
-    m = alignment.per_seed_metrics(
-        model_pred,
-        config.task,
-        {"gd": baselines.gd(eta)},
-        key=_eval_key(config.eval_seed),
-        num_tasks=config.eval_tasks,
-    )["gd"]
-    return {
-        "relative_loss_gap": (m["half_mse_a"] - m["half_mse_b"]) / m["half_mse_b"],
-        "sensitivity_cosine": m["cosine"],
-        "gd_eta": np.full_like(m["cosine"], eta),
-    }
-
-
-# --- 3. On anisotropic inputs one layer is preconditioned GD with Γ* (Ahn et al.) ----------
-
-
-@dataclasses.dataclass(frozen=True)
-class PreconditionedConfig:
-    # Gaussian inputs with a rotated Σ, eigenvalues in [1/2, 2], d = 5, N = 20, σ = 0.5.
-    task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)
-    init: Literal["dense", "gd_sparsity"] = "gd_sparsity"  # see preconditioned_gd's docstring
-    train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=3000, batch_size=1024, eval_every=500, num_seeds=5
-        )
-    )
-    eval_tasks: int = 4000
-    eval_seed: int = 20_002
-
-    def __post_init__(self):
-        _require_seeds(self.train)
-        if self.task.inputs != "gaussian" or self.task.d_y != 1:
-            raise ValueError("Γ* is the closed form for Gaussian inputs and d_y = 1")
-
-
-def _preconditioned_config(quick: bool) -> PreconditionedConfig:
-    if not quick:
-        return PreconditionedConfig()
-    return PreconditionedConfig(
-        train=TrainConfig(
-            steps=1000, batch_size=512, learning_rate=3e-3, eval_every=500, num_seeds=3
-        ),
-        eval_tasks=1000,
-    )
-
-
-def _measure_preconditioned(config: PreconditionedConfig, options) -> dict[str, np.ndarray]:
-    task = config.task
-    model = make_model(task, ModelConfig(init=config.init))
-    model_pred, params = _train_seeded(model, task, config.train, options, "preconditioned")
-    sigma = jnp.asarray(input_covariance(task), jnp.float32)
-    gamma_star = closed_forms.optimal_preconditioner(
-        sigma, task.n_context, task.w_scale, task.noise_std
-    )
-    eta_star = float(
-        closed_forms.optimal_scalar_step(sigma, task.n_context, task.w_scale, task.noise_std)
-    )
-    gamma_fit = jax.vmap(metrics.layer_preconditioner, in_axes=(0, None, None))(
-        params, task.d, task.n_context
-    )
-    r2 = jax.vmap(metrics.r_squared, in_axes=(0, None))(gamma_fit, gamma_star)
-    m = alignment.per_seed_metrics(
-        model_pred,
-        task,
-        {"pgd": baselines.preconditioned_gd(gamma_star), "gd": baselines.gd(eta_star)},
-        key=_eval_key(config.eval_seed),
-        num_tasks=config.eval_tasks,
-    )
-    return {
-        "gamma_r_squared": np.asarray(r2),
-        "spd_pgd_minus_spd_gd": m["pgd"]["spd"] - m["gd"]["spd"],
-        "model_loss": m["pgd"]["half_mse_a"],
-        "pgd_loss": m["pgd"]["half_mse_b"],
-        "gd_loss": m["gd"]["half_mse_b"],
-    }
-
-
-# --- The registry --------------------------------------------------------------------------
-
-HYPOTHESES: dict[str, Hypothesis] = {
-    h.name: h
-    for h in (
-        Hypothesis(
-            name="one_layer_gd",
-            claim="One trained linear self-attention layer implements one step of gradient "
-            "descent with a tuned step size.",
-            source="von Oswald et al. 2022 (arXiv 2212.07677), §3 and Fig. 2",
-            criteria=(
-                Criterion(
-                    "relative_loss_gap",
-                    "(trained loss − GD(η*) loss) / GD(η*) loss on shared held-out tasks",
-                    "<",
-                    0.05,
-                ),
-                Criterion(
-                    "sensitivity_cosine",
-                    "cosine of ∂ŷ/∂x_q between the trained layer and GD(η*)",
-                    ">",
-                    0.99,
-                ),
-            ),
-            get_config=_one_layer_gd_config,
-            measure=_measure_one_layer_gd,
-        ),
-        Hypothesis(
-            name="anisotropic_preconditioned",
-            claim="On anisotropic Gaussian inputs one trained LSA layer implements one step "
-            "of preconditioned GD with the optimal preconditioner Γ*.",
-            source="Ahn et al. 2023 (arXiv 2306.00297), Thm. 1; Mahankali et al. 2023",
-            criteria=(
-                Criterion(
-                    "gamma_r_squared",
-                    "R² of the layer's implied Γ against the closed-form Γ*",
-                    ">",
-                    0.99,
-                ),
-                Criterion(
-                    "spd_pgd_minus_spd_gd",
-                    "SPD(trained, preconditioned GD at Γ*) − SPD(trained, best scalar-step GD)",
-                    "<",
-                    0.0,
-                ),
-            ),
-            get_config=_preconditioned_config,
-            measure=_measure_preconditioned,
-        ),
-    )
-}

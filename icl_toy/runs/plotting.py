@@ -184,3 +184,10 @@ def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
     low = np.array([i["low"] for i in intervals], dtype=float)
     high = np.array([i["high"] for i in intervals], dtype=float)
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **errorbar_kwargs)
+
+
+def heatmap_pair(axes, reference, other, titles: tuple[str, str]) -> None:
+    """Heatmaps of two matrices on the colour scale of the first, max |reference|."""
+    vmax = float(np.nanmax(np.abs(np.asarray(reference, dtype=float))))
+    for ax, matrix, title in zip(axes, (reference, other), titles, strict=True):
+        heatmap(ax, matrix, title, vmax=vmax)

@@ -19,13 +19,14 @@ step η this is exactly minibatch SGD with batch N and learning rate η (Proposi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from icl_toy.core.linalg import matmul
-from icl_toy.core.tasks import TaskConfig, input_moments
+from icl_toy.core.linalg import einsum, matmul
+from icl_toy.core.tasks import TaskConfig, input_moments, sample_batch
 
 
 def _check_directions(num_directions: int) -> None:
@@ -139,3 +140,32 @@ def stream_sgd_fit(
 
     _, ws = jax.lax.scan(step, w0_YxD, (x_CxNxD, y_CxNxY))
     return jnp.concatenate([w0_YxD[None], ws])
+
+
+def stream_chunks(
+    key: jax.Array, task: TaskConfig, num_tasks: int, num_chunks: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """T streams of C chunks of N examples: x (T, C, N, D), y = W* x (T, C, N, Y), W* (T, Y, D).
+
+    Each stream has one fixed teacher W* from the task's prior and C·N inputs from its input
+    law; the labels are noiseless.
+    """
+    key_w, key_x = jax.random.split(key)
+    teachers_TxYxD = sample_batch(key_w, task, num_tasks).w
+    chunk_cfg = dataclasses.replace(task, n_context=num_chunks * task.n_context - 1)
+    draws = sample_batch(key_x, chunk_cfg, num_tasks)
+    x_TxCxNxD = jnp.concatenate([draws.x, draws.x_q[:, None]], axis=1).reshape(
+        num_tasks, num_chunks, task.n_context, task.d
+    )
+    y_TxCxNxY = einsum("tcnd,tyd->tcny", x_TxCxNxD, teachers_TxYxD)
+    return x_TxCxNxD, y_TxCxNxY, teachers_TxYxD
+
+
+def mean_population_curve(
+    ws_TxCxYxD: jax.Array, teachers_TxYxD: jax.Array, cfg: TaskConfig
+) -> jax.Array:
+    """`population_half_mse` of each stream's weights after each chunk, averaged over streams."""
+    losses_TxC = jax.vmap(
+        jax.vmap(population_half_mse, in_axes=(0, None, None)), in_axes=(0, 0, None)
+    )(ws_TxCxYxD, teachers_TxYxD, cfg)
+    return jnp.mean(losses_TxC, axis=0)

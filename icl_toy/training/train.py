@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from icl_toy.core.losses import half_mse
-from icl_toy.core.models import check_params
+from icl_toy.core.models import ModelConfig, check_params
 from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
 from icl_toy.training.checkpoints import Checkpoints
 
@@ -461,3 +461,17 @@ def train_each_held_out(
         name: train_held_out(model, task, cfg, prompts, options.stage(stage_prefix + name))
         for name, model in models.items()
     }
+
+
+def require_single_layer(name: str, task: TaskConfig, model: ModelConfig) -> None:
+    """Raise ValueError unless `model` is one LSA layer with one head and the task has d_y = 1."""
+    if model.num_layers != 1 or model.num_heads != 1 or task.d_y != 1:
+        raise ValueError(
+            f"{name} uses one LSA layer with one head and d_y = 1; got num_layers="
+            f"{model.num_layers}, num_heads={model.num_heads}, d_y={task.d_y}"
+        )
+
+
+def seed_params(params_S, seed: int):
+    """The params of one seed, `seed`, from params with a leading seed axis S."""
+    return jax.tree.map(lambda leaf: leaf[seed], params_S)
