@@ -1,6 +1,6 @@
 """Every alignment metric between two in-context learners, with 95% confidence intervals.
 
-`compare(a, b, task, key=...)` takes any two predictors (`icl_toy.analysis.baselines.Predictor`: a
+`compare(a, b, task, key=...)` takes any two predictors (`icl_toy.core.predictors.Predictor`: a
 trained model, a construction, a baseline; or a `SeededPredictor` with a leading seed axis)
 and evaluates both on the same held-out tasks. Per task it computes:
 
@@ -34,9 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_toy.analysis import metrics
-from icl_toy.analysis.baselines import Predictor, SeededPredictor, as_seeded
 from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.linalg import matmul
+from icl_toy.core.predictors import Predictor, SeededPredictor, as_seeded
 from icl_toy.core.tasks import Prompt, TaskConfig, sample_batch
 
 METRICS = ("half_mse_a", "half_mse_b", "pred_diff", "spd", "ilwd", "cosine", "model_diff")

@@ -39,9 +39,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, baselines, metrics
-from icl_toy.core import closed_forms
+from icl_toy.core import closed_forms, learners
 from icl_toy.training import tuning
 from icl_toy.core.learners import optimal_gd_eta
+from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.models import LSATransformer, TokenMomentumLSA, softmax_transformer
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_jsonable
@@ -168,7 +169,7 @@ def run_hypothesis(
 def _train_seeded(model, task: TaskConfig, cfg: TrainConfig, options, stage: str):
     """Train S seeds of `model` and wrap them as one seeded predictor."""
     result = train(model, task, cfg, options=options and options.stage(stage))
-    return baselines.seeded_model_predictor(model, result.params), result.params
+    return seeded_model_predictor(model, result.params), result.params
 
 
 def _eval_key(seed: int) -> jax.Array:
@@ -214,7 +215,7 @@ def _measure_one_layer_gd(config: OneLayerGDConfig, options) -> dict[str, np.nda
     m = alignment.per_seed_metrics(
         model_pred,
         config.task,
-        {"gd": baselines.gd(eta)},
+        {"gd": learners.gd(eta)},
         key=_eval_key(config.eval_seed),
         num_tasks=config.eval_tasks,
     )["gd"]
@@ -272,8 +273,8 @@ def _measure_deep_lsa(config: DeepLSAConfig, options) -> dict[str, np.ndarray]:
         model_pred,
         config.task,
         {
-            "gd": baselines.gd(fitted["gd"]["eta"]),
-            "gdpp": baselines.gdpp(fitted["gdpp"]["eta"], fitted["gdpp"]["gamma"]),
+            "gd": learners.gd(fitted["gd"]["eta"]),
+            "gdpp": learners.gdpp(fitted["gdpp"]["eta"], fitted["gdpp"]["gamma"]),
         },
         key=key_eval,
         num_tasks=config.eval_tasks,
@@ -338,7 +339,7 @@ def _measure_preconditioned(config: PreconditionedConfig, options) -> dict[str, 
     m = alignment.per_seed_metrics(
         model_pred,
         task,
-        {"pgd": baselines.preconditioned_gd(gamma_star), "gd": baselines.gd(eta_star)},
+        {"pgd": learners.preconditioned_gd(gamma_star), "gd": learners.gd(eta_star)},
         key=_eval_key(config.eval_seed),
         num_tasks=config.eval_tasks,
     )
@@ -405,9 +406,9 @@ def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.nd
     task = config.task
     key_tune, key_eval = jax.random.split(_eval_key(config.eval_seed))
     names = {
-        "gd": baselines.gd(baselines.tuned_gd_eta(task, 1, key=key_tune)),
-        "ols": baselines.ols,
-        **{f"ridge({lam:.3g})": baselines.ridge(lam) for lam in config.ridge_lambdas},
+        "gd": learners.gd(learners.tuned_gd_eta(task, 1, key=key_tune)),
+        "ols": learners.ols,
+        **{f"ridge({lam:.3g})": learners.ridge(lam) for lam in config.ridge_lambdas},
     }
     spd, loss = {}, {}
     for depth in config.depths:
