@@ -38,8 +38,7 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.learning_curves import scale_value_projection
 from icl_toy.analysis.stats import seed_stats
-from icl_toy.core import closed_forms
-from icl_toy.core.learners import ols_predict, ridge_predict
+from icl_toy.core import closed_forms, learners
 from icl_toy.core.linalg import einsum
 from icl_toy.core.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance, sample_batch
 from icl_toy.runs.cli import experiment_main
@@ -149,8 +148,8 @@ def _baseline_errors(test_task: TaskConfig, num_tasks: int, key, c_C):
 
     def at_shift(c):
         p = shift_inputs(prompts, c)
-        ols = jax.vmap(ols_predict)(p.x, p.y, p.x_q)
-        ridge = jax.vmap(ridge_predict, in_axes=(0, 0, 0, None))(p.x, p.y, p.x_q, lam)
+        ols = jax.vmap(learners.ols)(p)
+        ridge = jax.vmap(learners.ridge(lam))(p)
         return jnp.sum((ols - p.y_q) ** 2), jnp.sum((ridge - p.y_q) ** 2)
 
     return jax.lax.map(at_shift, c_C)

@@ -42,7 +42,7 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.constructions import gd_weights, heavy_ball_weights
-from icl_toy.core.learners import gd_predict, heavy_ball_predict, optimal_gd_eta
+from icl_toy.core.learners import gd, heavy_ball, optimal_gd_eta
 from icl_toy.core.models import (
     CausalLSATransformer,
     DepthMomentumLSA,
@@ -256,9 +256,7 @@ def _heavy_ball_construction_error(config: Config, eta: float, beta: float, key)
             @jax.jit
             def max_error(params, tokens, prompts, k=k, model=model):
                 built = jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
-                explicit = jax.vmap(heavy_ball_predict, in_axes=(0, 0, 0, None, None))(
-                    prompts.x, prompts.y, prompts.x_q, jnp.full(k, eta), beta
-                )
+                explicit = jax.vmap(heavy_ball(jnp.full(k, eta), beta))(prompts)
                 return jnp.max(jnp.abs(built - explicit))
 
             errors.append(float(max_error(params, tokens, prompts)))
@@ -303,9 +301,10 @@ def _position_losses(config: Config, plain_k1_params, eval_prompts) -> dict[str,
     best_gd = [metrics.half_mse(jnp.zeros_like(eval_prompts.y_q), targets_BxTxY[:, 0])]
     for t in range(1, n + 1):
         eta_t = optimal_gd_eta(dataclasses.replace(task, n_context=t))
-        pred = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
-            eval_prompts.x[:, :t], eval_prompts.y[:, :t], x_all[:, t], jnp.asarray([eta_t])
+        prefix = eval_prompts._replace(
+            x=eval_prompts.x[:, :t], y=eval_prompts.y[:, :t], x_q=x_all[:, t]
         )
+        pred = jax.vmap(gd(jnp.asarray([eta_t])))(prefix)
         best_gd.append(metrics.half_mse(pred, targets_BxTxY[:, t]))
     gd_params = gd_weights(causal, optimal_gd_eta(task), n)
     return {

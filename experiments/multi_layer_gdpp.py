@@ -36,7 +36,7 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.constructions import gd_weights, gdpp_weights
-from icl_toy.core.learners import ols_predict, optimal_gd_eta
+from icl_toy.core.learners import ols, optimal_gd_eta
 from icl_toy.core.models import (
     LSATransformer,
     SoftmaxSelfAttention,
@@ -225,9 +225,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     key_eval, key_fit, key_sweep = jax.random.split(jax.random.key(config.eval_seed), 3)
     prompts = sample_batch(key_eval, task, config.eval_tasks)
     tokens = jax.vmap(prompt_tokens)(prompts)
-    ols_loss = float(
-        metrics.half_mse(jax.vmap(ols_predict)(prompts.x, prompts.y, prompts.x_q), prompts.y_q)
-    )
+    ols_loss = float(metrics.half_mse(jax.vmap(ols)(prompts), prompts.y_q))
 
     per_depth, arrays = {}, {}
     for num_layers in config.depths:
@@ -314,9 +312,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             sub, model, fitted, prompts_n, tokens_n, options, f"recurrent_N{n_ctx}"
         )
         eta, gamma = _implied_gdpp(study["params"]["params"], d, n_ctx)
-        ols_n = metrics.half_mse(
-            jax.vmap(ols_predict)(prompts_n.x, prompts_n.y, prompts_n.x_q), prompts_n.y_q
-        )
+        ols_n = metrics.half_mse(jax.vmap(ols)(prompts_n), prompts_n.y_q)
         by_context[n_ctx] = {
             "gdpp_eta": float(fitted["gdpp"]["eta"]),
             "gdpp_gamma": float(fitted["gdpp"]["gamma"]),

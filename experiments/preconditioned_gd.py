@@ -45,7 +45,7 @@ import numpy as np
 from icl_toy.analysis import metrics
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import closed_forms
-from icl_toy.core.learners import preconditioned_gd_predict
+from icl_toy.core.learners import preconditioned_gd
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, input_covariance, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import heatmap, save_figure, seed_band
@@ -140,9 +140,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             return gamma, mse(pred, eval_prompts.y_q), risk_of(gamma)
 
         def explicit_mse(gamma):
-            pred = jax.vmap(preconditioned_gd_predict, in_axes=(0, 0, 0, None))(
-                eval_prompts.x, eval_prompts.y, eval_prompts.x_q, gamma
-            )
+            pred = jax.vmap(preconditioned_gd(gamma))(eval_prompts)
             return mse(pred, eval_prompts.y_q)
 
         eye = jnp.eye(d, dtype=cov_DxD.dtype)

@@ -49,6 +49,7 @@ import numpy as np
 from icl_toy.analysis import alignment, baselines
 from icl_toy.analysis.probes import PROBE_KINDS, TARGETS, ProbeConfig, probe_model
 from icl_toy.core.models import EmbeddedTransformer, softmax_transformer
+from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure
@@ -260,7 +261,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         )
         per_depth = []
         for depth, (model, result) in trained.items():
-            predictor = baselines.seeded_model_predictor(model, result.params)
+            predictor = seeded_model_predictor(model, result.params)
             model_eval = alignment.evaluate(predictor, prompts, probes)
             rows = closest_rows(model_eval, baseline_evals, prompts)
             by_name = {row["name"]: row for row in rows}
