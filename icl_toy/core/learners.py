@@ -4,8 +4,8 @@ Every algorithm is written once here, as plain matrix algebra independent of the
 code, so that the constructions in `icl_toy.core.constructions` can be tested against them,
 `icl_toy.analysis.baselines` compares trained models with them and `icl_toy.training.tuning`
 fits their scalars. A factory (`gd(eta)`, `ridge(lam)`, …) returns an
-`icl_toy.core.predictors.Predictor`; its array arguments may be traced (θ during a fit), and
-they are read as jax arrays when the predictor runs. The `*_fit` functions return the
+`icl_toy.core.predictors.Predictor`; its per-step arguments may be jax arrays, traced while
+θ is fitted, and anything else is read as a float64 numpy array. The `*_fit` functions return the
 weights W (Y, D) that a predictor applies to x_q.
 
 Notation (THEORY §0, §8): S = XᵀX and b = Xᵀy (unnormalised), Ŝ = S/N. Inner loss
@@ -31,10 +31,12 @@ from icl_toy.core.tasks import Prompt, TaskConfig, input_moments, sample_batch
 Steps = float | Sequence[float] | np.ndarray | jax.Array
 
 
-def _check_steps_shape(value: Steps, name: str) -> None:
-    """A per-step argument is a scalar or a non-empty 1-D sequence (static shape check)."""
+def _as_steps(value: Steps, name: str) -> np.ndarray | jax.Array:
+    """A per-step argument as a 1-D array: jax arrays (θ being fitted, maybe traced) as they
+    are, anything else as float64 numpy (float32 on device unless x64 is enabled)."""
     if np.ndim(value) > 1 or np.size(value) < 1:
         raise ValueError(f"{name} must be a scalar or a 1-D sequence, got shape {np.shape(value)}")
+    return value if isinstance(value, jax.Array) else np.atleast_1d(np.asarray(value, float))
 
 
 def _check_count(value: int, name: str) -> None:
@@ -95,7 +97,7 @@ def gd_fit(
 
 def gd(eta: Steps, w0: jax.Array | None = None) -> Predictor:
     """ŷ = W_K x_q after K GD steps with step sizes η_k (K = len(eta)) from W0 (default 0)."""
-    _check_steps_shape(eta, "eta")
+    eta = _as_steps(eta, "eta")
 
     def predict(prompt: Prompt) -> jax.Array:
         return matmul(gd_fit(prompt.x, prompt.y, eta, w0), prompt.x_q)
@@ -111,8 +113,8 @@ def gdpp(eta: Steps, gamma: Steps, w0: jax.Array | None = None) -> Predictor:
     where r holds the context targets (initially y) and the query's −W0 x_q; ŷ = −r_q.
     `eta` and `gamma` broadcast against each other.
     """
-    _check_steps_shape(eta, "eta")
-    _check_steps_shape(gamma, "gamma")
+    eta = _as_steps(eta, "eta")
+    gamma = _as_steps(gamma, "gamma")
 
     def predict(prompt: Prompt) -> jax.Array:
         x_NxD, y_NxY, x_q_D = prompt.x, prompt.y, prompt.x_q
@@ -157,8 +159,8 @@ def heavy_ball(eta: Steps, beta: Steps, w0: jax.Array | None = None) -> Predicto
     so β_0 has no effect. `eta` and `beta` broadcast against each other (a scalar β is one
     momentum shared by all steps); β = 0 is `gd`.
     """
-    _check_steps_shape(eta, "eta")
-    _check_steps_shape(beta, "beta")
+    eta = _as_steps(eta, "eta")
+    beta = _as_steps(beta, "beta")
 
     def predict(prompt: Prompt) -> jax.Array:
         x_NxD, y_NxY = prompt.x, prompt.y
@@ -184,8 +186,8 @@ def nesterov(eta: Steps, beta: Steps, w0: jax.Array | None = None) -> Predictor:
     i.e. heavy ball with the gradient taken at the look-ahead point V_k. Broadcasting and
     β_0 as in `heavy_ball`.
     """
-    _check_steps_shape(eta, "eta")
-    _check_steps_shape(beta, "beta")
+    eta = _as_steps(eta, "eta")
+    beta = _as_steps(beta, "beta")
 
     def predict(prompt: Prompt) -> jax.Array:
         x_NxD, y_NxY = prompt.x, prompt.y
