@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights, heavy_ball_weights
 from icl_toy.core.learners import gd, heavy_ball, nesterov
 from icl_toy.core.linalg import matrix_products, products_below_full_precision
@@ -256,7 +257,8 @@ def _numpy_momentum_reference(x, y, x_q, etas, betas, nesterov):
 def test_momentum_learners_match_a_numpy_reference(x64, nesterov):
     prompts = _prompts(8, task=TaskConfig(d=5, n_context=12, d_y=2))
     etas, betas = [2.0, 1.0, 3.0, 2.5], [0.9, 0.5, 0.3, 0.7]
-    predict = (nesterov if nesterov else heavy_ball)(jnp.asarray(etas), jnp.asarray(betas))
+    learner = learners.nesterov if nesterov else learners.heavy_ball
+    predict = learner(jnp.asarray(etas), jnp.asarray(betas))
     for i in range(8):
         got = predict(jax.tree.map(lambda a, i=i: a[i], prompts))
         want = _numpy_momentum_reference(
