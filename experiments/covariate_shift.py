@@ -37,7 +37,7 @@ import numpy as np
 from icl_toy.analysis import input_shifts, preconditioning
 from icl_toy.analysis.learning_curves import scale_value_projection
 from icl_toy.analysis.stats import seed_stats
-from icl_toy.core.learners import ols_predict, ridge_predict
+from icl_toy.core import learners
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
@@ -112,8 +112,8 @@ def _baseline_errors(test_task: TaskConfig, num_tasks: int, key, c_C):
 
     def at_shift(c):
         p = input_shifts.scale_inputs(prompts, c)
-        ols = jax.vmap(ols_predict)(p.x, p.y, p.x_q)
-        ridge = jax.vmap(ridge_predict, in_axes=(0, 0, 0, None))(p.x, p.y, p.x_q, lam)
+        ols = jax.vmap(learners.ols)(p)
+        ridge = jax.vmap(learners.ridge(lam))(p)
         return jnp.sum((ols - p.y_q) ** 2), jnp.sum((ridge - p.y_q) ** 2)
 
     return jax.lax.map(at_shift, c_C)

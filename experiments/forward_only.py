@@ -38,8 +38,9 @@ import numpy as np
 from icl_toy.analysis import duality
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
-from icl_toy.core.learners import gd_half_mse, optimal_gd_eta
+from icl_toy.core.learners import gd, optimal_gd_eta
 from icl_toy.core.models import ModelConfig, make_model
+from icl_toy.core.predictors import batch_half_mse
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_band
@@ -162,7 +163,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     model = make_model(task, config.model)
     eta = optimal_gd_eta(task)
     eval_prompts = sample_batch(jax.random.key(config.eval_seed), task, config.eval_tasks)
-    gd_loss = float(gd_half_mse(eval_prompts, jnp.asarray([eta])))
+    gd_loss = float(batch_half_mse(gd(jnp.asarray([eta])), eval_prompts))
 
     def eval_fn(params):
         return {"loss": batch_loss(model, params, eval_prompts)}

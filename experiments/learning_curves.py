@@ -29,6 +29,7 @@ Writes `learning_curves.{png,pdf,json,npz}` to `figures/` (full) or `figures/qui
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Literal
@@ -42,7 +43,9 @@ from icl_toy.analysis import baselines
 from icl_toy.analysis import learning_curves as lc
 from icl_toy.analysis.learning_curves import Shift
 from icl_toy.analysis.stats import seed_stats
+from icl_toy.core.learners import gd, nearest_neighbours, ols, ridge, tuned_gd_eta, zero_predictor
 from icl_toy.core.models import ModelConfig, make_model
+from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import interval_band, save_figure
@@ -138,19 +141,17 @@ def _baselines(config: Config) -> tuple[dict, dict]:
     task = config.task
     key_gd, key_gdpp = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), 1))
     lam = baselines.bayes_ridge_lambda(task)
-    learners = {"zero": baselines.zero_predictor, "OLS": baselines.ols}
-    learners[f"ridge (Bayes λ={lam:g})"] = baselines.ridge(lam)
+    learners = {"zero": zero_predictor, "OLS": ols}
+    learners[f"ridge (Bayes λ={lam:g})"] = ridge(lam)
     tuned = {"ridge_lambda": lam, "gd_eta": {}}
     for k in config.gd_steps:
-        eta = baselines.tuned_gd_eta(
-            task, k, key=jax.random.fold_in(key_gd, k), num_tasks=config.tune_tasks
-        )
+        eta = tuned_gd_eta(task, k, key=jax.random.fold_in(key_gd, k), num_tasks=config.tune_tasks)
         tuned["gd_eta"][k] = eta
-        learners[f"GD K={k}"] = baselines.gd(np.full(k, eta))
+        learners[f"GD K={k}"] = gd(np.full(k, eta))
     if config.gdpp_steps:
         # Per-step (η_k, γ̂_k) with γ = γ̂/n (`tuning.normalized_gamma`), from the one-step η*.
         k = config.gdpp_steps
-        eta0 = tuning.initial_steps(baselines.tuned_gd_eta(task, 1, key=key_gd), k)
+        eta0 = tuning.initial_steps(tuned_gd_eta(task, 1, key=key_gd), k)
         fit = tuning.FitConfig(
             config.gdpp_fit_steps, config.gdpp_fit_batch, config.gdpp_fit_learning_rate
         )
@@ -158,8 +159,8 @@ def _baselines(config: Config) -> tuple[dict, dict]:
         theta = {name: fitted[name] for name in ("eta", "gamma")}
         tuned["gdpp"] = {name: np.asarray(v).tolist() for name, v in fitted.items()}
         learner = tuning.normalized_gamma(tuning.gdpp_learner)
-        learners[f"GD++ K={k}"] = lc.learner_predictor(learner, theta)
-    learners[f"{config.knn_k}-NN"] = baselines.nearest_neighbours(config.knn_k)
+        learners[f"GD++ K={k}"] = functools.partial(learner, theta)
+    learners[f"{config.knn_k}-NN"] = nearest_neighbours(config.knn_k)
     return learners, tuned
 
 
@@ -172,7 +173,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         model = make_model(task, ModelConfig(num_layers=k, init=config.init))
         stage = options.stage(f"K{k}") if options is not None else None
         result = train(model, task, config.train, options=stage)
-        raw = baselines.seeded_model_predictor(model, result.params)
+        raw = seeded_model_predictor(model, result.params)
         learners[f"LSA K={k} (normalised)"] = lc.length_normalised(raw, n_train)
         learners[f"LSA K={k} (raw)"] = raw
         train_stats[f"K={k}"] = seed_stats(result.train_loss[:, -100:].mean(axis=1))

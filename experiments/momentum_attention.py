@@ -29,7 +29,11 @@ from icl_toy.analysis import paired
 from icl_toy.analysis.position_losses import one_layer_position_curves
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import ModelConfig, learned_scalars, make_model
+from icl_toy.core.models import (
+    ModelConfig,
+    learned_scalars,
+    make_model,
+)
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs import plotting
 from icl_toy.runs.cli import experiment_main

@@ -26,7 +26,12 @@ from icl_toy.analysis import layerwise
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import ModelConfig, SoftmaxSelfAttention, Transformer, make_model
+from icl_toy.core.models import (
+    ModelConfig,
+    SoftmaxSelfAttention,
+    Transformer,
+    make_model,
+)
 from icl_toy.core.tasks import TaskConfig, von_oswald_preset
 from icl_toy.runs import depth_plots, plotting
 from icl_toy.runs.cli import experiment_main

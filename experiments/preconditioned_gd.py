@@ -35,8 +35,9 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import alignment, baselines, metrics, preconditioning
+from icl_toy.analysis import alignment, metrics, preconditioning
 from icl_toy.analysis.stats import seed_stats
+from icl_toy.core import learners
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, sample_batch
 from icl_toy.runs.cli import experiment_main
@@ -238,7 +239,7 @@ def _measure_preconditioned(config: PreconditionedConfig, options) -> dict[str, 
     m = alignment.per_seed_metrics(
         model_pred,
         task,
-        {"pgd": baselines.preconditioned_gd(gamma_star), "gd": baselines.gd(eta_star)},
+        {"pgd": learners.preconditioned_gd(gamma_star), "gd": learners.gd(eta_star)},
         key=eval_key(config.eval_seed),
         num_tasks=config.eval_tasks,
     )

@@ -24,8 +24,9 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import alignment, baselines, input_shifts, metrics
+from icl_toy.analysis import alignment, input_shifts, metrics
 from icl_toy.analysis.stats import seed_stats
+from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
 from icl_toy.core.losses import half_mse
@@ -251,7 +252,7 @@ def _measure_one_layer_gd(config: OneLayerGDConfig, options) -> dict[str, np.nda
     m = alignment.per_seed_metrics(
         model_pred,
         config.task,
-        {"gd": baselines.gd(eta)},
+        {"gd": learners.gd(eta)},
         key=eval_key(config.eval_seed),
         num_tasks=config.eval_tasks,
     )["gd"]

@@ -32,9 +32,10 @@ from icl_toy.analysis import metrics
 from icl_toy.analysis.seed_summaries import final_eval_metrics, per_seed_summary, training_arrays
 from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.constructions import copy_gd_weights
-from icl_toy.core.learners import gd_half_mse, gd_predict, line_search_eta, optimal_gd_eta
+from icl_toy.core.learners import gd, line_search_eta, optimal_gd_eta
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import ModelConfig, batch_attention, copy_score, make_model
+from icl_toy.core.predictors import batch_half_mse
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import save_figure, seed_lines
@@ -98,19 +99,16 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     eta_two_steps, _ = line_search_eta(
         task, key=key_line_search, num_tasks=config.eval_tasks, num_steps=2
     )
-    gd_pred = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
-        eval_prompts.x, eval_prompts.y, eval_prompts.x_q, jnp.asarray([eta_star])
-    )
+    gd_pred = jax.vmap(gd(jnp.asarray([eta_star])))(eval_prompts)
     gd_loss = float(half_mse(gd_pred, eval_prompts.y_q))
-    gd2_loss = float(gd_half_mse(eval_prompts, jnp.full(2, eta_two_steps)))
+    gd2_loss = float(batch_half_mse(gd(jnp.full(2, eta_two_steps)), eval_prompts))
 
-    def gd_direction(x, y, x_q):
-        return gd_predict(x, y, x_q, jnp.asarray([eta_star]))
+    def gd_direction(prompt):
+        predict = gd(jnp.asarray([eta_star]))
+        return jax.jacrev(lambda x_q: predict(prompt._replace(x_q=x_q)))(prompt.x_q)
 
     # GD's sensitivity ∂ŷ/∂x_q is its weight W = η Σ_i y_i x_iᵀ / N, the same at every query.
-    gd_sens = jax.vmap(jax.jacrev(gd_direction, argnums=2))(
-        eval_prompts.x, eval_prompts.y, eval_prompts.x_q
-    )
+    gd_sens = jax.vmap(gd_direction)(eval_prompts)
 
     def evaluate(params):
         pred = batch_predict(model, params, eval_prompts)

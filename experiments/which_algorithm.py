@@ -34,7 +34,14 @@ import numpy as np
 
 from icl_toy.analysis import baselines
 from icl_toy.analysis.depth_alignment import depth_summary, per_depth_metrics, reference_family
-from icl_toy.analysis.probes import PROBE_KINDS, TARGETS, ProbeConfig, probe_depths, r2_summary
+from icl_toy.analysis.probes import (
+    PROBE_KINDS,
+    TARGETS,
+    ProbeConfig,
+    probe_depths,
+    r2_summary,
+)
+from icl_toy.core import learners
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.depth_plots import closest_by_depth, loss_by_depth, probe_layers, training_curves
@@ -286,9 +293,9 @@ def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.nd
     task = config.task
     key_tune, key_eval = jax.random.split(eval_key(config.eval_seed))
     names = {
-        "gd": baselines.gd(baselines.tuned_gd_eta(task, 1, key=key_tune)),
-        "ols": baselines.ols,
-        **{f"ridge({lam:.3g})": baselines.ridge(lam) for lam in config.ridge_lambdas},
+        "gd": learners.gd(learners.tuned_gd_eta(task, 1, key=key_tune)),
+        "ols": learners.ols,
+        **{f"ridge({lam:.3g})": learners.ridge(lam) for lam in config.ridge_lambdas},
     }
     sizes = SoftmaxModelConfig(config.embed_dim, config.num_heads, config.mlp_hidden)
     trained = train_depths(task, config.depths, sizes, config.train, options)

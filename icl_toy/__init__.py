@@ -47,7 +47,7 @@ _EXPORTS = {
     "mean_ci": "icl_toy.analysis.stats",
     "seed_stats": "icl_toy.analysis.stats",
     "baseline_family": "icl_toy.analysis.baselines",
-    "model_predictor": "icl_toy.analysis.baselines",
+    "model_predictor": "icl_toy.core.predictors",
     "compare": "icl_toy.analysis.alignment",
     "closest_algorithm": "icl_toy.analysis.alignment",
     "format_table": "icl_toy.analysis.alignment",

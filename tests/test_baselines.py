@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from icl_toy.analysis import baselines
-from icl_toy.core.learners import gd_predict
+from icl_toy.core import learners, predictors
 from icl_toy.core.linalg import matrix_products, products_below_full_precision
 from icl_toy.core.tasks import Prompt, TaskConfig, von_oswald_preset
 
@@ -35,8 +35,8 @@ def test_ols_is_ridge_at_vanishing_lambda(x64):
     lam = 1e-10
     for n in (8, 24):
         prompts = _prompts(d=8, n=n, noise_std=0.3)
-        ols_B = _batched(baselines.ols, prompts)[:, 0]
-        ridge_B = _batched(baselines.ridge(lam), prompts)[:, 0]
+        ols_B = _batched(learners.ols, prompts)[:, 0]
+        ridge_B = _batched(learners.ridge(lam), prompts)[:, 0]
         w_ols = np.einsum("bdn,bn->bd", np.linalg.pinv(prompts.x), prompts.y[..., 0])
         lam_min = np.linalg.eigvalsh(np.einsum("bnd,bne->bde", prompts.x, prompts.x))[:, 0]
         bound = (
@@ -50,11 +50,11 @@ def test_ols_is_ridge_at_vanishing_lambda(x64):
 
 def test_conjugate_gradient_is_exact_after_d_steps(x64):
     prompts = _prompts(d=8, n=20, noise_std=0.3, d_y=2)
-    ols_B = _batched(baselines.ols, prompts)
-    cg_B = _batched(baselines.conjugate_gradient(8), prompts)
+    ols_B = _batched(learners.ols, prompts)
+    cg_B = _batched(learners.conjugate_gradient(8), prompts)
     assert np.max(np.abs(cg_B - ols_B)) < 1e-10
     # Fewer steps than d are not exact (the test can fail).
-    cg_short = _batched(baselines.conjugate_gradient(4), prompts)
+    cg_short = _batched(learners.conjugate_gradient(4), prompts)
     assert np.max(np.abs(cg_short - ols_B)) > 1e-3
 
 
@@ -66,11 +66,9 @@ def test_newton_schulz_is_two_to_the_k_gd_steps(x64):
     def both(prompt):
         alpha = 1.5 / jnp.linalg.eigvalsh(prompt.x.T @ prompt.x)[-1]  # any 0 < α < 2/λ_max
         ns = [
-            baselines.newton_schulz_fit(prompt.x, prompt.y, k, alpha) @ prompt.x_q for k in range(5)
+            learners.newton_schulz_fit(prompt.x, prompt.y, k, alpha) @ prompt.x_q for k in range(5)
         ]
-        steps = [
-            gd_predict(prompt.x, prompt.y, prompt.x_q, jnp.full(2**k, alpha * n)) for k in range(5)
-        ]
+        steps = [learners.gd(jnp.full(2**k, alpha * n))(prompt) for k in range(5)]
         return jnp.stack(ns), jnp.stack(steps)
 
     ns_BxK, gd_BxK = jax.jit(jax.vmap(both))(prompts)
@@ -79,13 +77,13 @@ def test_newton_schulz_is_two_to_the_k_gd_steps(x64):
 
 def test_newton_schulz_default_alpha_converges_to_ols(x64):
     prompts = _prompts(d=6, n=30, noise_std=0.1)
-    ns_B = _batched(baselines.newton_schulz(12), prompts)
-    np.testing.assert_allclose(ns_B, _batched(baselines.ols, prompts), atol=1e-8)
+    ns_B = _batched(learners.newton_schulz(12), prompts)
+    np.testing.assert_allclose(ns_B, _batched(learners.ols, prompts), atol=1e-8)
 
 
 def test_line_search_gd_decreases_the_loss_every_step(x64):
     prompts = _prompts(d=8, n=20, noise_std=0.5, d_y=2)
-    iterates = jax.vmap(lambda x, y: baselines.line_search_gd_iterates(x, y, 12))(
+    iterates = jax.vmap(lambda x, y: learners.line_search_gd_iterates(x, y, 12))(
         prompts.x, prompts.y
     )  # (B, K+1, Y, D)
     resid = np.einsum("bnd,bkyd->bkny", prompts.x, iterates) - np.asarray(prompts.y)[:, None]
@@ -104,13 +102,13 @@ def test_line_search_gd_decreases_the_loss_every_step(x64):
 def test_knn_with_k_equal_n_predicts_the_mean_label(x64):
     prompts = _prompts(d=3, n=7, d_y=2)
     np.testing.assert_allclose(
-        _batched(baselines.nearest_neighbours(7), prompts), prompts.y.mean(axis=1), atol=1e-14
+        _batched(learners.nearest_neighbours(7), prompts), prompts.y.mean(axis=1), atol=1e-14
     )
 
 
 def test_knn_against_numpy():
     prompts = _prompts(d=3, n=9)
-    pred = np.asarray(_batched(baselines.nearest_neighbours(3), prompts))
+    pred = np.asarray(_batched(learners.nearest_neighbours(3), prompts))
     for b in range(prompts.x.shape[0]):
         dist = np.sum((np.asarray(prompts.x[b]) - np.asarray(prompts.x_q[b])) ** 2, axis=-1)
         expected = np.asarray(prompts.y[b])[np.argsort(dist)[:3]].mean(axis=0)
@@ -119,7 +117,7 @@ def test_knn_against_numpy():
 
 def test_zero_predictor_and_shapes():
     prompts = _prompts(d=4, n=6, d_y=2)
-    np.testing.assert_array_equal(_batched(baselines.zero_predictor, prompts), 0.0)
+    np.testing.assert_array_equal(_batched(learners.zero_predictor, prompts), 0.0)
     family = baselines.baseline_family(
         TaskConfig(d=4, n_context=6, d_y=2, noise_std=0.5),
         key=jax.random.key(0),
@@ -137,8 +135,8 @@ def test_zero_predictor_and_shapes():
 def test_preconditioned_gd_with_scalar_gamma_is_gd(x64):
     prompts = _prompts(d=5, n=7)
     np.testing.assert_allclose(
-        _batched(baselines.preconditioned_gd(0.7 * jnp.eye(5)), prompts),
-        _batched(baselines.gd(0.7), prompts),
+        _batched(learners.preconditioned_gd(0.7 * jnp.eye(5)), prompts),
+        _batched(learners.gd(0.7), prompts),
         atol=1e-13,
     )
 
@@ -149,9 +147,9 @@ def test_model_predictor_runs_the_gd_construction(x64):
 
     prompts = _prompts(d=5, n=7)
     model = LSATransformer(d=5, num_layers=2)
-    construction = baselines.model_predictor(model, gd_weights(model, [0.5, 0.8], 7))
+    construction = predictors.model_predictor(model, gd_weights(model, [0.5, 0.8], 7))
     np.testing.assert_allclose(
-        _batched(construction, prompts), _batched(baselines.gd([0.5, 0.8]), prompts), atol=1e-13
+        _batched(construction, prompts), _batched(learners.gd([0.5, 0.8]), prompts), atol=1e-13
     )
 
 
@@ -166,7 +164,7 @@ def test_ols_excess_risk_against_monte_carlo(x64):
         task = TaskConfig(d=d, n_context=n, inputs="gaussian", noise_std=0.5)
         assert baselines.ols_excess_risk(task) == pytest.approx(expected)
         prompts = _prompts(d=d, n=n, num_tasks=20_000, noise_std=0.5, seed=3)
-        mean, sem = _monte_carlo_mse(baselines.ols, prompts)
+        mean, sem = _monte_carlo_mse(learners.ols, prompts)
         assert abs(mean - expected) < 4 * sem, f"MC {mean:.4f} ± {sem:.4f} vs {expected:.4f}"
 
 
@@ -186,7 +184,7 @@ def test_bayes_ridge_risk_matches_monte_carlo_and_beats_ols(x64):
     risk, risk_sem = baselines.bayes_ridge_excess_risk(
         task, key=jax.random.key(5), num_tasks=20_000
     )
-    ridge = baselines.ridge(baselines.bayes_ridge_lambda(task))
+    ridge = learners.ridge(baselines.bayes_ridge_lambda(task))
     mean, sem = _monte_carlo_mse(ridge, _prompts(d=5, n=8, num_tasks=20_000, noise_std=0.7, seed=6))
     assert abs(mean - risk) < 4 * np.hypot(sem, risk_sem), f"MC {mean:.4f} vs {risk:.4f}"
     assert risk < baselines.ols_excess_risk(task)
@@ -194,11 +192,11 @@ def test_bayes_ridge_risk_matches_monte_carlo_and_beats_ols(x64):
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="λ"):
-        baselines.ridge(-1.0)
+        learners.ridge(-1.0)
     with pytest.raises(ValueError, match="num_iterations"):
-        baselines.newton_schulz(-1)
+        learners.newton_schulz(-1)
     with pytest.raises(ValueError, match="k must be"):
-        baselines.nearest_neighbours(0)
+        learners.nearest_neighbours(0)
     with pytest.raises(ValueError, match="noise_std"):
         baselines.bayes_ridge_excess_risk(von_oswald_preset(), key=jax.random.key(0))
 
@@ -209,15 +207,15 @@ def test_every_matrix_product_asks_for_full_float32_precision():
 
     prompts = _prompts(d=4, n=6, num_tasks=3)
     family = {
-        "ols": baselines.ols,
-        "ridge": baselines.ridge(0.1),
-        "gd": baselines.gd([0.5, 0.5]),
-        "line_search_gd": baselines.line_search_gd(2),
-        "cg": baselines.conjugate_gradient(2),
-        "gdpp": baselines.gdpp(0.5, 0.1),
-        "preconditioned_gd": baselines.preconditioned_gd(jnp.eye(4)),
-        "newton_schulz": baselines.newton_schulz(2),
-        "knn": baselines.nearest_neighbours(2),
+        "ols": learners.ols,
+        "ridge": learners.ridge(0.1),
+        "gd": learners.gd([0.5, 0.5]),
+        "line_search_gd": learners.line_search_gd(2),
+        "cg": learners.conjugate_gradient(2),
+        "gdpp": learners.gdpp(0.5, 0.1),
+        "preconditioned_gd": learners.preconditioned_gd(jnp.eye(4)),
+        "newton_schulz": learners.newton_schulz(2),
+        "knn": learners.nearest_neighbours(2),
     }
     probes = jnp.ones((3, 5, 4))
     programs = [

@@ -9,10 +9,10 @@ import pytest
 
 from icl_toy.core import closed_forms as cf
 from icl_toy.core.learners import (
-    ols_predict,
+    ols,
     optimal_gd_eta,
     optimal_gd_mse,
-    preconditioned_gd_predict,
+    preconditioned_gd,
 )
 from icl_toy.core.tasks import TaskConfig, sample_batch
 
@@ -41,9 +41,7 @@ def _task(cov, n, noise_std=0.5, w_scale=1.0, query_noise=False):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _squared_errors(cfg, num_tasks, key, gamma):
     prompts = sample_batch(key, cfg, num_tasks)
-    pred = jax.vmap(preconditioned_gd_predict, in_axes=(0, 0, 0, None))(
-        prompts.x, prompts.y, prompts.x_q, gamma
-    )
+    pred = jax.vmap(preconditioned_gd(gamma))(prompts)
     return jnp.sum((pred - prompts.y_q) ** 2, axis=-1)
 
 
@@ -191,7 +189,7 @@ def test_preconditioner_risk_matches_monte_carlo(n, c, query_noise):
 def test_ols_risk_matches_monte_carlo_under_a_shift():
     cfg = _task(4.0 * _anisotropic_cov(), 12, noise_std=0.5)
     prompts = sample_batch(jax.random.key(5), cfg, 20_000)
-    pred = jax.jit(jax.vmap(ols_predict))(prompts.x, prompts.y, prompts.x_q)
+    pred = jax.jit(jax.vmap(ols))(prompts)
     errors = jnp.sum((pred - prompts.y_q) ** 2, axis=-1)
     _assert_within_standard_errors(errors, cf.ols_risk(D, 12, 0.5))
     assert cf.ols_risk(D, 12, 0.5) == pytest.approx(0.25 * 5 / 6)

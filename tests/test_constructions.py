@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from icl_toy.core.constructions import gd_weights, gdpp_weights
-from icl_toy.core.learners import gd_fit, gd_predict, gdpp_predict
+from icl_toy.core.learners import gd, gd_fit, gdpp
 from icl_toy.core.models import LSATransformer, check_params, lsa_stack
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
@@ -22,9 +22,7 @@ def _model_predictions(model, params, prompts, w0):
 
 
 def _explicit_gd(prompts, etas, w0):
-    return jax.vmap(gd_predict, in_axes=(0, 0, 0, None, None))(
-        prompts.x, prompts.y, prompts.x_q, jnp.asarray(etas), w0
-    )
+    return jax.vmap(gd(jnp.asarray(etas), w0))(prompts)
 
 
 def _construct_and_compare(num_layers, shared, d_y, random_w0, atol):
@@ -81,9 +79,7 @@ def test_gdpp_layers_equal_explicit_recursion_float64(x64, num_layers, random_w0
     etas, gammas = np.linspace(0.5, 1.0, num_layers), np.linspace(0.02, 0.05, num_layers)
     params = gdpp_weights(model, etas, gammas, n_context=10, w0=w0)
     got = _model_predictions(model, params, prompts, w0)
-    expected = jax.vmap(gdpp_predict, in_axes=(0, 0, 0, None, None, None))(
-        prompts.x, prompts.y, prompts.x_q, jnp.asarray(etas), jnp.asarray(gammas), w0
-    )
+    expected = jax.vmap(gdpp(jnp.asarray(etas), jnp.asarray(gammas), w0))(prompts)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     # The input transform acts from the second layer on, so GD++ then differs from GD.
     if num_layers > 1:

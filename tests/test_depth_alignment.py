@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from icl_toy.analysis import alignment, baselines, depth_alignment
+from icl_toy.analysis import alignment, depth_alignment
 from icl_toy.analysis.stats import mean_ci
+from icl_toy.core import learners, predictors
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.training.depth_sweep import SoftmaxModelConfig, train_depths
 from icl_toy.training.train import TrainConfig
@@ -72,7 +73,7 @@ def test_reference_family_keeps_the_kinds_and_names_the_bayes_ridge():
         ridge_lambdas=(0.25, 1.0),
         num_tune_tasks=16,
     )
-    eta = baselines.tuned_gd_eta(task, 1, key=jax.random.key(0))
+    eta = learners.tuned_gd_eta(task, 1, key=jax.random.key(0))
     assert set(family) == {
         "ols",
         "ridge(λ=0.25)",
@@ -106,15 +107,15 @@ def test_per_depth_metrics_pair_every_depth_with_the_same_tasks():
     assert leaves[2] > leaves[1]  # one more block of parameters
     assert all(result.train_loss.shape == (2, 2) for _, result in trained.values())
     m = depth_alignment.per_depth_metrics(
-        trained, task, {"ols": baselines.ols}, key=jax.random.key(1), num_tasks=8
+        trained, task, {"ols": learners.ols}, key=jax.random.key(1), num_tasks=8
     )
     # OLS is evaluated on the same tasks for both depths: its loss does not depend on depth.
     np.testing.assert_array_equal(m[1]["ols"]["half_mse_b"], m[2]["ols"]["half_mse_b"])
     model, result = trained[2]
     direct = alignment.per_seed_metrics(
-        baselines.seeded_model_predictor(model, result.params),
+        predictors.seeded_model_predictor(model, result.params),
         task,
-        {"ols": baselines.ols},
+        {"ols": learners.ols},
         key=jax.random.key(1),
         num_tasks=8,
     )

@@ -10,8 +10,8 @@ import pytest
 import scipy.stats
 
 from experiments import learning_curves
-from icl_toy.analysis import baselines
 from icl_toy.analysis.learning_curves import Shift
+from icl_toy.core import learners
 from icl_toy.runs.results import load_results
 from icl_toy.training import tuning
 
@@ -81,7 +81,7 @@ def test_learning_curves_gdpp_fit_is_the_tuning_fit():
     )
     _, tuned = learning_curves._baselines(config)
     key_gd, key_gdpp = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), 1))
-    eta0 = tuning.initial_steps(baselines.tuned_gd_eta(config.task, 1, key=key_gd), 2)
+    eta0 = tuning.initial_steps(learners.tuned_gd_eta(config.task, 1, key=key_gd), 2)
     direct = tuning.fit_learner(
         tuning.normalized_gamma(tuning.gdpp_learner),
         {"eta": eta0, "gamma": jnp.zeros(2)},

@@ -7,7 +7,7 @@ import pytest
 
 from icl_toy.analysis import layerwise
 from icl_toy.core.constructions import gd_weights, gdpp_weights
-from icl_toy.core.learners import gdpp_predict
+from icl_toy.core.learners import gdpp
 from icl_toy.core.models import LSATransformer
 from icl_toy.core.tasks import TaskConfig
 
@@ -31,9 +31,7 @@ def test_layer_losses_match_explicit_gdpp_after_every_step(x64):
         model, gdpp_weights(model, etas, gammas, 12), tokens, prompts.y_q
     )
     for k in range(4):
-        pred = jax.vmap(gdpp_predict, in_axes=(0, 0, 0, None, None))(
-            prompts.x, prompts.y, prompts.x_q, jnp.asarray(etas[:k]), jnp.asarray(gammas[:k])
-        )
+        pred = jax.vmap(gdpp(jnp.asarray(etas[:k]), jnp.asarray(gammas[:k])))(prompts)
         expected = 0.5 * np.mean(np.sum((np.asarray(pred) - np.asarray(prompts.y_q)) ** 2, -1))
         np.testing.assert_allclose(losses[k], expected, rtol=1e-10)
 

@@ -1,6 +1,7 @@
 """icl_toy.analysis.learning_curves: closed forms, paired prefixes, length scaling, OOD shifts."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,10 +9,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from icl_toy.analysis import baselines
 from icl_toy.analysis import learning_curves as lc
 from icl_toy.analysis.learning_curves import Shift
-from icl_toy.core import learners
+from icl_toy.core import learners, predictors
 from icl_toy.core.constructions import gdpp_weights
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, input_covariance, sample_batch
@@ -32,7 +32,7 @@ def test_noiseless_ols_and_zero_follow_their_closed_forms():
     task = TaskConfig(d=5, n_context=5, inputs="gaussian", w_scale=1.5)
     lengths, num_tasks = (1, 3, 5, 8), 4000
     result = lc.learning_curve(
-        {"zero": baselines.zero_predictor, "ols": baselines.ols},
+        {"zero": learners.zero_predictor, "ols": learners.ols},
         task,
         lengths,
         key=jax.random.key(0),
@@ -60,7 +60,7 @@ def test_one_gd_step_and_noisy_ols_match_closed_forms():
     task = TaskConfig(d=4, n_context=6, inputs="gaussian", noise_std=0.5)
     eta, lengths, num_tasks = 0.5, (1, 4, 9, 16), 6000
     result = lc.learning_curve(
-        {"gd": baselines.gd(eta), "ols": baselines.ols},
+        {"gd": learners.gd(eta), "ols": learners.ols},
         task,
         lengths,
         key=jax.random.key(1),
@@ -108,11 +108,10 @@ def test_length_normalised_construction_is_gd_and_gdpp_at_every_length(x64):
     model = make_model(task, ModelConfig(num_layers=2))
     params = gdpp_weights(model, etas, gamma_hats / n_train, n_train)
     params_s = jax.tree.map(lambda v: jnp.stack([v, v]), params)  # two identical "seeds"
-    raw = baselines.seeded_model_predictor(model, params_s)
+    raw = predictors.seeded_model_predictor(model, params_s)
     normalised = lc.length_normalised(raw, n_train)
     prompts = sample_batch(jax.random.key(3), dataclasses.replace(task, n_context=9), 20)
-    gdpp = jax.vmap(learners.gdpp_predict, in_axes=(0, 0, 0, None, None))
-    learner = lc.learner_predictor(
+    learner = functools.partial(
         tuning.normalized_gamma(tuning.gdpp_learner), {"eta": etas, "gamma": gamma_hats}
     )
 
@@ -120,8 +119,8 @@ def test_length_normalised_construction_is_gd_and_gdpp_at_every_length(x64):
         n = p.x.shape[1]
         got_norm = jax.vmap(normalised.apply, in_axes=(None, 0))(params, p)
         got_raw = jax.vmap(raw.apply, in_axes=(None, 0))(params, p)
-        want_norm = gdpp(p.x, p.y, p.x_q, etas, gamma_hats / n)
-        want_raw = gdpp(p.x, p.y, p.x_q, etas * n / n_train, gamma_hats / n_train)
+        want_norm = jax.vmap(learners.gdpp(etas, gamma_hats / n))(p)
+        want_raw = jax.vmap(learners.gdpp(etas * n / n_train, gamma_hats / n_train))(p)
         return jnp.stack(
             [
                 jnp.max(jnp.abs(got_norm - want_norm)),
@@ -146,12 +145,12 @@ def test_seeded_intervals_are_over_seeds_and_undefined_lengths_are_nan():
     scales = jnp.array([0.5, 1.0, 1.5])
 
     def scaled_ols(scale, prompt):
-        return scale * baselines.ols(prompt)
+        return scale * learners.ols(prompt)
 
     result = lc.learning_curve(
         {
-            "seeded": baselines.SeededPredictor(scaled_ols, scales),
-            "knn": baselines.nearest_neighbours(2),
+            "seeded": predictors.SeededPredictor(scaled_ols, scales),
+            "knn": learners.nearest_neighbours(2),
         },
         task,
         (1, 2, 4),
@@ -212,7 +211,7 @@ def test_bad_shifts_raise(kind, value, match):
 
 def test_bad_arguments_raise_before_compute():
     task = TaskConfig(d=3, n_context=3, inputs="gaussian")
-    preds = {"ols": baselines.ols}
+    preds = {"ols": learners.ols}
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="distinct integers"):
         lc.learning_curve(preds, task, (0, 1), key=key, num_tasks=10)
@@ -221,4 +220,4 @@ def test_bad_arguments_raise_before_compute():
     with pytest.raises(ValueError, match="same"):
         lc.learning_curves(preds, {"a": task, "b": TaskConfig(d=4)}, (1, 2), key=key, num_tasks=10)
     with pytest.raises(ValueError, match="w_p"):
-        lc.length_normalised(baselines.SeededPredictor(lambda p, x: x.y_q, jnp.zeros(2)), 3)
+        lc.length_normalised(predictors.SeededPredictor(lambda p, x: x.y_q, jnp.zeros(2)), 3)

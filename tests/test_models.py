@@ -124,7 +124,7 @@ def test_softmax_attention_ignores_query_as_key(x64):
 def test_every_matrix_product_asks_for_full_float32_precision():
     """GPUs default to TF32 products, which break float32 exactness (see icl_toy.core.linalg)."""
     from icl_toy.core.constructions import gd_weights
-    from icl_toy.core.learners import gd_predict, gdpp_predict
+    from icl_toy.core.learners import gd, gdpp
     from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_task
 
     prompt = sample_task(jax.random.key(0), TaskConfig(d=10, n_context=10))
@@ -135,8 +135,8 @@ def test_every_matrix_product_asks_for_full_float32_precision():
     programs = [
         jax.make_jaxpr(jax.grad(lambda p: model.apply(p, prompt_tokens(prompt)).sum()))(params),
         jax.make_jaxpr(lambda p: mixed.apply(p, prompt_tokens(prompt)))(mixed_params),
-        jax.make_jaxpr(lambda: gd_predict(prompt.x, prompt.y, prompt.x_q, jnp.ones(2)))(),
-        jax.make_jaxpr(lambda: gdpp_predict(prompt.x, prompt.y, prompt.x_q, 1.0, 0.1))(),
+        jax.make_jaxpr(lambda: gd(jnp.ones(2))(prompt))(),
+        jax.make_jaxpr(lambda: gdpp(1.0, 0.1)(prompt))(),
         jax.make_jaxpr(lambda k: sample_task(k, TaskConfig(d=3, n_context=2)))(jax.random.key(0)),
     ]
 

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights, heavy_ball_weights
-from icl_toy.core.learners import gd_predict, heavy_ball_predict, nesterov_predict
+from icl_toy.core.learners import gd, heavy_ball, nesterov
 from icl_toy.core.linalg import matrix_products, products_below_full_precision
 from icl_toy.core.models import (
     CausalLSATransformer,
@@ -100,9 +101,8 @@ def test_causal_gd_construction_predicts_each_label_from_its_prefix(x64):
     x_all = jnp.concatenate([prompts.x, prompts.x_q[:, None]], axis=1)
     for t in range(1, n + 1):
         # The construction sums over the prefix with P = η/N: step η·t/N on the prefix mean.
-        want = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
-            prompts.x[:, :t], prompts.y[:, :t], x_all[:, t], jnp.asarray([eta * t / n])
-        )
+        prefix = prompts._replace(x=prompts.x[:, :t], y=prompts.y[:, :t], x_q=x_all[:, t])
+        want = jax.vmap(gd(jnp.asarray([eta * t / n])))(prefix)
         np.testing.assert_allclose(got[:, t], want, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(got[:, 0], 0.0)
 
@@ -204,17 +204,13 @@ def test_heavy_ball_construction_float64(x64, num_layers):
     prompts = _prompts(64, seed=num_layers)
     tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
     built = _batch_apply(model, params, tokens)
-    explicit = jax.vmap(heavy_ball_predict, in_axes=(0, 0, 0, None, None, None))(
-        prompts.x, prompts.y, prompts.x_q, etas, beta, w0
-    )
+    explicit = jax.vmap(heavy_ball(etas, beta, w0))(prompts)
     assert built.dtype == jnp.float64
     assert float(jnp.max(jnp.abs(built - explicit))) <= 1e-12
     # Momentum matters at K >= 2, so the comparison can fail: plain GD differs.
     if num_layers >= 2:
-        gd = jax.vmap(gd_predict, in_axes=(0, 0, 0, None, None))(
-            prompts.x, prompts.y, prompts.x_q, etas, w0
-        )
-        assert float(jnp.max(jnp.abs(built - gd))) > 1e-3
+        plain = jax.vmap(gd(etas, w0))(prompts)
+        assert float(jnp.max(jnp.abs(built - plain))) > 1e-3
 
 
 def test_heavy_ball_construction_float32():
@@ -225,9 +221,7 @@ def test_heavy_ball_construction_float32():
         params = heavy_ball_weights(model, etas, beta, TASK.n_context)
         prompts = _prompts(256, seed=num_layers)
         built = _batch_apply(model, params, jax.vmap(prompt_tokens)(prompts))
-        explicit = jax.vmap(heavy_ball_predict, in_axes=(0, 0, 0, None, None))(
-            prompts.x, prompts.y, prompts.x_q, etas, beta
-        )
+        explicit = jax.vmap(heavy_ball(etas, beta))(prompts)
         errors.append(float(jnp.max(jnp.abs(built - explicit))))
     assert max(errors) <= 1e-5, errors
 
@@ -245,11 +239,8 @@ def test_heavy_ball_weights_validate():
 def test_heavy_ball_with_beta_zero_is_gd(x64):
     prompts = _prompts(16)
     etas = jnp.asarray([3.0, 1.5, 4.0])
-    hb = jax.vmap(heavy_ball_predict, in_axes=(0, 0, 0, None, None))(
-        prompts.x, prompts.y, prompts.x_q, etas, 0.0
-    )
-    gd = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(prompts.x, prompts.y, prompts.x_q, etas)
-    np.testing.assert_allclose(hb, gd, rtol=0, atol=1e-13)
+    hb = jax.vmap(heavy_ball(etas, 0.0))(prompts)
+    np.testing.assert_allclose(hb, jax.vmap(gd(etas))(prompts), rtol=0, atol=1e-13)
 
 
 def _numpy_momentum_reference(x, y, x_q, etas, betas, nesterov):
@@ -271,11 +262,10 @@ def _numpy_momentum_reference(x, y, x_q, etas, betas, nesterov):
 def test_momentum_learners_match_a_numpy_reference(x64, nesterov):
     prompts = _prompts(8, task=TaskConfig(d=5, n_context=12, d_y=2))
     etas, betas = [2.0, 1.0, 3.0, 2.5], [0.9, 0.5, 0.3, 0.7]
-    predict = nesterov_predict if nesterov else heavy_ball_predict
+    learner = learners.nesterov if nesterov else learners.heavy_ball
+    predict = learner(jnp.asarray(etas), jnp.asarray(betas))
     for i in range(8):
-        got = predict(
-            prompts.x[i], prompts.y[i], prompts.x_q[i], jnp.asarray(etas), jnp.asarray(betas)
-        )
+        got = predict(jax.tree.map(lambda a, i=i: a[i], prompts))
         want = _numpy_momentum_reference(
             prompts.x[i], prompts.y[i], prompts.x_q[i], etas, betas, nesterov
         )
@@ -284,7 +274,7 @@ def test_momentum_learners_match_a_numpy_reference(x64, nesterov):
     other = _numpy_momentum_reference(
         prompts.x[0], prompts.y[0], prompts.x_q[0], etas, betas, not nesterov
     )
-    got = predict(prompts.x[0], prompts.y[0], prompts.x_q[0], jnp.asarray(etas), jnp.asarray(betas))
+    got = predict(jax.tree.map(lambda a: a[0], prompts))
     assert np.max(np.abs(np.asarray(got) - other)) > 1e-6
 
 
@@ -319,10 +309,8 @@ def test_every_matrix_product_asks_for_full_float32_precision():
         programs.append(
             jax.make_jaxpr(jax.grad(lambda p, m=model: m.apply(p, tokens).sum()))(params)
         )
-    for predict in (heavy_ball_predict, nesterov_predict):
-        programs.append(
-            jax.make_jaxpr(lambda f=predict: f(prompt.x, prompt.y, prompt.x_q, jnp.ones(2), 0.5))()
-        )
+    for learner in (heavy_ball, nesterov):
+        programs.append(jax.make_jaxpr(lambda f=learner: f(jnp.ones(2), 0.5)(prompt))())
 
     found = [eqn for program in programs for eqn in matrix_products(program)]
     assert len(found) > 10

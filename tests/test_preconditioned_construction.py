@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from icl_toy.analysis import metrics
+from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights, preconditioned_gd_weights
-from icl_toy.core.learners import gd_predict, preconditioned_gd_predict
 from icl_toy.core.models import LSATransformer, attention_products
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
@@ -63,9 +63,7 @@ def test_construction_equals_explicit_prediction_float64(x64, d_y, heads, key_si
         gamma = _random_gamma(seed)
         params = preconditioned_gd_weights(model, gamma, N)
         got = _model_predictions(model, params, prompts)
-        explicit = jax.vmap(preconditioned_gd_predict, in_axes=(0, 0, 0, None))(
-            prompts.x, prompts.y, prompts.x_q, gamma
-        )
+        explicit = jax.vmap(learners.preconditioned_gd(gamma))(prompts)
         np.testing.assert_allclose(got, explicit, rtol=0, atol=1e-12)
         np.testing.assert_allclose(explicit, _numpy_reference(prompts, gamma), rtol=0, atol=1e-12)
 
@@ -88,9 +86,7 @@ def test_scalar_preconditioner_is_one_gd_step(x64):
         model, preconditioned_gd_weights(model, eta * jnp.eye(D), N), prompts
     )
     gd = _model_predictions(model, gd_weights(model, eta, N), prompts)
-    explicit = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
-        prompts.x, prompts.y, prompts.x_q, jnp.array([eta])
-    )
+    explicit = jax.vmap(learners.gd(jnp.array([eta])))(prompts)
     np.testing.assert_allclose(precond, gd, rtol=0, atol=1e-12)
     np.testing.assert_allclose(precond, explicit, rtol=0, atol=1e-12)
 

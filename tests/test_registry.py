@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_toy.analysis.baselines import model_predictor
 from icl_toy.core.models import (
     MODEL_KINDS,
     ModelConfig,
@@ -16,6 +15,7 @@ from icl_toy.core.models import (
     learned_scalars,
     make_model,
 )
+from icl_toy.core.predictors import model_predictor
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 from icl_toy.runs.config import apply_overrides
 from icl_toy.training.train import TrainConfig, batch_predict, train

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from icl_toy.core.constructions import copy_gd_weights, copy_targets
-from icl_toy.core.learners import gd_predict, optimal_gd_eta
+from icl_toy.core.learners import gd, optimal_gd_eta
 from icl_toy.core.linalg import matrix_products, products_below_full_precision
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import (
@@ -49,9 +49,7 @@ def _preset_batch(num_tasks, seed=0):
 
 
 def _gd(prompts, eta):
-    return jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
-        prompts.x, prompts.y, prompts.x_q, jnp.asarray([eta])
-    )
+    return jax.vmap(gd(jnp.asarray([eta])))(prompts)
 
 
 def test_copy_gd_has_the_init_structure():

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from icl_toy.analysis import metrics
+from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights, gdpp_weights
-from icl_toy.core.learners import gd_predict, gdpp_predict, optimal_gd_eta
+from icl_toy.core.learners import gd, gdpp, optimal_gd_eta
+from icl_toy.core.losses import half_mse
 from icl_toy.core.models import LSATransformer, attention_products, iterate_layer
-from icl_toy.core.tasks import prompt_tokens, sample_batch, von_oswald_preset
+from icl_toy.core.predictors import batch_half_mse
+from icl_toy.core.tasks import anisotropic_task, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.training import tuning
 
 
@@ -33,15 +36,14 @@ def test_fit_learner_recovers_the_closed_form_step():
 
 def test_constant_step_and_normalized_gamma_learners():
     task = von_oswald_preset()
-    p = sample_batch(jax.random.key(1), task, 1)
-    x, y, xq = p.x[0], p.y[0], p.x_q[0]
+    prompt = jax.tree.map(lambda a: a[0], sample_batch(jax.random.key(1), task, 1))
     theta = {"eta": jnp.asarray(2.0), "gamma": jnp.asarray(0.1)}
-    got = tuning.constant_step_learner(tuning.gdpp_learner, 3)(theta, x, y, xq)
-    want = gdpp_predict(x, y, xq, jnp.full(3, 2.0), jnp.full(3, 0.1))
+    got = tuning.constant_step_learner(tuning.gdpp_learner, 3)(theta, prompt)
+    want = gdpp(jnp.full(3, 2.0), jnp.full(3, 0.1))(prompt)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     normalized = tuning.normalized_gamma(tuning.constant_step_learner(tuning.gdpp_learner, 3))
     theta_hat = theta | {"gamma": 0.1 * task.n_context}  # γ̂ = Nγ
-    np.testing.assert_allclose(normalized(theta_hat, x, y, xq), want, rtol=1e-6)
+    np.testing.assert_allclose(normalized(theta_hat, prompt), want, rtol=1e-6)
     with pytest.raises(ValueError, match="num_steps"):
         tuning.constant_step_learner(tuning.gd_learner, 0)
 
@@ -69,14 +71,14 @@ def test_constructed_gdpp_model_gives_the_fitted_explicit_loss(x64):
     params = gdpp_weights(model, theta["eta"], theta["gamma"], task.n_context)
     tokens = jax.vmap(prompt_tokens)(prompts)
     pred = jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
-    constructed = metrics.half_mse(pred, prompts.y_q)
+    constructed = half_mse(pred, prompts.y_q)
     assert abs(float(constructed) - float(explicit)) <= 1e-12 * float(explicit)
 
 
 def test_fit_learner_reports_divergence():
-    def scaled_gd(theta, x_NxD, y_NxY, x_q_D):
+    def scaled_gd(theta, prompt):
         # exp overflows to inf once Adam takes a step of ~1e6 on the log scale.
-        return jnp.exp(theta["log_eta"]) * gd_predict(x_NxD, y_NxY, x_q_D, jnp.ones(1))
+        return jnp.exp(theta["log_eta"]) * gd(jnp.ones(1))(prompt)
 
     task = von_oswald_preset()
     with pytest.raises(FloatingPointError, match="diverged"):
@@ -113,11 +115,9 @@ def test_layer_predictions_follow_gd_step_by_step(x64):
     etas = np.array([3.0, 5.0, 2.0, 7.0])
     model = LSATransformer(d=task.d, num_layers=len(etas))
     params = gd_weights(model, etas, task.n_context)
-    p = sample_batch(jax.random.key(4), task, 1)
-    got = model.apply(
-        params, prompt_tokens(jax.tree.map(lambda a: a[0], p)), method="layer_predictions"
-    )
-    want = [gd_predict(p.x[0], p.y[0], p.x_q[0], etas[:l]) for l in range(1, len(etas) + 1)]
+    p = jax.tree.map(lambda a: a[0], sample_batch(jax.random.key(4), task, 1))
+    got = model.apply(params, prompt_tokens(p), method="layer_predictions")
+    want = [gd(etas[:l])(p) for l in range(1, len(etas) + 1)]
     np.testing.assert_allclose(got[0], 0.0, atol=1e-15)
     np.testing.assert_allclose(got[1:], np.stack(want), rtol=0, atol=1e-12)
 
@@ -132,7 +132,7 @@ def test_damped_iteration_of_a_gdpp_layer_is_gdpp_with_scaled_scalars(x64):
     p = jax.tree.map(lambda a: a[0], sample_batch(jax.random.key(5), task, 1))
     traj = iterate_layer(w_kq, w_pv, prompt_tokens(p), steps, damping=lam)
     assert traj.shape == (steps + 1, task.n_context + 1, task.token_dim)
-    want = gdpp_predict(p.x, p.y, p.x_q, jnp.full(steps, lam * eta), jnp.full(steps, lam * gamma))
+    want = gdpp(jnp.full(steps, lam * eta), jnp.full(steps, lam * gamma))(p)
     np.testing.assert_allclose(-traj[-1, -1, -1:], want, rtol=0, atol=1e-12)
 
 
@@ -142,3 +142,23 @@ def test_implied_gamma_reads_the_gdpp_construction_in_any_gauge():
     w_kq, w_pv = (m[0] for m in attention_products(params["params"]))
     np.testing.assert_allclose(metrics.implied_gamma(w_kq, w_pv, 4), 0.37, rtol=1e-6)
     np.testing.assert_allclose(metrics.implied_gamma(w_kq / 5.0, w_pv * 5.0, 4), 0.37, rtol=1e-6)
+
+
+def test_fit_gd_and_gdpp_on_anisotropic_inputs():
+    """No closed-form η* for anisotropic Σ: both fits start from the line-searched one-step η
+    and improve on 2 steps of it, on held-out tasks."""
+    task = anisotropic_task()
+    with pytest.raises(ValueError, match="isotropic"):
+        optimal_gd_eta(task)
+    key = jax.random.key(6)
+    fit = tuning.FitConfig(steps=150, batch_size=256, learning_rate=0.02)
+    fitted = tuning.fit_gd_and_gdpp(task, 2, "per_layer", key, fit)
+    eta_start = learners.line_search_eta(task, key=jax.random.fold_in(key, 2))[0]
+    prompts = sample_batch(jax.random.key(7), task, 4096)
+    start = float(batch_half_mse(gd(np.full(2, eta_start)), prompts))
+    for name in ("gd", "gdpp"):
+        assert fitted[name]["eta"].shape == (2,) and np.isfinite(fitted[name]["eta"]).all()
+    assert np.any(fitted["gdpp"]["gamma"] != 0)
+    fitted_gd = float(batch_half_mse(gd(fitted["gd"]["eta"]), prompts))
+    fitted_gdpp = batch_half_mse(gdpp(fitted["gdpp"]["eta"], fitted["gdpp"]["gamma"]), prompts)
+    assert fitted_gd < start and float(fitted_gdpp) < start, (start, fitted_gd, fitted_gdpp)

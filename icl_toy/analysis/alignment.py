@@ -1,6 +1,6 @@
 """Every alignment metric between two in-context learners, with 95% confidence intervals.
 
-`compare(a, b, task, key=...)` takes any two predictors (`icl_toy.analysis.baselines.Predictor`: a
+`compare(a, b, task, key=...)` takes any two predictors (`icl_toy.core.predictors.Predictor`: a
 trained model, a construction, a baseline; or a `SeededPredictor` with a leading seed axis)
 and evaluates both on the same held-out tasks. Per task it computes:
 
@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from icl_toy.analysis import metrics
-from icl_toy.analysis.baselines import Predictor, SeededPredictor, as_seeded
 from icl_toy.analysis.stats import mean_ci
-from icl_toy.core import losses
 from icl_toy.core.linalg import matmul
+from icl_toy.core.losses import half_mse
+from icl_toy.core.predictors import Predictor, SeededPredictor, as_seeded
 from icl_toy.core.tasks import Prompt, TaskConfig, sample_batch
 
 METRICS = ("half_mse_a", "half_mse_b", "pred_diff", "spd", "ilwd", "cosine", "model_diff")
@@ -147,8 +147,8 @@ def _pair_values(pred_a, sens_a, probe_a, w_a, pred_b, sens_b, probe_b, w_b, y_q
 
     def per_task(pred_a, sens_a, probe_a, w_a, pred_b, sens_b, probe_b, w_b, y_q):
         return {
-            "half_mse_a": losses.half_mse(pred_a[None], y_q[None]),
-            "half_mse_b": losses.half_mse(pred_b[None], y_q[None]),
+            "half_mse_a": half_mse(pred_a[None], y_q[None]),
+            "half_mse_b": half_mse(pred_b[None], y_q[None]),
             "pred_diff": metrics.prediction_difference(pred_a[None], pred_b[None]),
             "spd": jnp.mean(jnp.sum((probe_a - probe_b) ** 2, axis=-1)) / d,
             "ilwd": jnp.sum((w_a - w_b) ** 2) / d,

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from icl_toy.analysis import alignment, baselines
-from icl_toy.analysis.baselines import Predictor, seeded_model_predictor
 from icl_toy.analysis.stats import mean_ci
+from icl_toy.core.predictors import Predictor, seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.training.train import TrainResult
 

@@ -16,13 +16,13 @@ from typing import Literal
 import jax
 import numpy as np
 
-from icl_toy.analysis import alignment, baselines, metrics
-from icl_toy.analysis.baselines import SeededPredictor
+from icl_toy.analysis import alignment, metrics
 from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights, gdpp_weights
-from icl_toy.core.learners import ols_predict
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import LSATransformer, attention_products, iterate_layer
+from icl_toy.core.predictors import SeededPredictor
 from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch
 from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, TrainResult, train_held_out
@@ -199,11 +199,13 @@ def gd_and_gdpp_metrics(
     predictor: SeededPredictor, task: TaskConfig, fitted: dict, *, key: jax.Array, num_tasks: int
 ) -> dict:
     """`alignment.per_seed_metrics` of a seeded model against the fitted GD and GD++ learners."""
-    learners = {
-        "gd": baselines.gd(fitted["gd"]["eta"]),
-        "gdpp": baselines.gdpp(fitted["gdpp"]["eta"], fitted["gdpp"]["gamma"]),
+    fitted_learners = {
+        "gd": learners.gd(fitted["gd"]["eta"]),
+        "gdpp": learners.gdpp(fitted["gdpp"]["eta"], fitted["gdpp"]["gamma"]),
     }
-    return alignment.per_seed_metrics(predictor, task, learners, key=key, num_tasks=num_tasks)
+    return alignment.per_seed_metrics(
+        predictor, task, fitted_learners, key=key, num_tasks=num_tasks
+    )
 
 
 COMPARISON_ARRAYS = (
@@ -228,7 +230,7 @@ def held_out_batch(key: jax.Array, task: TaskConfig, num_tasks: int) -> tuple[Pr
 
 def ols_half_mse(prompts: Prompt) -> float:
     """Half-MSE of OLS on a batch of prompts (exact, hence 0, when N >= d without noise)."""
-    return float(half_mse(jax.vmap(ols_predict)(prompts.x, prompts.y, prompts.x_q), prompts.y_q))
+    return float(half_mse(jax.vmap(learners.ols)(prompts), prompts.y_q))
 
 
 def recurrent_gdpp_table(comparison: dict, fitted: dict, params_S, d: int, n: int) -> dict:

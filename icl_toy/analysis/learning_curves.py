@@ -1,7 +1,7 @@
 """Learning curves: loss against the number n of in-context examples (Garg et al. 2022).
 
 `learning_curve(predictors, task, lengths, key=..., num_tasks=...)` evaluates any learners
-(`icl_toy.analysis.baselines.Predictor`, or a `SeededPredictor` with a leading seed axis) on
+(`icl_toy.core.predictors.Predictor`, or a `SeededPredictor` with a leading seed axis) on
 the same held-out tasks at every context length n and returns, per learner and n, the mean half
 squared error ½||ŷ − y_q||² with a 95% Student-t interval (`icl_toy.analysis.alignment.summarize`):
 over seeds for a seeded learner (each seed's mean over the same tasks), over tasks
@@ -20,7 +20,7 @@ through another law (same uniforms, hence the same teachers' directions and nois
 the training length folded into W_PV (`icl_toy.core.models.lsa_update`): at n ≠ N the GD
 construction takes a step η·n/N (THEORY §1, §6). `length_normalised` rescales every
 layer's W_PV by N/n, so the attention averages over the context, which is the GD step of
-`icl_toy.analysis.baselines.gd` (1/n inside η) and the predictor ŷ = x_qᵀ Γ (1/n) Σ_i y_i x_i of
+`icl_toy.core.learners.gd` (1/n inside η) and the predictor ŷ = x_qᵀ Γ (1/n) Σ_i y_i x_i of
 Zhang, Frei & Bartlett (THEORY §6). Both are worth a curve: the raw layer is what the
 trained weights compute, the normalised one is the algorithm they implement.
 
@@ -47,8 +47,8 @@ import numpy as np
 
 from icl_toy.analysis import baselines
 from icl_toy.analysis.alignment import summarize
-from icl_toy.analysis.baselines import Predictor, SeededPredictor, as_seeded
 from icl_toy.core import closed_forms
+from icl_toy.core.predictors import Predictor, SeededPredictor, as_seeded
 from icl_toy.core.tasks import Prompt, TaskConfig, input_covariance, sample_batch
 
 ShiftKind = Literal["input_scale", "weight_scale", "skewed_covariance", "label_noise"]
@@ -148,7 +148,7 @@ def length_normalised(predictor: SeededPredictor, n_train: int) -> SeededPredict
 
     W_PV = P W_V, so scaling the projection `w_p` scales W_PV. The attention then averages
     over the n context tokens instead of summing with the training length's 1/N: a GD layer
-    takes the step η of `baselines.gd` at every n, and a GD++ layer the input step γN/n,
+    takes the step η of `learners.gd` at every n, and a GD++ layer the input step γN/n,
     i.e. x ← (I − γN Ŝ_n) x with Ŝ_n = XᵀX/n (see `tuning.normalized_gamma`).
     """
     if n_train < 1:
@@ -166,15 +166,6 @@ def length_normalised(predictor: SeededPredictor, n_train: int) -> SeededPredict
 def scale_value_projection(params: dict, factor) -> dict:
     """LSA params with every layer's projection `w_p`, hence W_PV = P W_V, times `factor`."""
     return {**params, "params": {**params["params"], "w_p": params["params"]["w_p"] * factor}}
-
-
-def learner_predictor(learner: Callable, theta: Any) -> Predictor:
-    """A `Predictor` from an explicit learner `learner(theta, x, y, x_q)` of `tuning`."""
-
-    def predict(prompt: Prompt) -> jax.Array:
-        return learner(theta, prompt.x, prompt.y, prompt.x_q)
-
-    return predict
 
 
 # --- Nested prompts and the curves -----------------------------------------------------------

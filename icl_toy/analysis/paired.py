@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from icl_toy.analysis import alignment
-from icl_toy.analysis.baselines import SeededPredictor
+from icl_toy.core.predictors import SeededPredictor
 from icl_toy.core.tasks import TaskConfig
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_toy.core.constructions import gd_weights
-from icl_toy.core.learners import gd_predict, optimal_gd_eta
+from icl_toy.core.learners import gd, optimal_gd_eta
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens
@@ -62,9 +62,8 @@ def gd_position_losses(task: TaskConfig, prompts: Prompt) -> jax.Array:
     losses = [half_mse(jnp.zeros_like(prompts.y_q), targets_BxTxY[:, 0])]
     for t in range(1, task.n_context + 1):
         eta_t = optimal_gd_eta(dataclasses.replace(task, n_context=t))
-        pred = jax.vmap(gd_predict, in_axes=(0, 0, 0, None))(
-            prompts.x[:, :t], prompts.y[:, :t], x_all[:, t], jnp.asarray([eta_t])
-        )
+        prefix = prompts._replace(x=prompts.x[:, :t], y=prompts.y[:, :t], x_q=x_all[:, t])
+        pred = jax.vmap(gd(jnp.asarray([eta_t])))(prefix)
         losses.append(half_mse(pred, targets_BxTxY[:, t]))
     return jnp.stack(losses)
 

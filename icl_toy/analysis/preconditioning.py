@@ -20,7 +20,7 @@ import numpy as np
 
 from icl_toy.analysis import metrics
 from icl_toy.core import closed_forms
-from icl_toy.core.learners import preconditioned_gd_predict
+from icl_toy.core.learners import preconditioned_gd
 from icl_toy.core.losses import mse
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import Prompt, TaskConfig, anisotropic_task, input_covariance
@@ -122,9 +122,7 @@ def layer_risks(model, params, prompts: Prompt, task: TaskConfig):
 
 def explicit_mse(prompts: Prompt, gamma_DxD: jax.Array) -> jax.Array:
     """MSE on `prompts` of the explicit preconditioned GD step ŷ = x_qᵀ Γ (1/N) Σ_i y_i x_i."""
-    pred_BxY = jax.vmap(preconditioned_gd_predict, in_axes=(0, 0, 0, None))(
-        prompts.x, prompts.y, prompts.x_q, gamma_DxD
-    )
+    pred_BxY = jax.vmap(preconditioned_gd(gamma_DxD))(prompts)
     return mse(pred_BxY, prompts.y_q)
 
 

@@ -46,8 +46,8 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import baselines
 from icl_toy.analysis.stats import bootstrap_ci, interval, mean_ci, sign_flip_p_value
+from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs import guard, runner
 from icl_toy.runs.plotting import interval_errors, save_figure
@@ -167,7 +167,7 @@ def run_hypothesis(
 def train_seeded(model, task: TaskConfig, cfg: TrainConfig, options, stage: str):
     """Train S seeds of `model` (checkpoints under `stage`); (seeded predictor, params)."""
     result = train(model, task, cfg, options=options and options.stage(stage))
-    return baselines.seeded_model_predictor(model, result.params), result.params
+    return seeded_model_predictor(model, result.params), result.params
 
 
 def eval_key(seed: int) -> jax.Array:

@@ -1,6 +1,6 @@
 """Families of explicit learners tuned by `fit_learner`, scored on shared held-out prompts.
 
-A family maps a name to (predict, θ0): `predict(θ, x_NxD, y_NxY, x_q_D)` as in
+A family maps a name to (predict, θ0): `predict(θ, prompt)` (a `ParametricPredictor`) as in
 `icl_toy.training.tuning`, θ0 the start of the fit.
 """
 
@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from icl_toy.core.predictors import ParametricPredictor
 from icl_toy.core.tasks import Prompt, TaskConfig
 from icl_toy.training.tuning import (
-    Predict,
     constant_step_learner,
     fit_learner,
     gd_learner,
@@ -44,7 +44,7 @@ def momentum_family(eta0: float, num_steps: int, beta0: float = 0.1) -> dict[str
 
 
 def fit_and_score(
-    learners: dict[str, tuple[Predict, dict]],
+    learners: dict[str, tuple[ParametricPredictor, dict]],
     task: TaskConfig,
     eval_prompts: Prompt,
     *,

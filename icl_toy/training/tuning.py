@@ -1,16 +1,19 @@
 """Meta-learning the scalars of explicit learners (step sizes, GD++ γ, momentum) with optax.
 
-An explicit learner is a function `predict(theta, x_NxD, y_NxY, x_q_D) -> ŷ (Y,)` of a small
-pytree of hyperparameters θ (e.g. per-step η_k and γ_k). `fit_learner` tunes θ the way a
-transformer is trained: Adam on the half-MSE of fresh batches of prompts, all steps in one
-`lax.scan`, seeds vmapped. This is how von Oswald et al. (arXiv 2212.07677) fit "GD++ with
-tuned scalars" and the per-layer GD baseline, written once for every learner.
+A learner to fit is a `icl_toy.core.predictors.ParametricPredictor`, `apply(theta, prompt) ->
+ŷ (Y,)` for one prompt, with θ a small pytree of hyperparameters (e.g. per-step η_k and γ_k)
+read by an algorithm of `icl_toy.core.learners` (`gd_learner` runs `learners.gd(θ["eta"])`).
+`fit_learner` tunes θ the way a transformer is trained: Adam on the half-MSE of fresh
+batches of prompts, all steps in one `lax.scan`, seeds vmapped; its θ with the seed axis and
+the learner make a `SeededPredictor`. This is how von Oswald et al. (arXiv 2212.07677) fit
+"GD++ with tuned scalars" and the per-layer GD baseline, written once for every learner.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import jax
@@ -18,17 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from icl_toy.core.learners import (
-    gd_predict,
-    gdpp_predict,
-    heavy_ball_predict,
-    nesterov_predict,
-    optimal_gd_eta,
-)
-from icl_toy.core.losses import half_mse
+from icl_toy.core import learners
+from icl_toy.core.predictors import ParametricPredictor, batch_half_mse
 from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step
-
-Predict = Callable[[dict, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 class FitResult(NamedTuple):
@@ -37,14 +32,13 @@ class FitResult(NamedTuple):
     loss: np.ndarray  # (S, steps) half-MSE of each batch; inf/NaN where the step was skipped
 
 
-def learner_half_mse(predict: Predict, theta: dict, prompts: Prompt) -> jax.Array:
-    """Half-MSE of an explicit learner with hyperparameters θ over a batch of prompts."""
-    pred_BxY = jax.vmap(predict, in_axes=(None, 0, 0, 0))(theta, prompts.x, prompts.y, prompts.x_q)
-    return half_mse(pred_BxY, prompts.y_q)
+def learner_half_mse(predict: ParametricPredictor, theta, prompts: Prompt) -> jax.Array:
+    """Half-MSE of the learner `predict` with hyperparameters θ over a batch of prompts."""
+    return batch_half_mse(functools.partial(predict, theta), prompts)
 
 
 def fit_learner(
-    predict: Predict,
+    predict: ParametricPredictor,
     theta0: dict,
     task: TaskConfig,
     *,
@@ -114,14 +108,14 @@ def fit_learner(
     )
 
 
-def gd_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
-    """K-step GD with a tuned step per step: θ = {"eta": (K,)}."""
-    return gd_predict(x_NxD, y_NxY, x_q_D, theta["eta"])
+def gd_learner(theta: dict, prompt: Prompt) -> jax.Array:
+    """K-step GD with a tuned step per step: θ = {"eta": (K,)} (`learners.gd`)."""
+    return learners.gd(theta["eta"])(prompt)
 
 
-def gdpp_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
-    """K-step GD++ with tuned (η_k, γ_k): θ = {"eta": (K,), "gamma": (K,)}."""
-    return gdpp_predict(x_NxD, y_NxY, x_q_D, theta["eta"], theta["gamma"])
+def gdpp_learner(theta: dict, prompt: Prompt) -> jax.Array:
+    """K-step GD++ with tuned (η_k, γ_k): θ = {"eta": (K,), "gamma": (K,)} (`learners.gdpp`)."""
+    return learners.gdpp(theta["eta"], theta["gamma"])(prompt)
 
 
 def initial_steps(values: float | Sequence[float], num_steps: int) -> jnp.ndarray:
@@ -130,20 +124,20 @@ def initial_steps(values: float | Sequence[float], num_steps: int) -> jnp.ndarra
     return jnp.asarray(arr)
 
 
-def heavy_ball_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+def heavy_ball_learner(theta: dict, prompt: Prompt) -> jax.Array:
     """K-step heavy-ball GD with tuned (η_k, β_k): θ = {"eta": (K,), "beta": (K,) or ()}.
 
     A scalar β is one momentum shared by all steps (the family `DepthMomentumLSA` builds).
     """
-    return heavy_ball_predict(x_NxD, y_NxY, x_q_D, theta["eta"], theta["beta"])
+    return learners.heavy_ball(theta["eta"], theta["beta"])(prompt)
 
 
-def nesterov_learner(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+def nesterov_learner(theta: dict, prompt: Prompt) -> jax.Array:
     """K-step Nesterov accelerated GD with tuned (η_k, β_k), θ as `heavy_ball_learner`."""
-    return nesterov_predict(x_NxD, y_NxY, x_q_D, theta["eta"], theta["beta"])
+    return learners.nesterov(theta["eta"], theta["beta"])(prompt)
 
 
-def constant_step_learner(learner: Predict, num_steps: int) -> Predict:
+def constant_step_learner(learner: ParametricPredictor, num_steps: int) -> ParametricPredictor:
     """`learner` with every hyperparameter shared by its K steps: θ's leaves are scalars.
 
     E.g. `constant_step_learner(heavy_ball_learner, K)` tunes the classic heavy ball with
@@ -152,23 +146,23 @@ def constant_step_learner(learner: Predict, num_steps: int) -> Predict:
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
 
-    def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
+    def predict(theta: dict, prompt: Prompt) -> jax.Array:
         per_step = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_steps,)), theta)
-        return learner(per_step, x_NxD, y_NxY, x_q_D)
+        return learner(per_step, prompt)
 
     return predict
 
 
-def normalized_gamma(learner: Predict) -> Predict:
+def normalized_gamma(learner: ParametricPredictor) -> ParametricPredictor:
     """`learner` with θ["gamma"] read in units of Ŝ = H/N: γ = γ̂/N, so x ← (I − γ̂ Ŝ) x.
 
     GD++'s γ scales like 1/N; fitting γ̂ = Nγ gives Adam the same step scale at every
     context length. Divide the fitted γ̂ by N to build `gdpp_weights`.
     """
 
-    def predict(theta: dict, x_NxD, y_NxY, x_q_D) -> jax.Array:
-        theta = theta | {"gamma": theta["gamma"] / x_NxD.shape[0]}
-        return learner(theta, x_NxD, y_NxY, x_q_D)
+    def predict(theta: dict, prompt: Prompt) -> jax.Array:
+        theta = theta | {"gamma": theta["gamma"] / prompt.x.shape[0]}
+        return learner(theta, prompt)
 
     return predict
 
@@ -191,7 +185,7 @@ class FitConfig:
 
 def gd_and_gdpp_learners(
     kind: Literal["per_layer", "recurrent"], num_steps: int
-) -> tuple[Predict, Predict]:
+) -> tuple[ParametricPredictor, ParametricPredictor]:
     """(GD, GD++) with per-step scalars (per-layer models) or shared ones (recurrent)."""
     if kind not in ("per_layer", "recurrent"):
         raise ValueError(f"kind must be 'per_layer' or 'recurrent', got {kind!r}")
@@ -203,7 +197,9 @@ def gd_and_gdpp_learners(
     )
 
 
-def _fit_one(predict: Predict, theta0: dict, task: TaskConfig, key, fit: FitConfig) -> dict:
+def _fit_one(
+    predict: ParametricPredictor, theta0: dict, task: TaskConfig, key, fit: FitConfig
+) -> dict:
     """θ of one fit without the seed axis, and the Adam learning rate that converged
     (halved on divergence, at most 3 times)."""
     result = fit_learner(
@@ -230,12 +226,14 @@ def fit_gd_and_gdpp(
     """Tuned K-step GD and GD++ scalars: {"gd": {"eta", "gamma"=0}, "gdpp": {"eta", "gamma"}}.
 
     One scalar per step (`kind="per_layer"`) or one shared by all steps ("recurrent"). Both
-    fits start at the closed-form one-step η* (and γ = 0); GD++'s γ is fitted as γ̂ = Nγ
-    (`normalized_gamma`) and returned as γ, ready for `constructions.gdpp_weights`.
+    fits start at the best one-step η (`learners.tuned_gd_eta`: the closed form η* where the
+    inputs have i.i.d. symmetric coordinates, else a line search on 10 000 tasks drawn from
+    `key`) and γ = 0; GD++'s γ is fitted as γ̂ = Nγ (`normalized_gamma`) and returned as γ,
+    ready for `constructions.gdpp_weights`.
     """
     key_gd, key_gdpp = jax.random.split(key)
     gd, gdpp = gd_and_gdpp_learners(kind, num_steps)
-    start = optimal_gd_eta(task)
+    start = learners.tuned_gd_eta(task, 1, key=jax.random.fold_in(key, 2))
     if kind == "per_layer":
         start = initial_steps(start, num_steps)
     gd_theta = _fit_one(gd, {"eta": start}, task, key_gd, fit)

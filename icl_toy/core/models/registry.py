@@ -3,7 +3,7 @@
 A model variant is one class (often one per-layer update rule of `LSATransformer`, see
 `LSATransformer.layer`) plus one entry of `MODEL_KINDS`: how it is built, the `ModelConfig`
 fields it reads and the inits it supports. `make_model`, `--set model.kind=...`, sweeps,
-`batch_predict`, checkpoints and `icl_toy.analysis.baselines.model_predictor` then reach it,
+`batch_predict`, checkpoints and `icl_toy.core.predictors.model_predictor` then reach it,
 because every model has the same interface:
 - `model.init(key, tokens_TxE)` and `model.apply(params, tokens_TxE) -> ŷ (Y,)` on one
   prompt's tokens `prompt_tokens(prompt)`, (T, E) = (N + 1, d + d_y);
