@@ -1,5 +1,8 @@
 """Constructions (GD / GD++ as LSA weights) against the explicit learners (THEORY §1, §10a)."""
 
+import functools
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,40 +30,59 @@ def _explicit_gd(prompts, etas, w0):
     )
 
 
-def _construct_and_compare(num_layers, shared, d_y, random_w0, atol):
+def _construction(num_layers, shared, d_y, random_w0):
+    """A K-layer GD construction, its step sizes, W0 (None for 0) and a batch of prompts."""
     prompts = _prompts(d_y)
     model = LSATransformer(d=10, d_y=d_y, num_layers=num_layers, shared_weights=shared)
     w0 = 0.5 * jax.random.normal(jax.random.key(7), (d_y, 10)) if random_w0 else None
     etas = np.full(num_layers, 0.8) if shared else np.linspace(0.4, 1.0, num_layers)
-    params = gd_weights(model, etas, n_context=10, w0=w0)
-    got = _model_predictions(model, params, prompts, w0)
-    expected = _explicit_gd(prompts, etas, w0)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
-    return model, params, prompts, w0, etas
+    return model, gd_weights(model, etas, n_context=10, w0=w0), prompts, w0, etas
 
 
-@pytest.mark.parametrize("num_layers", range(1, 11))
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("d_y", [1, 2])
-@pytest.mark.parametrize("random_w0", [False, True])
-def test_k_layers_equal_k_gd_steps_float64(x64, num_layers, shared, d_y, random_w0):
-    _construct_and_compare(num_layers, shared, d_y, random_w0, atol=1e-12)
+@functools.partial(jax.jit, static_argnums=0)
+def _depth_predictions(model, params, prompts, w0):
+    """ŷ read out after every layer, (B, K + 1, Y), and the model's own output, (B, Y)."""
+    tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
+    at_depth = jax.vmap(lambda t: model.apply(params, t, method=model.layer_predictions))(tokens)
+    return at_depth, jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
 
 
-@pytest.mark.parametrize("num_layers", [1, 5, 10])
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("d_y", [1, 2])
-def test_k_layers_equal_k_gd_steps_float32(num_layers, shared, d_y):
-    _construct_and_compare(num_layers, shared, d_y, random_w0=True, atol=2e-6)
+@jax.jit
+def _explicit_gd_at_every_depth(prompts, etas, w0):
+    """ŷ after k = 0, ..., K explicit GD steps with steps η_1..η_k, (B, K + 1, Y)."""
+    return jnp.stack([_explicit_gd(prompts, etas[:k], w0) for k in range(len(etas) + 1)], axis=1)
+
+
+def _assert_every_depth_is_that_many_gd_steps(num_layers, shared, d_y, random_w0, atol):
+    """One K-layer model read out after each layer k gives k GD steps, for every k ≤ K."""
+    model, params, prompts, w0, etas = _construction(num_layers, shared, d_y, random_w0)
+    at_depth, output = _depth_predictions(model, params, prompts, w0)
+    expected = _explicit_gd_at_every_depth(prompts, etas, w0)
+    case = f"shared={shared}, d_y={d_y}, random_w0={random_w0}"
+    for k in range(num_layers + 1):
+        np.testing.assert_allclose(
+            at_depth[:, k], expected[:, k], rtol=0, atol=atol, err_msg=f"{case}, depth {k}"
+        )
+    # The forward pass (which updates only the query in its last layer) is depth K's readout.
+    np.testing.assert_allclose(output, expected[:, -1], rtol=0, atol=atol, err_msg=case)
+
+
+def test_k_layers_equal_k_gd_steps_float64(x64):
+    """Every depth 0..10, per-layer and shared weights, d_y = 1, 2, W0 = 0 and random."""
+    for shared, d_y, random_w0 in itertools.product((False, True), (1, 2), (False, True)):
+        _assert_every_depth_is_that_many_gd_steps(10, shared, d_y, random_w0, atol=1e-12)
+
+
+def test_k_layers_equal_k_gd_steps_float32():
+    for shared, d_y in itertools.product((False, True), (1, 2)):
+        _assert_every_depth_is_that_many_gd_steps(10, shared, d_y, random_w0=True, atol=2e-6)
 
 
 @pytest.mark.parametrize("random_w0", [False, True])
 def test_context_tokens_hold_gd_residuals(x64, random_w0):
     """After k layers the context y-slots are y − (W_k − W0) x and the x-slots are unchanged."""
     num_layers, d_y = 4, 2
-    model, params, prompts, w0, etas = _construct_and_compare(
-        num_layers, False, d_y, random_w0, 1e-12
-    )
+    model, params, prompts, w0, etas = _construction(num_layers, False, d_y, random_w0)
     w0_ = jnp.zeros((d_y, 10)) if w0 is None else w0
     tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
     w_kq, w_pv = model.apply(params, method=model.layer_products)
