@@ -1,6 +1,5 @@
 """Constructions (GD / GD++ as LSA weights) against the explicit learners (THEORY §1, §10a)."""
 
-import functools
 import itertools
 
 import jax
@@ -35,7 +34,8 @@ def _construction(num_layers, shared, d_y, random_w0):
     return model, gd_weights(model, etas, n_context=10, w0=w0), prompts, w0, etas
 
 
-@functools.partial(jax.jit, static_argnums=0)
+# The two below run op by op: compiling a 10-layer float64 program per case costs more
+# than running it eagerly.
 def _depth_predictions(model, params, prompts, w0):
     """ŷ read out after every layer, (B, K + 1, Y), and the model's own output, (B, Y)."""
     tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
@@ -43,7 +43,6 @@ def _depth_predictions(model, params, prompts, w0):
     return at_depth, jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
 
 
-@jax.jit
 def _explicit_gd_at_every_depth(prompts, etas, w0):
     """ŷ after k = 0, ..., K explicit GD steps with steps η_1..η_k, (B, K + 1, Y)."""
     d_y, d = prompts.y.shape[-1], prompts.x.shape[-1]
