@@ -1,9 +1,44 @@
-"""Strict JAX for every test: implicit rank promotion is an error (STYLE.md)."""
+"""Strict JAX for every test: implicit rank promotion is an error (STYLE.md).
+
+Compiled programs go to a persistent compilation cache in a temporary folder that lives for
+one pytest run and is shared by its xdist workers: most tests are compile-bound, and many
+compile a program another test (or another worker) already compiled. The cache is set here,
+in pytest's configuration, so runs outside the tests never see it.
+"""
+
+import shutil
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+_CACHE_DIR_KEY = "jax_compilation_cache_dir"
+_cache_dir = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is None:  # the xdist controller, or a run without xdist: make the folder
+        cache_dir = config.stash[_cache_dir] = tempfile.mkdtemp(prefix="icl-toy-jax-cache-")
+    else:
+        cache_dir = worker_input[_CACHE_DIR_KEY]
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    # Cache every program, however small or quick to compile: the suite's are small.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: every worker of this run shares the controller's cache folder."""
+    node.workerinput[_CACHE_DIR_KEY] = node.config.stash[_cache_dir]
+
+
+def pytest_unconfigure(config):
+    if _cache_dir in config.stash:
+        shutil.rmtree(config.stash[_cache_dir], ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Constructions (GD / GD++ as LSA weights) against the explicit learners (THEORY §1, §10a)."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 
 from icl_toy.core.constructions import gd_weights, gdpp_weights
 from icl_toy.core.learners import gd, gd_fit, gdpp
+from icl_toy.core.linalg import matmul
 from icl_toy.core.models import LSATransformer, check_params, lsa_stack
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
@@ -16,49 +19,70 @@ def _prompts(d_y, n=10, batch=32, seed=0):
     return sample_batch(jax.random.key(seed), cfg, batch)
 
 
-def _model_predictions(model, params, prompts, w0):
-    tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
-    return jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
-
-
 def _explicit_gd(prompts, etas, w0):
     return jax.vmap(gd(jnp.asarray(etas), w0))(prompts)
 
 
-def _construct_and_compare(num_layers, shared, d_y, random_w0, atol):
+def _construction(num_layers, shared, d_y, random_w0):
+    """A K-layer GD construction, its step sizes, W0 (None for 0) and a batch of prompts."""
     prompts = _prompts(d_y)
     model = LSATransformer(d=10, d_y=d_y, num_layers=num_layers, shared_weights=shared)
     w0 = 0.5 * jax.random.normal(jax.random.key(7), (d_y, 10)) if random_w0 else None
     etas = np.full(num_layers, 0.8) if shared else np.linspace(0.4, 1.0, num_layers)
-    params = gd_weights(model, etas, n_context=10, w0=w0)
-    got = _model_predictions(model, params, prompts, w0)
-    expected = _explicit_gd(prompts, etas, w0)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
-    return model, params, prompts, w0, etas
+    return model, gd_weights(model, etas, n_context=10, w0=w0), prompts, w0, etas
 
 
-@pytest.mark.parametrize("num_layers", range(1, 11))
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("d_y", [1, 2])
-@pytest.mark.parametrize("random_w0", [False, True])
-def test_k_layers_equal_k_gd_steps_float64(x64, num_layers, shared, d_y, random_w0):
-    _construct_and_compare(num_layers, shared, d_y, random_w0, atol=1e-12)
+# The two below run op by op: compiling a 10-layer float64 program per case costs more
+# than running it eagerly.
+def _depth_predictions(model, params, prompts, w0):
+    """ŷ read out after every layer, (B, K + 1, Y), and the model's own output, (B, Y)."""
+    tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
+    at_depth = jax.vmap(lambda t: model.apply(params, t, method=model.layer_predictions))(tokens)
+    return at_depth, jax.vmap(model.apply, in_axes=(None, 0))(params, tokens)
 
 
-@pytest.mark.parametrize("num_layers", [1, 5, 10])
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("d_y", [1, 2])
-def test_k_layers_equal_k_gd_steps_float32(num_layers, shared, d_y):
-    _construct_and_compare(num_layers, shared, d_y, random_w0=True, atol=2e-6)
+def _explicit_gd_at_every_depth(prompts, etas, w0):
+    """ŷ after k = 0, ..., K explicit GD steps with steps η_1..η_k, (B, K + 1, Y)."""
+    d_y, d = prompts.y.shape[-1], prompts.x.shape[-1]
+    w_BxYxD = jnp.broadcast_to(jnp.zeros((d_y, d)) if w0 is None else w0, (len(prompts.x), d_y, d))
+    fit_B, predict_B = jax.vmap(gd_fit, in_axes=(0, 0, None, 0)), jax.vmap(matmul)
+    predictions = [predict_B(w_BxYxD, prompts.x_q)]
+    for k in range(len(etas)):  # step k + 1 continues from W_k
+        w_BxYxD = fit_B(prompts.x, prompts.y, etas[k : k + 1], w_BxYxD)
+        predictions.append(predict_B(w_BxYxD, prompts.x_q))
+    return jnp.stack(predictions, axis=1)
+
+
+def _assert_every_depth_is_that_many_gd_steps(num_layers, shared, d_y, random_w0, atol):
+    """One K-layer model read out after each layer k gives k GD steps, for every k ≤ K."""
+    model, params, prompts, w0, etas = _construction(num_layers, shared, d_y, random_w0)
+    at_depth, output = _depth_predictions(model, params, prompts, w0)
+    expected = _explicit_gd_at_every_depth(prompts, etas, w0)
+    case = f"shared={shared}, d_y={d_y}, random_w0={random_w0}"
+    for k in range(num_layers + 1):
+        np.testing.assert_allclose(
+            at_depth[:, k], expected[:, k], rtol=0, atol=atol, err_msg=f"{case}, depth {k}"
+        )
+    # The forward pass (which updates only the query in its last layer) is depth K's readout.
+    np.testing.assert_allclose(output, expected[:, -1], rtol=0, atol=atol, err_msg=case)
+
+
+def test_k_layers_equal_k_gd_steps_float64(x64):
+    """Every depth 0..10, per-layer and shared weights, d_y = 1, 2, W0 = 0 and random."""
+    for shared, d_y, random_w0 in itertools.product((False, True), (1, 2), (False, True)):
+        _assert_every_depth_is_that_many_gd_steps(10, shared, d_y, random_w0, atol=1e-12)
+
+
+def test_k_layers_equal_k_gd_steps_float32():
+    for shared, d_y in itertools.product((False, True), (1, 2)):
+        _assert_every_depth_is_that_many_gd_steps(10, shared, d_y, random_w0=True, atol=2e-6)
 
 
 @pytest.mark.parametrize("random_w0", [False, True])
 def test_context_tokens_hold_gd_residuals(x64, random_w0):
     """After k layers the context y-slots are y − (W_k − W0) x and the x-slots are unchanged."""
     num_layers, d_y = 4, 2
-    model, params, prompts, w0, etas = _construct_and_compare(
-        num_layers, False, d_y, random_w0, 1e-12
-    )
+    model, params, prompts, w0, etas = _construction(num_layers, False, d_y, random_w0)
     w0_ = jnp.zeros((d_y, 10)) if w0 is None else w0
     tokens = jax.vmap(prompt_tokens, in_axes=(0, None))(prompts, w0)
     w_kq, w_pv = model.apply(params, method=model.layer_products)
@@ -70,20 +94,24 @@ def test_context_tokens_hold_gd_residuals(x64, random_w0):
         np.testing.assert_allclose(traj[:, k, :-1, :10], prompts.x, atol=1e-12)
 
 
-@pytest.mark.parametrize("num_layers", [1, 3])
 @pytest.mark.parametrize("random_w0", [False, True])
-def test_gdpp_layers_equal_explicit_recursion_float64(x64, num_layers, random_w0):
+def test_gdpp_layers_equal_explicit_recursion_float64(x64, random_w0):
+    """A 3-layer GD++ construction read out after each layer k gives k GD++ steps."""
+    num_layers = 3
     prompts = _prompts(d_y=1)
     model = LSATransformer(d=10, num_layers=num_layers)
     w0 = 0.5 * jax.random.normal(jax.random.key(7), (1, 10)) if random_w0 else None
     etas, gammas = np.linspace(0.5, 1.0, num_layers), np.linspace(0.02, 0.05, num_layers)
     params = gdpp_weights(model, etas, gammas, n_context=10, w0=w0)
-    got = _model_predictions(model, params, prompts, w0)
-    expected = jax.vmap(gdpp(jnp.asarray(etas), jnp.asarray(gammas), w0))(prompts)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    at_depth, output = _depth_predictions(model, params, prompts, w0)
+    for k in range(1, num_layers + 1):
+        expected = jax.jit(jax.vmap(gdpp(etas[:k], gammas[:k], w0)))(prompts)
+        np.testing.assert_allclose(
+            at_depth[:, k], expected, rtol=0, atol=1e-12, err_msg=f"depth {k}"
+        )
+    np.testing.assert_allclose(output, expected, rtol=0, atol=1e-12)  # the forward pass, k = K
     # The input transform acts from the second layer on, so GD++ then differs from GD.
-    if num_layers > 1:
-        assert float(jnp.abs(expected - _explicit_gd(prompts, etas, w0)).max()) > 1e-3
+    assert float(jnp.abs(expected - _explicit_gd(prompts, etas, w0)).max()) > 1e-3
 
 
 def test_gdpp_layer_moves_inputs_by_one_minus_gamma_h(x64):
