@@ -184,3 +184,18 @@ def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
     low = np.array([i["low"] for i in intervals], dtype=float)
     high = np.array([i["high"] for i in intervals], dtype=float)
     ax.errorbar(x, mean, yerr=[mean - low, high - mean], capsize=3, **errorbar_kwargs)
+
+
+def reference_lines(ax, references: dict[str, float], linestyles, color="k") -> None:
+    """Each {label: value} as a horizontal line in turn of `linestyles`, its value in the
+    legend."""
+    for (label, value), ls in zip(references.items(), linestyles, strict=True):
+        ax.axhline(value, color=color, ls=ls, label=f"{label} {value:.3f}")
+
+
+def value_bars(ax, labels: list[str], values, errors) -> None:
+    """Horizontal bars (colours C0, C1, ...) with ± `errors`, each annotated with its value."""
+    ax.barh(range(len(labels)), values, xerr=errors, color=[f"C{i}" for i in range(len(labels))])
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:.3g}", va="center", fontsize=7)
