@@ -191,3 +191,18 @@ def heatmap_pair(axes, reference, other, titles: tuple[str, str]) -> None:
     vmax = float(np.nanmax(np.abs(np.asarray(reference, dtype=float))))
     for ax, matrix, title in zip(axes, (reference, other), titles, strict=True):
         heatmap(ax, matrix, title, vmax=vmax)
+
+
+def reference_lines(ax, references: dict[str, float], linestyles, color="k") -> None:
+    """Each {label: value} as a horizontal line in turn of `linestyles`, its value in the
+    legend."""
+    for (label, value), ls in zip(references.items(), linestyles, strict=True):
+        ax.axhline(value, color=color, ls=ls, label=f"{label} {value:.3f}")
+
+
+def value_bars(ax, labels: list[str], values, errors) -> None:
+    """Horizontal bars (colours C0, C1, ...) with ± `errors`, each annotated with its value."""
+    ax.barh(range(len(labels)), values, xerr=errors, color=[f"C{i}" for i in range(len(labels))])
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i, value in enumerate(values):
+        ax.text(value, i, f" {value:.3g}", va="center", fontsize=7)
