@@ -107,15 +107,8 @@ def get_config(quick: bool = False) -> Config:
 
 
 def _lsa(config: Config, task: TaskConfig, num_layers: int = 1, shared: bool = False):
-    return make_model(
-        task,
-        ModelConfig(
-            num_layers=num_layers,
-            shared_weights=shared,
-            init_scale=config.init_scale,
-            init=config.init,
-        ),
-    )
+    sizes = dict(num_layers=num_layers, shared_weights=shared, init_scale=config.init_scale)
+    return make_model(task, ModelConfig(**sizes, init=config.init))
 
 
 def _depth_study(config: Config, prompts, tokens, key_fit, options) -> tuple[dict, dict]:
