@@ -6,8 +6,9 @@ import pytest
 
 from icl_toy.analysis import alignment, baselines, depth_alignment
 from icl_toy.analysis.stats import mean_ci
+from icl_toy.core.models import ModelConfig
 from icl_toy.core.tasks import TaskConfig
-from icl_toy.training.depth_sweep import SoftmaxModelConfig, train_depths
+from icl_toy.training.depth_sweep import train_depths
 from icl_toy.training.train import TrainConfig
 
 
@@ -99,7 +100,7 @@ def test_per_depth_metrics_pair_every_depth_with_the_same_tasks():
     """Two depths trained two steps: each evaluated against OLS on the same held-out tasks."""
     task = TaskConfig(d=2, n_context=4, inputs="gaussian")
     train_cfg = TrainConfig(steps=2, batch_size=4, eval_every=1, num_seeds=2)
-    sizes = SoftmaxModelConfig(embed_dim=8, num_heads=2, mlp_hidden=8)
+    sizes = ModelConfig(kind="softmax_transformer", embed_dim=8, num_heads=2, mlp_hidden=8)
     trained = train_depths(task, (1, 2), sizes, train_cfg)
     assert list(trained) == [1, 2]
     leaves = {depth: len(jax.tree.leaves(result.params)) for depth, (_, result) in trained.items()}
