@@ -3,7 +3,10 @@
 `per_depth_metrics` evaluates every depth's S seeds against one baseline family on the same
 held-out tasks (`alignment.per_seed_metrics`); `closest_rows` turns one depth's per-seed
 values into a table, closest first, with 95% Student-t intervals over seeds (`mean_ci`).
-SPD and ILWD are divided by d (`icl_toy.analysis.alignment`).
+SPD and ILWD are divided by d (`icl_toy.analysis.alignment`). `noise_level_summary` gathers
+one noise level of a sweep (summaries and saved arrays); `phase_baselines` and
+`depth_phase_statistics` give the shallow-versus-deep SPD contrasts of Akyürek et al.'s
+depth phases (GD-like, then ridge- or OLS-like).
 """
 
 from __future__ import annotations
