@@ -16,28 +16,23 @@ Owns the hypothesis `momentum_attention`.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import paired
 from icl_toy.analysis.position_losses import one_layer_position_curves
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.learners import optimal_gd_eta
-from icl_toy.core.models import (
-    ModelConfig,
-    learned_scalars,
-    make_model,
-)
+from icl_toy.core.models import make_model, momentum_lsa_config, momentum_scalar
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs import plotting
 from icl_toy.runs.cli import experiment_main
+from icl_toy.runs.config import require_at_least, require_distinct_depths, require_positive
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
+from icl_toy.runs.momentum_plots import momentum_figure
 from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 from icl_toy.training.tuned_learners import fit_and_score, momentum_family
@@ -82,19 +77,14 @@ class Config:
     def __post_init__(self):
         if self.task.d_y != 1:
             raise ValueError(f"momentum_attention uses d_y = 1, got {self.task.d_y}")
-        if not self.depths or min(self.depths) < 1 or len(set(self.depths)) != len(self.depths):
-            raise ValueError(f"depths must be distinct integers >= 1, got {self.depths}")
-        if self.train.num_seeds < 2:
-            raise ValueError(f"95% intervals need >= 2 seeds; got {self.train.num_seeds}")
+        require_distinct_depths("depths", self.depths)
+        require_seeds(self.train)  # the intervals are over training seeds
         if self.sweep_depth not in self.depths:
             raise ValueError(f"sweep_depth {self.sweep_depth} must be one of depths {self.depths}")
         if not 0 < self.mu_init < 1 or any(not 0 <= mu < 1 for mu in self.sweep_mu):
             raise ValueError("token momentum μ must lie in [0, 1) (learned: in (0, 1))")
-        sizes = ("eval_tasks", "fit_steps", "fit_batch_size", "fit_seeds")
-        if min(getattr(self, name) for name in sizes) < 1:
-            raise ValueError(f"{', '.join(sizes)} must be >= 1")
-        if min(self.deep_learning_rate, self.init_scale, self.fit_learning_rate) <= 0:
-            raise ValueError("deep_learning_rate, init_scale and fit_learning_rate must be > 0")
+        require_at_least(self, ("eval_tasks", "fit_steps", "fit_batch_size", "fit_seeds"), 1)
+        require_positive(self, ("deep_learning_rate", "init_scale", "fit_learning_rate"))
         if "heavy_ball" not in self.fit_learners or not set(self.fit_learners) <= set(LEARNERS):
             raise ValueError(f"fit_learners must include 'heavy_ball' and be among {LEARNERS}")
 
@@ -110,17 +100,9 @@ def get_config(quick: bool = False) -> Config:
 
 def _model(task: TaskConfig, variant: str, num_layers: int, momentum_init, momentum=None, **init):
     """The LSA stack of one variant; μ or β fixed at `momentum`, else learned from its init."""
-    common = dict(num_layers=num_layers, **init)
-    if variant == "plain":
-        return make_model(task, ModelConfig(**common))
-    scalar = {"token_momentum": "mu", "depth_momentum": "beta"}[variant]
-    cfg = ModelConfig(kind=variant, **common, **{scalar: momentum, f"{scalar}_init": momentum_init})
+    kind = "lsa" if variant == "plain" else variant
+    cfg = momentum_lsa_config(kind, momentum_init, momentum, num_layers=num_layers, **init)
     return make_model(task, cfg)
-
-
-def _momentum(model, params) -> jax.Array:
-    """The μ or β a model uses (0 for the plain LSA)."""
-    return next(iter(learned_scalars(model, params).values()), jnp.zeros(()))
 
 
 def _train_one(config, variant, num_layers, eval_prompts, options, momentum=None, label=None):
@@ -134,7 +116,7 @@ def _train_one(config, variant, num_layers, eval_prompts, options, momentum=None
     def eval_fn(params):
         return {
             "loss": batch_loss(model, params, eval_prompts),
-            "momentum": _momentum(model, params),
+            "momentum": momentum_scalar(model, params),
         }
 
     options = options and options.stage(label or stage)
@@ -143,10 +125,8 @@ def _train_one(config, variant, num_layers, eval_prompts, options, momentum=None
 
 def _sweep(config: Config, plain_loss, eval_prompts, options) -> dict[str, list[dict]]:
     """Final loss per seed at K = sweep_depth with μ or β fixed (0: the plain run)."""
-    sweep, k = (
-        {v: [{"momentum": 0.0, "loss": plain_loss.tolist()}] for v in MOMENTUM_VARIANTS},
-        config.sweep_depth,
-    )
+    sweep = {v: [{"momentum": 0.0, "loss": plain_loss.tolist()}] for v in MOMENTUM_VARIANTS}
+    k = config.sweep_depth
     for v, values in zip(MOMENTUM_VARIANTS, (config.sweep_mu, config.sweep_beta), strict=True):
         for m in values:
             result = _train_one(config, v, k, eval_prompts, options, m, f"sweep_{v}_{m}")
@@ -160,10 +140,9 @@ def _variant_entry(arrays: dict, variant: str, k: int) -> dict:
     entry = {"final_loss": loss_S.tolist(), **mean_ci(loss_S)}
     if variant in MOMENTUM_VARIANTS:
         momentum_S = arrays[f"momentum_{variant}_K{k}"][:, -1]
-        diff = mean_ci(np.asarray(loss_S) - np.asarray(plain_S))
         entry["learned_momentum"] = momentum_S.tolist()
         entry["learned_momentum_stats"] = {**seed_stats(momentum_S), **mean_ci(momentum_S)}
-        entry["difference_vs_plain"] = diff | {"significant": paired.excludes_zero(diff)}
+        entry["difference_vs_plain"] = paired.paired_difference(loss_S, plain_S)
     return entry
 
 
@@ -218,75 +197,20 @@ def closing_note(per_k: dict) -> str:
     lines, lower = paired.describe_all_lower(diffs, "plain", exempt=exempt, none="no K")
     for name, entry in per_k.items():
         beta, tuned = entry["depth_momentum"]["learned_momentum_stats"], entry["tuned_learners"]
+        tuned_beta = np.mean(tuned["heavy_ball"]["theta"]["beta"])
         lines.append(
-            f"{name}: learned depth β {beta['mean']:+.3f} [{beta['low']:+.3f}, {beta['high']:+.3f}]"
-            f" vs tuned heavy-ball β {np.mean(tuned['heavy_ball']['theta']['beta']):+.3f}."
+            f"{name}: learned depth β {paired.interval_text(beta, '+.3f')}"
+            f" vs tuned heavy-ball β {tuned_beta:+.3f}."
         )
-    return " ".join(lines) + (
-        f" A small but consistent improvement from momentum {'holds' if lower else 'does not hold'}"
-        " here (every momentum variant significantly below plain at every K where it can act)."
-    )
-
-
-COLORS = {"plain": "C0", "token_momentum": "C1", "depth_momentum": "C2"}
-SYMBOL = {"token_momentum": "μ", "depth_momentum": "β"}
-LEARNER_STYLES = {"gd": "k--", "gd_constant": "k:", "heavy_ball": "m--"}
-LEARNER_STYLES |= {"heavy_ball_shared_beta": "m:", "nesterov": "c--"}
-PANELS = (  # (xlabel, ylabel, title) of the 2 x 3 panels, row by row
-    ("K (layers / steps)", "half-MSE (held-out)", "Final loss, 95% CI"),
-    ("K", "Δ half-MSE (paired seeds)", "Momentum − plain, 95% CI"),
-    ("K", "momentum", "Learned μ, β vs tuned heavy-ball β"),
-    ("training step", "μ or β", "Learned momentum during training"),
-    ("fixed μ or β (0 = plain)", "half-MSE", "Fixed-momentum sweep, 95% CI"),
-    (
-        "position t = number of earlier pairs",
-        "half-MSE",
-        "Loss at every context length (causal LSA)",
-    ),
-)
+    claim = "A small but consistent improvement from momentum"
+    condition = "every momentum variant significantly below plain at every K where it can act"
+    return paired.verdict_note(lines, claim, lower, condition)
 
 
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
     """Draw the study's figure from saved results; intervals are recomputed from the seeds."""
-    s, a = results.summary, results.arrays
-    per_k, sweep, steps = s["per_K"], s["sweep"], a["eval_steps"]
-    depths, entries = [int(name[1:]) for name in per_k], list(per_k.values())
-    tuned = {n: [e["tuned_learners"][n] for e in entries] for n in entries[0]["tuned_learners"]}
-
-    final = {v: [e[v]["final_loss"] for e in entries] for v in VARIANTS}
-    learned = {v: [e[v]["learned_momentum"] for e in entries] for v in MOMENTUM_VARIANTS}
-    diffs = {v: np.subtract(final[v], final["plain"]) for v in MOMENTUM_VARIANTS}
-
-    def series(values, label):  # {label(v): (per-seed values at every K, colour)}
-        return {label(v): (per_seed, COLORS[v]) for v, per_seed in values.items()}
-
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9.5))
-    plotting.offset_errorbars(axes[0, 0], depths, series(final, lambda v: f"LSA {v}"), 0.08)
-    for name in (n for n in LEARNER_STYLES if n in tuned):
-        means = [fit["mean_eval_loss"] for fit in tuned[name]]
-        axes[0, 0].plot(depths, means, LEARNER_STYLES[name], lw=1, label=f"tuned {name}")
-    plotting.offset_errorbars(axes[0, 1], depths, series(diffs, lambda v: f"{v} − plain"), 0.1)
-    learned = series(learned, lambda v: f"learned {SYMBOL[v]}")
-    plotting.offset_errorbars(axes[0, 2], depths, learned, 0.1)
-    for name in (n for n in ("heavy_ball", "nesterov") if n in tuned):
-        betas, label = [np.mean(fit["theta"]["beta"]) for fit in tuned[name]], f"tuned {name} β"
-        axes[0, 2].plot(depths, betas, LEARNER_STYLES[name], label=f"{label} (constant η, β)")
-    for v, color in ((v, COLORS[v]) for v in MOMENTUM_VARIANTS):
-        for k, ls in zip(depths, itertools.cycle(("-", "--", "-.", ":"))):
-            curves, label = a[f"momentum_{v}_K{k}"], f"{SYMBOL[v]}, K = {k} (seed mean)"
-            plotting.seed_mean_line(axes[1, 0], steps, curves, label, color, ls=ls)
-        fixed, at = sweep[v], per_k[f"K{sweep['depth']}"][v]
-        x, losses = [r["momentum"] for r in fixed], [r["loss"] for r in fixed]
-        plotting.seed_errorbars(axes[1, 1], x, losses, fmt="o-", color=color, label=f"{v}, fixed")
-        x, losses = [np.mean(at["learned_momentum"])], [at["final_loss"]]
-        kw = dict(fmt="*", ms=12, color=color, label=f"{v}, learned")
-        plotting.seed_errorbars(axes[1, 1], x, losses, **kw)
-    plotting.position_curves(axes[1, 2], a)
-    plotting.label_panels(axes.flat, PANELS)
-    axes[0, 0].set_yscale("log")
-    for ax in axes[0, 1:]:
-        ax.axhline(0.0, color="k", lw=0.8)
-    fig.suptitle(f"Momentum attention on the von Oswald preset; sweep at K = {sweep['depth']}")
+    s = results.summary
+    fig = momentum_figure(s["per_K"], s["sweep"], results.arrays)
     fig.text(0.5, 0.005, s["closing_note"], ha="center", va="bottom", fontsize=7, wrap=True)
     return plotting.save_figure(fig, out_dir, NAME)
 
@@ -327,7 +251,7 @@ def _measure_momentum(config: MomentumConfig, options) -> dict[str, np.ndarray]:
     (plain_pred, _), (momentum_pred, params) = trained["plain"], trained["token_momentum"]
     held_out = dict(key=eval_key(config.eval_seed), num_tasks=config.eval_tasks)
     loss, plain_loss = paired.paired_half_mse(momentum_pred, plain_pred, config.task, **held_out)
-    mu = np.asarray(jax.vmap(lambda p: _momentum(models["token_momentum"], p))(params))
+    mu = np.asarray(jax.vmap(lambda p: momentum_scalar(models["token_momentum"], p))(params))
     values = dict(momentum_loss=loss, plain_loss=plain_loss, learned_mu=mu)
     return {"momentum_minus_plain_loss": loss - plain_loss, **values}
 

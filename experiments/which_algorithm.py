@@ -29,26 +29,25 @@ import time
 from pathlib import Path
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
-from icl_toy.analysis import baselines
-from icl_toy.analysis.depth_alignment import depth_summary, per_depth_metrics, reference_family
-from icl_toy.analysis.probes import (
-    PROBE_KINDS,
-    TARGETS,
-    ProbeConfig,
-    probe_depths,
-    r2_summary,
+from icl_toy.analysis.depth_alignment import (
+    depth_phase_statistics,
+    noise_level_summary,
+    per_depth_metrics,
+    phase_baselines,
+    reference_family,
 )
-from icl_toy.core import learners
+from icl_toy.analysis.probes import ProbeConfig, probe_depths
+from icl_toy.core.models import ModelConfig
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.depth_plots import closest_by_depth, loss_by_depth, probe_layers, training_curves
+from icl_toy.runs.config import require_at_least, require_distinct_depths
+from icl_toy.runs.depth_plots import depth_sweep_figure
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import Results
-from icl_toy.training.depth_sweep import SoftmaxModelConfig, train_depths
+from icl_toy.training.depth_sweep import train_depths
 from icl_toy.training.train import RunOptions, TrainConfig
 
 NAME = "which_algorithm"
@@ -65,7 +64,10 @@ class Config:
     n_context: int = 16  # N context pairs; N = 2d, overdetermined (see the module docstring)
     noise_stds: tuple[float, ...] = (0.0, 0.5)  # σ of the label noise; τ = 1
     depths: tuple[int, ...] = (1, 2, 4, 8)
-    model: SoftmaxModelConfig = dataclasses.field(default_factory=SoftmaxModelConfig)
+    # Width 32, 2 heads, GELU MLPs of 64 units; num_layers is swept by `depths`.
+    model: ModelConfig = dataclasses.field(
+        default_factory=lambda: ModelConfig(kind="softmax_transformer", num_heads=2, mlp_hidden=64)
+    )
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
             steps=1000, batch_size=32, learning_rate=2e-3, eval_every=100, num_seeds=3
@@ -89,25 +91,17 @@ class Config:
 
     def __post_init__(self):
         require_seeds(self.train)  # the intervals are over training seeds
-        if min(self.d, self.n_context, self.max_gd_steps) < 1:
-            raise ValueError(f"d, n_context and max_gd_steps must be >= 1: {self}")
+        require_at_least(self, ("d", "n_context", "max_gd_steps"), 1)
         if not self.noise_stds or min(self.noise_stds) < 0:
             raise ValueError(f"noise_stds must be non-empty and >= 0, got {self.noise_stds}")
-        if not self.depths or min(self.depths) < 1 or len(set(self.depths)) != len(self.depths):
-            raise ValueError(f"depths must be distinct integers >= 1, got {self.depths}")
+        require_distinct_depths("depths", self.depths)
         if not self.ridge_lambdas or min(self.ridge_lambdas) <= 0:
             raise ValueError(f"ridge_lambdas must be > 0 (λ = 0 is OLS), got {self.ridge_lambdas}")
         kinds = set(self.baseline_kinds)
         if not kinds <= set(BASELINE_KINDS) or not {"ols", "ridge", "gd"} <= kinds:
             raise ValueError(f"baseline_kinds must be among {BASELINE_KINDS} with ols, ridge, gd")
-        sizes = (
-            self.eval_tasks,
-            self.tune_tasks,
-            self.probe_train_prompts,
-            self.probe_test_prompts,
-        )
-        if min(sizes) < 2:
-            raise ValueError("eval_tasks, tune_tasks and the probe prompt counts must be >= 2")
+        sizes = ("eval_tasks", "tune_tasks", "probe_train_prompts", "probe_test_prompts")
+        require_at_least(self, sizes, 2)
 
     def task(self, noise_std: float) -> TaskConfig:
         """Gaussian inputs and teacher (τ = 1), label noise σ on the context only."""
@@ -119,19 +113,11 @@ class Config:
 def get_config(quick: bool = False) -> Config:
     if not quick:
         return Config()
-    return Config(
-        noise_stds=(0.5,),
-        depths=(1,),
-        train=TrainConfig(steps=100, batch_size=16, learning_rate=2e-3, eval_every=50, num_seeds=2),
-        ridge_lambdas=(1 / 4,),
-        max_gd_steps=1,
-        baseline_kinds=("ols", "ridge", "gd"),
-        tune_tasks=100,
-        eval_tasks=50,
-        probe_train_prompts=64,
-        probe_test_prompts=64,
-        probe=ProbeConfig(mlp_steps=20),
-    )
+    train = TrainConfig(steps=100, batch_size=16, learning_rate=2e-3, eval_every=50, num_seeds=2)
+    sizes = dict(tune_tasks=100, eval_tasks=50, probe_train_prompts=64, probe_test_prompts=64)
+    family = dict(ridge_lambdas=(1 / 4,), max_gd_steps=1, baseline_kinds=("ols", "ridge", "gd"))
+    probe = ProbeConfig(mlp_steps=20)
+    return Config(noise_stds=(0.5,), depths=(1,), train=train, probe=probe, **family, **sizes)
 
 
 def _setting(config: Config, i: int, options: RunOptions) -> tuple[dict, dict]:
@@ -140,39 +126,17 @@ def _setting(config: Config, i: int, options: RunOptions) -> tuple[dict, dict]:
     key_family, key_eval, key_probe_train, key_probe_test, key_probe = jax.random.split(
         jax.random.fold_in(jax.random.key(config.eval_seed), i), 5
     )
+    tuning = dict(max_steps=config.max_gd_steps, num_tune_tasks=config.tune_tasks)
     family, references, ridge_names = reference_family(
-        task,
-        config.baseline_kinds,
-        key=key_family,
-        max_steps=config.max_gd_steps,
-        ridge_lambdas=config.ridge_lambdas,
-        num_tune_tasks=config.tune_tasks,
+        task, config.baseline_kinds, key=key_family, ridge_lambdas=config.ridge_lambdas, **tuning
     )
     probe_train = sample_batch(key_probe_train, task, config.probe_train_prompts)
     probe_test = sample_batch(key_probe_test, task, config.probe_test_prompts)
     trained = train_depths(task, config.depths, config.model, config.train, options)
     metrics = per_depth_metrics(trained, task, family, key=key_eval, num_tasks=config.eval_tasks)
     r2 = probe_depths(trained, probe_train, probe_test, key=key_probe, cfg=config.probe)
-    entries, arrays = [], {}
-    for depth, (_, result) in trained.items():
-        tag = f"noise{i}_depth{depth}"
-        for kind in PROBE_KINDS:
-            for target in TARGETS:
-                arrays[f"probe_{kind}_{target}_{tag}"] = r2[depth][kind][target]
-        loss_SxT = result.train_loss  # (S, steps) -> means over chunks of eval_every steps
-        arrays[f"train_loss_{tag}"] = loss_SxT.reshape(len(loss_SxT), -1, config.train.eval_every)
-        arrays[f"train_loss_{tag}"] = arrays[f"train_loss_{tag}"].mean(axis=-1)
-        summary = depth_summary(metrics[depth], references, ridge_names)
-        entries.append({"depth": depth, **summary, "probe_r2": r2_summary(r2[depth])})
-    first = metrics[config.depths[0]]
-    setting = {
-        "noise_std": task.noise_std,
-        "bayes_lambda": baselines.bayes_ridge_lambda(task),
-        "gd_baseline": references["gd"],
-        "baseline_half_mse": {k: float(np.mean(v["half_mse_b"])) for k, v in first.items()},
-        "depths": entries,
-    }
-    return setting, arrays
+    saved = dict(tag=f"noise{i}", chunk=config.train.eval_every)
+    return noise_level_summary(trained, task, metrics, r2, (references, ridge_names), **saved)
 
 
 def run(config: Config, options: RunOptions | None = None) -> Results:
@@ -198,40 +162,11 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
 
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
     """Draw the study's figure from saved results."""
-    s, a = results.summary, results.arrays
-    settings, n = s["settings"], len(s["settings"])
-    fig, axes = plt.subplots(2, n + 1, figsize=(5.2 * (n + 1), 8.5))
-    axes = np.asarray(axes).reshape(2, n + 1)
-    curves, styles = {}, {}
-    for i, setting in enumerate(settings):
-        entries, bayes = setting["depths"], setting["bayes_lambda"]
-        depths, sigma = [e["depth"] for e in entries], f"σ = {setting['noise_std']:g}"
-        labels = {"gd": "GD (K=1, tuned η)", "ols": "OLS"}
-        if entries[0]["spd_to"]["ridge_bayes"] is not None and bayes:
-            labels["ridge_bayes"] = f"ridge (Bayes λ={bayes:.3g})"
-        closest_by_depth(axes[0, i], entries, labels, f"{sigma}: closest algorithm by depth")
-        r2 = {
-            (kind, target): a[f"probe_{kind}_{target}_noise{i}_depth{max(depths)}"]
-            for target in TARGETS
-            for kind in PROBE_KINDS
-        }
-        probe_layers(axes[1, i], r2, f"{sigma}: probes of the depth-{max(depths)} model")
-        base = setting["baseline_half_mse"]
-        lines = {f"GD K=1, {sigma}": base[setting["gd_baseline"]], f"OLS, {sigma}": base["ols"]}
-        losses = [e["model_half_mse"] for e in entries]
-        loss_by_depth(axes[0, -1], depths, losses, lines, f"C{i}", f"model, {sigma}")
-        for j, depth in enumerate(depths):
-            curves[f"depth {depth}, {sigma}"] = a[f"train_loss_noise{i}_depth{depth}"]
-            styles[f"depth {depth}, {sigma}"] = {"color": f"C{j}", "ls": ["-", "--", ":"][i % 3]}
-    steps = (np.arange(next(iter(curves.values())).shape[1]) + 1) * s["config"]["train"][
-        "eval_every"
-    ]
-    training_curves(axes[1, -1], curves, steps, styles)
-    fig.suptitle(
-        "Which algorithm does a trained softmax transformer implement? "
-        f"(d = {s['config']['d']}, N = {s['config']['n_context']})"
-    )
-    fig.tight_layout()
+    s, config = results.summary, results.summary["config"]
+    title = "Which algorithm does a trained softmax transformer implement? "
+    title += f"(d = {config['d']}, N = {config['n_context']})"
+    every = config["train"]["eval_every"]
+    fig = depth_sweep_figure(s["settings"], results.arrays, every, title)
     return save_figure(fig, out_dir, NAME)
 
 
@@ -277,14 +212,9 @@ def _depth_phases_config(noise_std: float):
         task = TaskConfig(d=8, n_context=16, inputs="gaussian", noise_std=noise_std)
         if not quick:
             return DepthPhasesConfig(task=task)
-        return DepthPhasesConfig(
-            task=task,
-            depths=(1, 2),
-            train=TrainConfig(
-                steps=500, batch_size=128, learning_rate=1e-3, eval_every=250, num_seeds=3
-            ),
-            eval_tasks=500,
-        )
+        train = TrainConfig(steps=500, batch_size=128, learning_rate=1e-3, eval_every=250)
+        train = dataclasses.replace(train, num_seeds=3)
+        return DepthPhasesConfig(task=task, depths=(1, 2), train=train, eval_tasks=500)
 
     return get_config
 
@@ -292,33 +222,12 @@ def _depth_phases_config(noise_std: float):
 def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.ndarray]:
     task = config.task
     key_tune, key_eval = jax.random.split(eval_key(config.eval_seed))
-    names = {
-        "gd": learners.gd(learners.tuned_gd_eta(task, 1, key=key_tune)),
-        "ols": learners.ols,
-        **{f"ridge({lam:.3g})": learners.ridge(lam) for lam in config.ridge_lambdas},
-    }
-    sizes = SoftmaxModelConfig(config.embed_dim, config.num_heads, config.mlp_hidden)
-    trained = train_depths(task, config.depths, sizes, config.train, options)
+    names, bayes_name = phase_baselines(task, config.ridge_lambdas, key=key_tune)
+    sizes = {f: getattr(config, f) for f in ("embed_dim", "num_heads", "mlp_hidden")}
+    model = ModelConfig(kind="softmax_transformer", **sizes)
+    trained = train_depths(task, config.depths, model, config.train, options)
     m = per_depth_metrics(trained, task, names, key=key_eval, num_tasks=config.eval_tasks)
-    spd = {depth: {name: m[depth][name]["spd"] for name in names} for depth in config.depths}
-    shallow, deep = config.depths[0], config.depths[-1]
-    values = {
-        "shallow_spd_gd_minus_spd_ols": spd[shallow]["gd"] - spd[shallow]["ols"],
-        "deep_spd_ols_minus_spd_gd": spd[deep]["ols"] - spd[deep]["gd"],
-        "deep_minus_shallow_spd_ols": spd[deep]["ols"] - spd[shallow]["ols"],
-    }
-    if task.noise_std > 0:
-        bayes = baselines.bayes_ridge_lambda(task)
-        bayes_name = f"ridge({bayes:.3g})"
-        if bayes_name not in names:
-            raise ValueError(f"the Bayes λ = {bayes:.3g} must be in ridge_lambdas")
-        others = np.stack([spd[deep][n] for n in names if n not in ("gd", bayes_name)])
-        values["deep_spd_bayes_ridge_minus_best_other"] = spd[deep][bayes_name] - others.min(0)
-    for depth in config.depths:
-        values[f"loss_depth{depth}"] = m[depth]["ols"]["half_mse_a"]
-        for name in names:
-            values[f"spd_depth{depth}_{name}"] = spd[depth][name]
-    return values
+    return depth_phase_statistics(m, tuple(names), bayes_name)
 
 
 def _criterion(statistic: str, description: str) -> Criterion:

@@ -7,7 +7,15 @@ from icl_toy.experiments.single_layer_gd import get_config
 
 from icl_toy.core.models import ModelConfig
 from icl_toy.core.tasks import TaskConfig
-from icl_toy.runs.config import apply_overrides, config_paths, config_to_dict, parse_value
+from icl_toy.runs.config import (
+    apply_overrides,
+    config_paths,
+    config_to_dict,
+    parse_value,
+    require_at_least,
+    require_distinct_depths,
+    require_positive,
+)
 from icl_toy.training.train import TrainConfig
 
 
@@ -289,3 +297,24 @@ def test_non_dataclass_is_rejected():
         config_paths({"a": 1})
     with pytest.raises(TypeError):
         config_to_dict(3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sizes:
+    depths: tuple[int, ...] = (1, 2)
+    eval_tasks: int = 2
+    learning_rate: float = 0.1
+
+
+def test_shared_config_checks_name_the_fields_they_reject():
+    ok = _Sizes()
+    require_distinct_depths("depths", ok.depths)
+    require_at_least(ok, ("eval_tasks",), 2)
+    require_positive(ok, ("learning_rate",))
+    for depths in ((), (0, 1), (2, 2)):
+        with pytest.raises(ValueError, match="depths must be distinct integers >= 1"):
+            require_distinct_depths("depths", depths)
+    with pytest.raises(ValueError, match="eval_tasks must be >= 3"):
+        require_at_least(ok, ("eval_tasks",), 3)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        require_positive(_Sizes(learning_rate=0.0), ("learning_rate",))

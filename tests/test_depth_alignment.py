@@ -7,8 +7,9 @@ import pytest
 from icl_toy.analysis import alignment, depth_alignment
 from icl_toy.analysis.stats import mean_ci
 from icl_toy.core import learners, predictors
+from icl_toy.core.models import ModelConfig
 from icl_toy.core.tasks import TaskConfig
-from icl_toy.training.depth_sweep import SoftmaxModelConfig, train_depths
+from icl_toy.training.depth_sweep import chunk_means, train_depths
 from icl_toy.training.train import TrainConfig
 
 
@@ -95,12 +96,47 @@ def test_reference_family_keeps_the_kinds_and_names_the_bayes_ridge():
     assert off_grid["ridge_bayes"] is None
 
 
+def test_depth_phase_statistics_contrast_the_shallowest_and_deepest_model():
+    names = ("gd", "ols", "ridge(0.25)", "ridge(1)")
+    shallow = _per_seed({"gd": [0.1, 0.2], "ols": [0.5, 0.4], "ridge(0.25)": [0.3, 0.3]})
+    shallow |= _per_seed({"ridge(1)": [0.6, 0.6]})
+    deep = _per_seed({"gd": [0.7, 0.9], "ols": [0.2, 0.1], "ridge(0.25)": [0.05, 0.3]})
+    deep |= _per_seed({"ridge(1)": [0.4, 0.2]})
+    values = depth_alignment.depth_phase_statistics({1: shallow, 3: deep}, names, "ridge(0.25)")
+    np.testing.assert_allclose(values["shallow_spd_gd_minus_spd_ols"], [-0.4, -0.2])
+    np.testing.assert_allclose(values["deep_spd_ols_minus_spd_gd"], [-0.5, -0.8])
+    np.testing.assert_allclose(values["deep_minus_shallow_spd_ols"], [-0.3, -0.3])
+    # Bayes ridge minus the least of OLS and ridge(1): (0.05 - 0.2, 0.3 - 0.1).
+    np.testing.assert_allclose(values["deep_spd_bayes_ridge_minus_best_other"], [-0.15, 0.2])
+    np.testing.assert_array_equal(values["spd_depth3_ridge(1)"], [0.4, 0.2])
+    assert set(values) >= {"loss_depth1", "loss_depth3", "spd_depth1_gd"}
+    noiseless = depth_alignment.depth_phase_statistics({1: shallow, 3: deep}, names, None)
+    assert "deep_spd_bayes_ridge_minus_best_other" not in noiseless
+
+
+def test_phase_baselines_name_the_bayes_ridge_and_require_it_on_the_grid():
+    key, noisy = jax.random.key(0), TaskConfig(d=2, n_context=4, noise_std=0.5)
+    names, bayes = depth_alignment.phase_baselines(noisy, (0.25, 1.0), key=key)
+    assert list(names) == ["gd", "ols", "ridge(0.25)", "ridge(1)"] and bayes == "ridge(0.25)"
+    assert depth_alignment.phase_baselines(TaskConfig(d=2, n_context=4), (1.0,), key=key)[1] is None
+    with pytest.raises(ValueError, match="Bayes"):
+        depth_alignment.phase_baselines(noisy, (1.0,), key=key)
+
+
+def test_chunk_means_average_consecutive_steps_and_train_depths_sweeps_num_layers():
+    loss_SxT = np.arange(12.0).reshape(2, 6)
+    np.testing.assert_array_equal(chunk_means(loss_SxT, 3), [[1.0, 4.0], [7.0, 10.0]])
+    deep = ModelConfig(kind="softmax_transformer", num_layers=2)
+    with pytest.raises(ValueError, match="num_layers"):
+        train_depths(TaskConfig(d=2, n_context=4), (1,), deep, TrainConfig(steps=1, eval_every=1))
+
+
 @pytest.mark.slow  # compiles two softmax transformers' training and evaluation
 def test_per_depth_metrics_pair_every_depth_with_the_same_tasks():
     """Two depths trained two steps: each evaluated against OLS on the same held-out tasks."""
     task = TaskConfig(d=2, n_context=4, inputs="gaussian")
     train_cfg = TrainConfig(steps=2, batch_size=4, eval_every=1, num_seeds=2)
-    sizes = SoftmaxModelConfig(embed_dim=8, num_heads=2, mlp_hidden=8)
+    sizes = ModelConfig(kind="softmax_transformer", embed_dim=8, num_heads=2, mlp_hidden=8)
     trained = train_depths(task, (1, 2), sizes, train_cfg)
     assert list(trained) == [1, 2]
     leaves = {depth: len(jax.tree.leaves(result.params)) for depth, (_, result) in trained.items()}

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from icl_toy.analysis.paired import describe_all_lower, describe_differences, excludes_zero
+from icl_toy.analysis.paired import (
+    describe_all_lower,
+    describe_differences,
+    excludes_zero,
+    interval_text,
+    paired_difference,
+    verdict_note,
+)
 from icl_toy.analysis.stats import mean_ci
 
 
@@ -38,3 +45,17 @@ def test_describe_all_lower_skips_only_the_exempt_places():
     assert lower and lines[0].startswith("a - ref (half-MSE, 95% CI): lower at ['K1")
     assert not describe_all_lower(diffs, "ref")[1]
     assert not describe_all_lower({"a": {"K1": HIGHER}}, "ref")[1]
+
+
+def test_paired_difference_is_the_interval_of_per_seed_differences():
+    loss, baseline = np.array([1.0, 2.0, 3.0]), np.array([2, 3, 4.1])
+    diff = paired_difference(loss, baseline)
+    assert diff == mean_ci(loss - baseline) | {"significant": True}
+    assert not paired_difference(loss, np.array([3, 2, 1.0]))["significant"]
+
+
+def test_interval_text_and_verdict_note():
+    assert interval_text(LOWER) == "-1.00e+00 [-1.50e+00, -5.00e-01]"
+    assert interval_text(HIGHER, "+.3f") == "+1.000 [+0.500, +1.500]"
+    assert verdict_note(["a.", "b."], "X", True, "c") == "a. b. X holds here (c)."
+    assert verdict_note([], "X", False, "c") == " X does not hold here (c)."

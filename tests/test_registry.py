@@ -14,6 +14,8 @@ from icl_toy.core.models import (
     check_params,
     learned_scalars,
     make_model,
+    momentum_lsa_config,
+    momentum_scalar,
 )
 from icl_toy.core.predictors import model_predictor
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
@@ -108,3 +110,17 @@ def test_bad_model_configs_raise_one_line_errors():
         ModelConfig(mu_init=0.2)
     with pytest.raises(ValueError, match=r"mu must be None or in \[0, 1\)"):
         ModelConfig(kind="token_momentum", mu=1.0)
+
+
+def test_momentum_lsa_config_fixes_or_learns_the_kinds_momentum():
+    fields = dict(num_layers=2, init_scale=0.01)
+    assert momentum_lsa_config("lsa", 0.3, **fields) == ModelConfig(**fields)
+    learned = momentum_lsa_config("token_momentum", 0.3, **fields)
+    assert learned == ModelConfig(kind="token_momentum", mu_init=0.3, **fields)
+    fixed = momentum_lsa_config("depth_momentum", 0.0, 0.6, **fields)
+    assert fixed == ModelConfig(kind="depth_momentum", beta=0.6, **fields)
+    tokens_TxE = jnp.zeros((TASK.n_context + 1, TASK.token_dim))
+    for cfg, expected in ((learned, 0.3), (fixed, 0.6), (ModelConfig(**fields), 0.0)):
+        model = make_model(TASK, cfg)
+        params = model.init(jax.random.key(0), tokens_TxE)
+        assert float(momentum_scalar(model, params)) == pytest.approx(expected)

@@ -3,7 +3,10 @@
 `per_depth_metrics` evaluates every depth's S seeds against one baseline family on the same
 held-out tasks (`alignment.per_seed_metrics`); `closest_rows` turns one depth's per-seed
 values into a table, closest first, with 95% Student-t intervals over seeds (`mean_ci`).
-SPD and ILWD are divided by d (`icl_toy.analysis.alignment`).
+SPD and ILWD are divided by d (`icl_toy.analysis.alignment`). `noise_level_summary` gathers
+one noise level of a sweep (summaries and saved arrays); `phase_baselines` and
+`depth_phase_statistics` give the shallow-versus-deep SPD contrasts of Akyürek et al.'s
+depth phases (GD-like, then ridge- or OLS-like).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import jax
 import numpy as np
 
 from icl_toy.analysis import alignment, baselines
+from icl_toy.analysis.probes import r2_summary
 from icl_toy.analysis.stats import mean_ci
+from icl_toy.core import learners
 from icl_toy.core.predictors import Predictor, seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig
+from icl_toy.training.depth_sweep import chunk_means
 from icl_toy.training.train import TrainResult
 
 PerSeed = dict[str, dict[str, np.ndarray]]  # {baseline: {metric: (S,) values}}
@@ -156,3 +162,88 @@ def reference_family(
         "ridge_bayes": ridge_names.get(baselines.bayes_ridge_lambda(task)),
     }
     return family, references, ridge_names
+
+
+def noise_level_summary(
+    trained: dict[int, tuple[Any, TrainResult]],
+    task: TaskConfig,
+    metrics: dict[int, PerSeed],
+    r2: dict[int, dict[str, dict[str, np.ndarray]]],
+    family: tuple[dict[str, str | None], dict[float, str]],
+    *,
+    tag: str,
+    chunk: int,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One noise level of a depth sweep: its summary and its saved arrays.
+
+    `metrics` are `per_depth_metrics`, `r2` `probes.probe_depths`, `family` the references
+    and ridge names of `reference_family`. The summary holds σ, the Bayes λ, the name of the
+    one-step GD baseline, every baseline's half-MSE and per depth its `depth_summary` with
+    its probes' `r2_summary`. The arrays, keyed `{name}_{tag}_depth{D}`, are the (S, L + 1)
+    R² of every probe kind and target (`probe_{kind}_{target}`) and the (S, steps / chunk)
+    training loss (`train_loss`, `depth_sweep.chunk_means`).
+    """
+    references, ridge_names = family
+    entries, arrays = [], {}
+    for depth, (_, result) in trained.items():
+        suffix = f"{tag}_depth{depth}"
+        for kind, by_target in r2[depth].items():
+            arrays |= {f"probe_{kind}_{t}_{suffix}": v for t, v in by_target.items()}
+        arrays[f"train_loss_{suffix}"] = chunk_means(result.train_loss, chunk)
+        summary = depth_summary(metrics[depth], references, ridge_names)
+        entries.append({"depth": depth, **summary, "probe_r2": r2_summary(r2[depth])})
+    first = next(iter(metrics.values()))
+    setting = {
+        "noise_std": task.noise_std,
+        "bayes_lambda": baselines.bayes_ridge_lambda(task),
+        "gd_baseline": references["gd"],
+        "baseline_half_mse": {k: float(np.mean(v["half_mse_b"])) for k, v in first.items()},
+        "depths": entries,
+    }
+    return setting, arrays
+
+
+def phase_baselines(
+    task: TaskConfig, ridge_lambdas: tuple[float, ...], *, key: jax.Array
+) -> tuple[dict[str, Predictor], str | None]:
+    """One GD step with η tuned on tasks from `key` ("gd"), OLS and ridge at each λ of
+    `ridge_lambdas` ("ridge({λ:.3g})"), and the name of ridge at the Bayes λ = σ²/τ²
+    (None without label noise; with it, that λ must be in `ridge_lambdas`)."""
+    names = {
+        "gd": learners.gd(learners.tuned_gd_eta(task, 1, key=key)),
+        "ols": learners.ols,
+        **{f"ridge({lam:.3g})": learners.ridge(lam) for lam in ridge_lambdas},
+    }
+    bayes = baselines.bayes_ridge_lambda(task)
+    bayes_name = f"ridge({bayes:.3g})" if task.noise_std > 0 else None
+    if bayes_name is not None and bayes_name not in names:
+        raise ValueError(f"the Bayes λ = {bayes:.3g} must be in ridge_lambdas")
+    return names, bayes_name
+
+
+def depth_phase_statistics(
+    metrics: dict[int, PerSeed], names: tuple[str, ...], bayes_name: str | None
+) -> dict[str, np.ndarray]:
+    """Per-seed SPD contrasts between the shallowest and the deepest model of a depth sweep.
+
+    `metrics` are `per_depth_metrics`, shallowest depth first, against the baselines `names`,
+    among them one GD step "gd" and "ols". The values: the shallowest model's SPD to GD minus
+    its SPD to OLS, the deepest model's SPD to OLS minus its SPD to GD, the deepest minus the
+    shallowest model's SPD to OLS (seeds paired); with `bayes_name`, the deepest model's SPD
+    to that ridge minus its smallest SPD to the baselines other than GD and it; then every
+    depth's model half-MSE (`loss_depth{D}`) and SPD to each baseline (`spd_depth{D}_{name}`).
+    """
+    spd = {depth: {name: m[name]["spd"] for name in names} for depth, m in metrics.items()}
+    shallow, deep = spd[next(iter(spd))], spd[list(spd)[-1]]
+    values = {
+        "shallow_spd_gd_minus_spd_ols": shallow["gd"] - shallow["ols"],
+        "deep_spd_ols_minus_spd_gd": deep["ols"] - deep["gd"],
+        "deep_minus_shallow_spd_ols": deep["ols"] - shallow["ols"],
+    }
+    if bayes_name is not None:
+        others = np.stack([deep[n] for n in names if n not in ("gd", bayes_name)])
+        values["deep_spd_bayes_ridge_minus_best_other"] = deep[bayes_name] - others.min(0)
+    for depth, m in metrics.items():
+        values[f"loss_depth{depth}"] = m["ols"]["half_mse_a"]
+        values |= {f"spd_depth{depth}_{name}": spd[depth][name] for name in names}
+    return values

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from icl_toy.analysis import alignment
+from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.predictors import SeededPredictor
 from icl_toy.core.tasks import TaskConfig
 
@@ -46,7 +47,7 @@ def describe_differences(label: str, differences: dict[str, dict], none: str = "
     """
     lower, higher, same = [], [], []
     for name, diff in differences.items():
-        text = f"{name} {diff['mean']:+.2e} [{diff['low']:+.2e}, {diff['high']:+.2e}]"
+        text = f"{name} {interval_text(diff)}"
         (same if not excludes_zero(diff) else lower if diff["mean"] < 0 else higher).append(text)
     return (
         f"{label}: lower at {lower or none}; higher at {higher or none}; "
@@ -74,3 +75,21 @@ def describe_all_lower(
         if (name, place) not in exempt
     )
     return lines, lower
+
+
+def paired_difference(loss_S, baseline_S) -> dict:
+    """The `mean_ci` record of the paired differences d_s = loss_s − baseline_s over seeds,
+    with "significant": whether its interval excludes 0 (`excludes_zero`)."""
+    diff = mean_ci(np.asarray(loss_S) - np.asarray(baseline_S))
+    return diff | {"significant": excludes_zero(diff)}
+
+
+def interval_text(record: dict, spec: str = "+.2e") -> str:
+    """An interval record as "mean [low, high]", each number in the format `spec`."""
+    return f"{record['mean']:{spec}} [{record['low']:{spec}}, {record['high']:{spec}}]"
+
+
+def verdict_note(lines: list[str], claim: str, holds: bool, condition: str) -> str:
+    """A closing note: the `lines`, then whether `claim` holds here, judged by `condition`."""
+    verdict = "holds" if holds else "does not hold"
+    return " ".join(lines) + f" {claim} {verdict} here ({condition})."

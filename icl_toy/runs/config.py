@@ -258,3 +258,24 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         updates[key] = parse_value(text, leaves[key][1], key)
     # All at once, so that a pair like input_low/input_high is validated only in its final state.
     return _replace(cfg, updates)
+
+
+# --- Checks that study configs share (from their __post_init__) ----------------------------
+
+
+def require_distinct_depths(name: str, depths: tuple[int, ...]) -> None:
+    """Raise unless the field `name`, `depths`, is non-empty distinct integers >= 1."""
+    if not depths or min(depths) < 1 or len(set(depths)) != len(depths):
+        raise ValueError(f"{name} must be distinct integers >= 1, got {depths}")
+
+
+def require_at_least(cfg: Any, names: tuple[str, ...], minimum: float) -> None:
+    """Raise unless every field `names` of `cfg` is >= `minimum`."""
+    if min(getattr(cfg, name) for name in names) < minimum:
+        raise ValueError(f"{', '.join(names)} must be >= {minimum}: {cfg}")
+
+
+def require_positive(cfg: Any, names: tuple[str, ...]) -> None:
+    """Raise unless every field `names` of `cfg` is > 0."""
+    if min(getattr(cfg, name) for name in names) <= 0:
+        raise ValueError(f"{', '.join(names)} must be > 0: {cfg}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+from icl_toy.analysis.probes import PROBE_KINDS, TARGETS
 from icl_toy.runs.plotting import (
     clip_top,
     finish_axes,
@@ -159,3 +161,52 @@ def training_curves(ax, curves: dict[str, np.ndarray], steps, styles: dict[str, 
     ax.set_yscale("log")
     ax.set(xlabel="training step", ylabel="train half-MSE (chunk mean)", title="Training")
     ax.legend(fontsize=6, ncol=2)
+
+
+def noise_level_panels(axes, ax_loss, setting: dict, arrays, i: int) -> tuple[dict, dict]:
+    """The panels of noise level `i` of a depth sweep (`depth_alignment.depth_entries`).
+
+    Draws the closest baselines by depth on `axes[0]`, the probes of the deepest model on
+    `axes[1]` and the model's loss beside one tuned GD step and OLS on `ax_loss` (colour
+    C{i}); returns this level's training curves {label: (S, C)} and their line styles.
+    """
+    entries, bayes, tag = setting["depths"], setting["bayes_lambda"], f"noise{i}"
+    depths, sigma = [e["depth"] for e in entries], f"σ = {setting['noise_std']:g}"
+    labels = {"gd": "GD (K=1, tuned η)", "ols": "OLS"}
+    if entries[0]["spd_to"]["ridge_bayes"] is not None and bayes:
+        labels["ridge_bayes"] = f"ridge (Bayes λ={bayes:.3g})"
+    closest_by_depth(axes[0], entries, labels, f"{sigma}: closest algorithm by depth")
+    deepest = max(depths)
+    r2 = {
+        (kind, target): arrays[f"probe_{kind}_{target}_{tag}_depth{deepest}"]
+        for target in TARGETS
+        for kind in PROBE_KINDS
+    }
+    probe_layers(axes[1], r2, f"{sigma}: probes of the depth-{deepest} model")
+    base = setting["baseline_half_mse"]
+    lines = {f"GD K=1, {sigma}": base[setting["gd_baseline"]], f"OLS, {sigma}": base["ols"]}
+    losses = [e["model_half_mse"] for e in entries]
+    loss_by_depth(ax_loss, depths, losses, lines, f"C{i}", f"model, {sigma}")
+    labels = {depth: f"depth {depth}, {sigma}" for depth in depths}
+    curves = {labels[depth]: arrays[f"train_loss_{tag}_depth{depth}"] for depth in depths}
+    styles = {
+        labels[d]: {"color": f"C{j}", "ls": ["-", "--", ":"][i % 3]} for j, d in enumerate(depths)
+    }
+    return curves, styles
+
+
+def depth_sweep_figure(settings: list[dict], arrays, eval_every: int, title: str):
+    """A depth sweep's figure: one column of `noise_level_panels` per noise level, then the
+    losses by depth over the training curves (chunk means of `eval_every` steps)."""
+    n = len(settings)
+    fig, axes = plt.subplots(2, n + 1, figsize=(5.2 * (n + 1), 8.5))
+    axes = np.asarray(axes).reshape(2, n + 1)
+    curves, styles = {}, {}
+    for i, setting in enumerate(settings):
+        level = noise_level_panels(axes[:, i], axes[0, -1], setting, arrays, i)
+        curves, styles = curves | level[0], styles | level[1]
+    steps = (np.arange(next(iter(curves.values())).shape[1]) + 1) * eval_every
+    training_curves(axes[1, -1], curves, steps, styles)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

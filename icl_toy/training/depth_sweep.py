@@ -1,4 +1,4 @@
-"""A depth sweep: one softmax transformer per depth, each trained on the same task.
+"""A depth sweep: one model per depth, each trained on the same task.
 
 Akyürek et al. (arXiv 2211.15661, THEORY §3) find that the algorithm a trained transformer
 is closest to depends on its depth; `train_depths` trains the models of such a comparison.
@@ -8,49 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 
-from icl_toy.core.models import EmbeddedTransformer, softmax_transformer
+import numpy as np
+
+from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.training.train import RunOptions, TrainConfig, TrainResult, train
-
-
-@dataclasses.dataclass(frozen=True)
-class SoftmaxModelConfig:
-    """Sizes of `models.softmax_transformer` (the depth is swept separately)."""
-
-    embed_dim: int = 32  # W, width of the residual stream
-    num_heads: int = 2
-    mlp_hidden: int = 64
-
-    def __post_init__(self):
-        for name, value in dataclasses.asdict(self).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"SoftmaxModelConfig.{name} must be an integer >= 1, got {value}")
 
 
 def train_depths(
     task: TaskConfig,
     depths: tuple[int, ...],
-    sizes: SoftmaxModelConfig,
+    model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     options: RunOptions | None = None,
-) -> dict[int, tuple[EmbeddedTransformer, TrainResult]]:
-    """Train S seeds of `softmax_transformer` at each depth on `task`: {depth: (model, result)}.
+) -> dict[int, tuple[object, TrainResult]]:
+    """Train S seeds of `model_cfg` at each depth on `task`: {depth: (model, result)}.
 
-    Each depth is one `icl_toy.training.train.train` call with the same seeds (checkpoints
-    under `depth{D}` of `options.checkpoint_dir`); `result.params` has a leading seed axis S.
+    The depth is `model_cfg.num_layers` (left at its default 1: it is swept); each depth
+    is one `icl_toy.training.train.train` call with the same seeds (checkpoints under
+    `depth{D}` of `options.checkpoint_dir`); `result.params` has a leading seed axis S.
     """
+    if model_cfg.num_layers != ModelConfig.num_layers:
+        raise ValueError(f"model_cfg.num_layers is swept by depths; got {model_cfg.num_layers}")
     options = options or RunOptions()
     trained = {}
     for depth in depths:
-        model = softmax_transformer(
-            task.d_y,
-            depth,
-            sizes.num_heads,
-            sizes.mlp_hidden,
-            embed_dim=sizes.embed_dim,
-        )
+        model = make_model(task, dataclasses.replace(model_cfg, num_layers=depth))
         trained[depth] = (
             model,
             train(model, task, train_cfg, options=options.stage(f"depth{depth}")),
         )
     return trained
+
+
+def chunk_means(loss_SxT: np.ndarray, chunk: int) -> np.ndarray:
+    """(S, T) per-step losses -> (S, T / chunk) means over consecutive chunks of `chunk` steps."""
+    return loss_SxT.reshape(len(loss_SxT), -1, chunk).mean(axis=-1)

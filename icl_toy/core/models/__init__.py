@@ -48,11 +48,14 @@ from icl_toy.core.models.lsa import (
 from icl_toy.core.models.momentum import DepthMomentumLSA, TokenMomentumLSA, momentum_decay
 from icl_toy.core.models.registry import (
     MODEL_KINDS,
+    MOMENTUM_SCALARS,
     ModelConfig,
     ModelKind,
     check_params,
     learned_scalars,
     make_model,
+    momentum_lsa_config,
+    momentum_scalar,
 )
 from icl_toy.core.models.softmax import (
     EmbeddedTransformer,
@@ -75,6 +78,7 @@ from icl_toy.core.models.standard_tokens import (
 
 __all__ = [
     "MODEL_KINDS",
+    "MOMENTUM_SCALARS",
     "PARAM_NAMES",
     "CausalLSATransformer",
     "DepthMomentumLSA",
@@ -113,6 +117,8 @@ __all__ = [
     "lsa_update",
     "make_model",
     "momentum_decay",
+    "momentum_lsa_config",
+    "momentum_scalar",
     "position_readout",
     "readout",
     "residual_layers",

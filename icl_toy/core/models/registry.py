@@ -243,3 +243,25 @@ def learned_scalars(model: nn.Module, params) -> dict[str, jax.Array]:
     """
     method = getattr(type(model), "learned_scalars", None)
     return {} if method is None else model.apply(params, method=method)
+
+
+# The momentum scalar of each momentum LSA kind: its fixed value and init are the ModelConfig
+# fields NAME and NAME_init.
+MOMENTUM_SCALARS = {"token_momentum": "mu", "depth_momentum": "beta"}
+
+
+def momentum_lsa_config(
+    kind: str, momentum_init: float, momentum: float | None = None, **fields
+) -> ModelConfig:
+    """`ModelConfig` of the plain LSA (kind "lsa", no momentum: `momentum_init` is unused) or
+    of a momentum LSA kind of `MOMENTUM_SCALARS`, its μ or β fixed at `momentum`, or learned
+    from `momentum_init` when `momentum` is None; `fields` are the other ModelConfig fields."""
+    if kind == "lsa":
+        return ModelConfig(**fields)
+    scalar = MOMENTUM_SCALARS[kind]
+    return ModelConfig(kind=kind, **fields, **{scalar: momentum, f"{scalar}_init": momentum_init})
+
+
+def momentum_scalar(model: nn.Module, params) -> jax.Array:
+    """The μ or β a model uses (`learned_scalars`), 0 for a model without one (the plain LSA)."""
+    return next(iter(learned_scalars(model, params).values()), jax.numpy.zeros(()))
