@@ -26,6 +26,7 @@ from icl_toy.analysis import paired
 from icl_toy.analysis.position_losses import one_layer_position_curves
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.learners import optimal_gd_eta
+from icl_toy.core.losses import HALF_MSE_NOTE
 from icl_toy.core.models import make_model, momentum_lsa_config, momentum_scalar
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs import plotting
@@ -174,7 +175,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
+        "loss": HALF_MSE_NOTE,
         "eta_convention": "1/N inside eta",
         "ci": "95% Student-t interval over seeds; paired differences use the same seeds",
         "eta_star": optimal_gd_eta(config.task),

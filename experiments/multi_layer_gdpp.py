@@ -26,6 +26,7 @@ from icl_toy.analysis import layerwise
 from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
+from icl_toy.core.losses import ETA_NOTE, HALF_MSE_NOTE
 from icl_toy.core.models import (
     ModelConfig,
     SoftmaxSelfAttention,
@@ -177,8 +178,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
-        "eta_convention": "1/N inside eta: one GD step from 0 predicts eta * x_q^T X^T y / N",
+        "loss": HALF_MSE_NOTE,
+        "eta_convention": ETA_NOTE,
         "ols_loss": layerwise.ols_half_mse(prompts),
         "gd_1_step_loss": float(gd_1),  # one GD step at the closed-form η*
         "per_depth": per_depth,

@@ -37,7 +37,7 @@ import numpy as np
 from icl_toy.analysis import kernel_views, metrics
 from icl_toy.analysis.seed_summaries import final_eval_metrics, per_seed_summary, training_arrays
 from icl_toy.analysis.stats import mean_ci
-from icl_toy.core.losses import half_mse
+from icl_toy.core.losses import HALF_MSE_NOTE, half_mse
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.nonlinear import SineTaskConfig, sine_oracle_predict
 from icl_toy.core.tasks import prompt_tokens, sample_batch
@@ -169,7 +169,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
+        "loss": HALF_MSE_NOTE,
         "sensitivity": "d(y_hat)/d(x_q) at grid_points queries per task; cosine per task, mean",
         **per_seed_summary(per_seed),
         "relative_gap_ci": mean_ci(gap),

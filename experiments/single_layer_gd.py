@@ -29,7 +29,7 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
-from icl_toy.core.losses import half_mse
+from icl_toy.core.losses import ETA_NOTE, HALF_MSE_NOTE, half_mse
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
@@ -138,8 +138,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
-        "eta_convention": "1/N inside eta: one GD step from 0 predicts eta * x_q^T X^T y / N",
+        "loss": HALF_MSE_NOTE,
+        "eta_convention": ETA_NOTE,
         "eta_star": eta_star,
         "eta_line_search": eta_ls,
         "gd_loss": gd_loss,

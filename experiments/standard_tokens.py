@@ -33,7 +33,7 @@ from icl_toy.analysis.seed_summaries import final_eval_metrics, per_seed_summary
 from icl_toy.analysis.stats import mean_ci
 from icl_toy.core.constructions import copy_gd_weights
 from icl_toy.core.learners import gd, line_search_eta, optimal_gd_eta
-from icl_toy.core.losses import half_mse
+from icl_toy.core.losses import ETA_NOTE, HALF_MSE_NOTE, half_mse
 from icl_toy.core.models import ModelConfig, batch_attention, copy_score, make_model
 from icl_toy.core.predictors import batch_half_mse
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
@@ -146,8 +146,8 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     summary = {
         "experiment": NAME,
         "config": config,
-        "loss": "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks",
-        "eta_convention": "1/N inside eta: one GD step from 0 predicts eta * x_q^T X^T y / N",
+        "loss": HALF_MSE_NOTE,
+        "eta_convention": ETA_NOTE,
         "eta_star": eta_star,
         "eta_two_steps": eta_two_steps,
         "gd_loss": gd_loss,

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from icl_toy.experiments import single_layer_gd
 
-from experiments import single_layer_gd
 from icl_toy.runs import cli
 from icl_toy.runs.config import apply_overrides
-from icl_toy.runs.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,15 +41,6 @@ def test_bad_input_exits_with_a_message_before_any_compute(argv, message, capsys
         cli.main(argv)
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
-
-
-def test_resume_refuses_a_different_config(tmp_path):
-    quick = single_layer_gd.get_config(quick=True)
-    (tmp_path / "single_layer_gd.config.json").write_text(
-        json.dumps({"config": {"something": "else"}})
-    )
-    with pytest.raises(ValueError, match="different config"):
-        run_experiment("single_layer_gd", quick, tmp_path, resume=True, quiet=True)
 
 
 def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsys):

@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+from icl_toy.experiments import forward_only, icl_vs_finetuning
 
-from experiments import forward_only, icl_vs_finetuning
 from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable
 

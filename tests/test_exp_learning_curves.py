@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from icl_toy.experiments import learning_curves
 
-from experiments import learning_curves
 from icl_toy.analysis.learning_curves import Shift
 from icl_toy.core import learners
 from icl_toy.runs.results import load_results

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from icl_toy.experiments import momentum_attention
 
-from experiments import momentum_attention
 from icl_toy.runs.results import load_results, to_jsonable
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from icl_toy.experiments import nonlinear_regression
 
-from experiments import nonlinear_regression
 from icl_toy.runs.results import load_results
 from icl_toy.training.train import TrainConfig
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import assert_config_matches
+from icl_toy.experiments import covariate_shift, preconditioned_gd
 
-from experiments import covariate_shift, preconditioned_gd
 from icl_toy.analysis import metrics
 from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable

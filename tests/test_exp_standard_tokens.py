@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from icl_toy.experiments import standard_tokens
 
-from experiments import standard_tokens
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs.results import load_results
 

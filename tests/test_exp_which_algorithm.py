@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from icl_toy.experiments import which_algorithm
 
-from experiments import which_algorithm
 from icl_toy.analysis.probes import PROBE_KINDS, TARGETS
 from icl_toy.runs.results import load_results
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import assert_config_matches
+from icl_toy.experiments import multi_layer_gdpp, single_layer_gd
 
-from experiments import multi_layer_gdpp, single_layer_gd
 from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment

@@ -31,7 +31,10 @@ def test_layer_losses_match_explicit_gdpp_after_every_step(x64):
         model, gdpp_weights(model, etas, gammas, 12), tokens, prompts.y_q
     )
     for k in range(4):
-        pred = jax.vmap(gdpp(jnp.asarray(etas[:k]), jnp.asarray(gammas[:k])))(prompts)
+        if k == 0:  # no step: the zero predictor
+            pred = jnp.zeros_like(prompts.y_q)
+        else:
+            pred = jax.vmap(gdpp(jnp.asarray(etas[:k]), jnp.asarray(gammas[:k])))(prompts)
         expected = 0.5 * np.mean(np.sum((np.asarray(pred) - np.asarray(prompts.y_q)) ** 2, -1))
         np.testing.assert_allclose(losses[k], expected, rtol=1e-10)
 

@@ -6,6 +6,7 @@ import pytest
 from icl_toy.analysis import metrics
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import gd_fit
+from icl_toy.core.losses import half_mse
 from icl_toy.core.models import LSATransformer, attention_products, lsa_query_output, readout
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 
@@ -16,7 +17,7 @@ def _prompts(batch=64):
 
 def test_half_mse_and_prediction_difference():
     pred, target = jnp.array([[1.0], [3.0]]), jnp.array([[0.0], [1.0]])
-    assert float(metrics.half_mse(pred, target)) == pytest.approx(0.5 * (1 + 4) / 2)
+    assert float(half_mse(pred, target)) == pytest.approx(0.5 * (1 + 4) / 2)
     assert float(metrics.prediction_difference(pred, target)) == pytest.approx(1.5)
 
 

@@ -10,16 +10,15 @@ import pytest
 from icl_toy.analysis import preconditioning
 from icl_toy.core import closed_forms
 from icl_toy.core.constructions import preconditioned_gd_weights
-from icl_toy.core.models import LSATransformer
+from icl_toy.core.models import LSATransformer, ModelConfig
 from icl_toy.core.tasks import anisotropic_task, input_covariance
-from icl_toy.training.train import ModelConfig
 
 
 def test_layer_config_rejects_what_the_closed_forms_do_not_cover():
     with pytest.raises(ValueError, match="one layer"):
         preconditioning.LayerConfig(model=ModelConfig(num_layers=2))
     with pytest.raises(ValueError, match="init"):
-        preconditioning.LayerConfig(init="zeros")
+        preconditioning.LayerConfig(model=ModelConfig(init="zeros"))
     with pytest.raises(ValueError, match="gaussian"):
         uniform = dataclasses.replace(anisotropic_task(), inputs="uniform", input_cov=None)
         preconditioning.LayerConfig(task=uniform)

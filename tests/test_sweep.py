@@ -4,8 +4,8 @@ import csv
 import re
 
 import pytest
+from icl_toy.experiments import single_layer_gd
 
-from experiments import single_layer_gd
 from icl_toy.runs import cli
 from icl_toy.runs.config import apply_overrides
 from icl_toy.runs.sweep import parse_sweep, run_sweep

@@ -363,9 +363,14 @@ CURVE_FIELDS = ("mean", "low", "high", "median", "tasks_low", "tasks_high")
 
 def curve_arrays(curves: Mapping[str, dict], names: Sequence[str]) -> dict[str, np.ndarray]:
     """Every `CURVE_FIELDS` entry of `learning_curves`' output as a (law, learner, length) array."""
+
+    def value(curve: dict, field: str):
+        # Task intervals sit in their own record, curve["tasks"].
+        return curve["tasks"][field[6:]] if field.startswith("tasks_") else curve[field]
+
     return {
         field: np.asarray(
-            [[curves[law]["curves"][name][field] for name in names] for law in curves]
+            [[value(curves[law]["curves"][name], field) for name in names] for law in curves]
         )
         for field in CURVE_FIELDS
     }

@@ -152,6 +152,16 @@ def preconditioned_gd(gamma_DxD: jax.Array) -> Predictor:
     return predict
 
 
+def _momentum_start(prompt: Prompt, eta, beta, w0):
+    """(x, y, W_0, η_K, β_K) of a momentum method: W_0 = w0 or 0, η and β broadcast."""
+    x_NxD, y_NxY = prompt.x, prompt.y
+    w_YxD = jnp.zeros((y_NxY.shape[1], x_NxD.shape[1]), x_NxD.dtype) if w0 is None else w0
+    etas_K, betas_K = jnp.broadcast_arrays(
+        jnp.atleast_1d(jnp.asarray(eta)), jnp.atleast_1d(jnp.asarray(beta))
+    )
+    return x_NxD, y_NxY, w_YxD, etas_K, betas_K
+
+
 def heavy_ball(eta: Steps, beta: Steps, w0: jax.Array | None = None) -> Predictor:
     """ŷ = W_K x_q after K heavy-ball steps (Polyak), (Y,).
 
@@ -163,12 +173,8 @@ def heavy_ball(eta: Steps, beta: Steps, w0: jax.Array | None = None) -> Predicto
     beta = _as_steps(beta, "beta")
 
     def predict(prompt: Prompt) -> jax.Array:
-        x_NxD, y_NxY = prompt.x, prompt.y
-        w_YxD = jnp.zeros((y_NxY.shape[1], x_NxD.shape[1]), x_NxD.dtype) if w0 is None else w0
+        x_NxD, y_NxY, w_YxD, etas_K, betas_K = _momentum_start(prompt, eta, beta, w0)
         w_prev = w_YxD
-        etas_K, betas_K = jnp.broadcast_arrays(
-            jnp.atleast_1d(jnp.asarray(eta)), jnp.atleast_1d(jnp.asarray(beta))
-        )
         for eta_k, beta_k in zip(etas_K, betas_K, strict=True):
             w_YxD, w_prev = (
                 w_YxD - eta_k * _gradient(x_NxD, y_NxY, w_YxD) + beta_k * (w_YxD - w_prev),
@@ -190,12 +196,8 @@ def nesterov(eta: Steps, beta: Steps, w0: jax.Array | None = None) -> Predictor:
     beta = _as_steps(beta, "beta")
 
     def predict(prompt: Prompt) -> jax.Array:
-        x_NxD, y_NxY = prompt.x, prompt.y
-        w_YxD = jnp.zeros((y_NxY.shape[1], x_NxD.shape[1]), x_NxD.dtype) if w0 is None else w0
+        x_NxD, y_NxY, w_YxD, etas_K, betas_K = _momentum_start(prompt, eta, beta, w0)
         w_prev = w_YxD
-        etas_K, betas_K = jnp.broadcast_arrays(
-            jnp.atleast_1d(jnp.asarray(eta)), jnp.atleast_1d(jnp.asarray(beta))
-        )
         for eta_k, beta_k in zip(etas_K, betas_K, strict=True):
             look_ahead = w_YxD + beta_k * (w_YxD - w_prev)
             w_YxD, w_prev = look_ahead - eta_k * _gradient(x_NxD, y_NxY, look_ahead), w_YxD

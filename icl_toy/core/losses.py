@@ -9,6 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# How results name the loss and the step-size convention they report in.
+HALF_MSE_NOTE = "half-MSE, 0.5 * mean (y_hat - y)^2, on the held-out eval tasks"
+ETA_NOTE = "1/N inside eta: one GD step from 0 predicts eta * x_q^T X^T y / N"
+
 
 def squared_error(pred_BxY: jax.Array, target_BxY: jax.Array) -> jax.Array:
     """||ŷ − y||² of each task, (B,)."""
