@@ -1,14 +1,6 @@
 """Linear self-attention (LSA): the attention products, the layer, the stack, `LSATransformer`.
 
-Conventions (THEORY §0, §1):
-- A prompt is T = N + 1 tokens of width E = d + d_y; the query is the last token.
-- Keys and values come from the N context tokens only; every token, query included, is
-  updated. Letting the query into the keys is exact only for one GD layer (THEORY §1).
-- Weights are stored in column form, q = W_Q e: `w_q`, `w_k`, `w_v` have shape (H, k, E)
-  and the projection `w_p` has shape (H, E, k), for H heads of key size k. (Flax `Dense`
-  kernels are the transpose; these are not Dense kernels.)
-- Only the products W_KQ = W_Kᵀ W_Q and W_PV = P W_V matter to a linear attention layer.
-- The prediction is ŷ = −(y-slot of the query token) after the last layer.
+The conventions of tokens, weights and readout are those of `icl_toy.core.models`.
 """
 
 from __future__ import annotations
