@@ -4,13 +4,25 @@ Compiled programs go to a persistent compilation cache in a temporary folder tha
 one pytest run and is shared by its xdist workers: most tests are compile-bound, and many
 compile a program another test (or another worker) already compiled. The cache is set here,
 in pytest's configuration, so runs outside the tests never see it.
+
+The suite compiles hundreds of small programs and runs each briefly, so XLA's backend
+optimisations cost more than they save: the tests compile at optimisation level 0 (same
+semantics, no fast-math; about 30% less time for the suite). Set before JAX starts its
+backend; subprocesses of the tests inherit it through `XLA_FLAGS`.
 """
 
+import os
 import shutil
 import tempfile
 
-import jax
-import pytest
+SUITE_XLA_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    " --xla_cpu_use_fusion_emitters=false"
+)
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SUITE_XLA_FLAGS}".strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

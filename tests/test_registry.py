@@ -1,6 +1,7 @@
 """The model registry: every kind builds from a `ModelConfig`, trains, and is reached by `--set`."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ from icl_toy.core.models import (
 from icl_toy.core.predictors import model_predictor
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch
 from icl_toy.runs.config import apply_overrides
-from icl_toy.training.train import TrainConfig, batch_predict, train
+from icl_toy.training.train import TrainConfig, batch_predict, make_trainer, seed_keys, train
 
 TASK = TaskConfig(d=2, n_context=4)
 # Small sizes for every kind; each kind reads only its own fields (`MODEL_KINDS[kind].fields`).
@@ -46,17 +47,19 @@ def test_every_registered_kind_builds_trains_and_predicts():
     tokens_TxE = prompt_tokens(jax.tree.map(lambda a: a[0], prompts))
     for kind, model_cfg in SMALL.items():
         model = make_model(TASK, model_cfg)
-        init = model.init(jax.random.key(0), tokens_TxE)
         result = train(model, TASK, cfg)
         assert np.all(np.isfinite(result.train_loss)), kind
         params = jax.tree.map(lambda a: a[0], result.params)
         check_params(model, params, tokens_TxE)
+        # The run's own initial params (the program `train` just compiled, so no recompile).
+        init_state, _ = make_trainer(model, TASK, cfg).init(seed_keys(cfg), jnp.ones(1))
+        init = jax.tree.map(lambda a: a[0], init_state.params)
         moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), init, params)
         assert any(jax.tree.leaves(moved)), f"{kind}: one training step changed no parameter"
-        predictions = batch_predict(model, params, prompts)
+        predictions = jax.jit(functools.partial(batch_predict, model))(params, prompts)
         assert predictions.shape == (4, TASK.d_y), kind
         # The alignment API reads any kind through the same tokens.
-        one = model_predictor(model, params)(jax.tree.map(lambda a: a[1], prompts))
+        one = jax.jit(model_predictor(model, params))(jax.tree.map(lambda a: a[1], prompts))
         np.testing.assert_allclose(one, predictions[1], rtol=1e-5, atol=1e-6, err_msg=kind)
         assert set(learned_scalars(model, params)) == SCALARS.get(kind, set()), kind
 

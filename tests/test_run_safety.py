@@ -20,6 +20,7 @@ from icl_toy.runs.guard import ResultsLock, UsageError
 from icl_toy.training.train import DIVERGENCE_RATIO, NonFiniteLossError, _check_diverged
 
 ROOT = Path(__file__).resolve().parents[1]
+FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
 NAME = "single_layer_gd"
 # Two chunks in one checkpoint group; small enough to compile and train in seconds.
 TINY = [
@@ -270,7 +271,7 @@ def test_every_stage_batch_is_checked_against_the_device_count():
 
 def test_checkpoints_restore_on_another_device_count(tmp_path, capsys):
     """Interrupted on 4 (virtual CPU) devices, resumed on 1; the results record both."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FOUR_DEVICES}"}
     subprocess.run(
         [sys.executable, "-m", "icl_toy.runs.cli", *_tiny(tmp_path)], env=env, check=True, cwd=ROOT
     )

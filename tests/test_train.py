@@ -25,6 +25,7 @@ from icl_toy.training.train import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
 TINY = TrainConfig(steps=300, batch_size=1024, eval_every=100, num_seeds=2, learning_rate=3e-3)
 
 
@@ -33,12 +34,15 @@ def tiny_run():
     task = von_oswald_preset()
     model = make_model(task, ModelConfig())
     held_out = sample_batch(jax.random.key(123), task, 512)
-    result = train(model, task, TINY, eval_fn=lambda p: {"loss": batch_loss(model, p, held_out)})
-    return model, task, result
+
+    def eval_fn(params):
+        return {"loss": batch_loss(model, params, held_out)}
+
+    return model, task, train(model, task, TINY, eval_fn=eval_fn), eval_fn
 
 
 def test_training_shapes_and_progress(tiny_run):
-    _, _, result = tiny_run
+    _, _, result, _ = tiny_run
     assert result.train_loss.shape == (2, 300)
     np.testing.assert_array_equal(result.eval_steps, [0, 100, 200, 300])
     assert result.eval_metrics["loss"].shape == (2, 4)
@@ -52,9 +56,13 @@ def test_training_shapes_and_progress(tiny_run):
 
 
 def test_training_is_deterministic_and_seed_zero_matches_a_one_seed_run(tiny_run):
-    model, task, result = tiny_run
-    again = train(model, task, TINY)
+    model, task, result, eval_fn = tiny_run
+    again = train(model, task, TINY, eval_fn=eval_fn)
     np.testing.assert_array_equal(again.train_loss, result.train_loss)
+    np.testing.assert_array_equal(again.eval_metrics["loss"], result.eval_metrics["loss"])
+    # Without the in-scan eval the program differs, the arithmetic of training does not.
+    no_eval = train(model, task, TINY)
+    np.testing.assert_allclose(no_eval.train_loss, result.train_loss, rtol=1e-6, atol=1e-8)
     single = train(model, task, dataclasses.replace(TINY, num_seeds=1))
     # vmap over seeds may reorder float reductions, nothing more.
     np.testing.assert_allclose(single.train_loss[0], result.train_loss[0], rtol=1e-4, atol=1e-6)
@@ -199,7 +207,7 @@ from icl_toy.training.train import RunOptions, TrainConfig, train
 assert len(jax.devices()) == 4
 task = von_oswald_preset()
 model = make_model(task, ModelConfig())
-cfg = TrainConfig(steps=200, batch_size=512, eval_every=100, num_seeds=2)
+cfg = TrainConfig(steps=100, batch_size=128, eval_every=50, num_seeds=2)
 four = train(model, task, cfg, options=RunOptions(num_devices=4))
 one = train(model, task, cfg, options=RunOptions(num_devices=1))
 np.testing.assert_allclose(four.train_loss, one.train_loss, rtol=2e-5, atol=1e-7)
@@ -217,7 +225,7 @@ else:
     raise AssertionError("a batch of 510 on 4 devices was accepted")
 print("OK")
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FOUR_DEVICES}"}
     out = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
