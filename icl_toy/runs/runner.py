@@ -43,6 +43,7 @@ from icl_toy.runs.results import (
     save_results,
     to_jsonable,
 )
+from icl_toy.training import convergence
 from icl_toy.training.train import RunOptions
 
 # Experiment modules under `experiments/`, in the order `icl-toy reproduce` runs them.
@@ -285,7 +286,7 @@ def run_experiment(
             progress=not quiet,
         )
         start = time.time()
-        with _logged_signals(out_dir, name):
+        with _logged_signals(out_dir, name), convergence.collect(options.checkpoint_dir) as runs:
             try:
                 results = module.run(config, options=options)
             except BaseException as error:
@@ -294,7 +295,12 @@ def run_experiment(
         mark_finished(checkpoint_dir)
         if adopted is not None:
             results.summary["resumed_from"] = adopted
+        # Every training run's convergence record; a study's own (with its reference
+        # learner's gap) is kept where it wrote one.
+        results.summary.setdefault("convergence", runs)
         save_results(out_dir, name, results)
         module.plot(load_results(out_dir, name), out_dir)
-        _log(out_dir, name, f"done in {time.time() - start:.1f} s")
+        line = convergence.summary_line(results.summary["convergence"])
+        _log(out_dir, name, f"done in {time.time() - start:.1f} s; {line}")
+        echo(f"{name}: {line}")
         return results

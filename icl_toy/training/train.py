@@ -23,6 +23,7 @@ import optax
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import ModelConfig, check_params
 from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
+from icl_toy.training import convergence
 from icl_toy.training.checkpoints import Checkpoints
 
 
@@ -33,13 +34,26 @@ def _require_positive_int(obj, *names: str) -> None:
             raise ValueError(f"{type(obj).__name__}.{name} must be an integer >= 1, got {value!r}")
 
 
+# Learning-rate schedules of `TrainConfig.schedule`: the peak rate times a shape in [0, 1].
+SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Online training: a fresh batch of tasks every step, Adam with global-norm clipping."""
+    """Online training: a fresh batch of tasks every step, Adam with global-norm clipping.
+
+    The learning rate at step t is `learning_rate · shape(t)`: `shape` rises linearly from 0
+    to 1 over the first `warmup_steps` steps, then stays at 1 ("constant"), or decays to
+    `final_lr_fraction` at the last step along a half cosine ("warmup_cosine") or a line
+    ("warmup_linear"). The default, constant with no warmup, is the papers' recipe.
+    """
 
     steps: int = 5000
     batch_size: int = 2048  # tasks per step
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak learning rate
+    schedule: str = "constant"  # one of SCHEDULES
+    warmup_steps: int = 0
+    final_lr_fraction: float = 0.0  # read by the decaying schedules only
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     clip_norm: float = 10.0  # global-norm clip before Adam (the paper's text)
@@ -51,6 +65,21 @@ class TrainConfig:
         _require_positive_int(self, "steps", "batch_size", "eval_every", "num_seeds")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if not isinstance(self.warmup_steps, int | np.integer) or not (
+            0 <= self.warmup_steps < self.steps
+        ):
+            raise ValueError(
+                f"TrainConfig.warmup_steps must be an integer in [0, steps = {self.steps}), "
+                f"got {self.warmup_steps!r}"
+            )
+        if not 0 <= self.final_lr_fraction <= 1:
+            raise ValueError(
+                f"TrainConfig.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}"
+            )
         if not self.clip_norm > 0:
             raise ValueError(f"TrainConfig.clip_norm must be > 0, got {self.clip_norm}")
         for name in ("adam_b1", "adam_b2"):
@@ -62,11 +91,34 @@ class TrainConfig:
             )
 
 
+def schedule_shape(cfg: TrainConfig) -> optax.Schedule:
+    """shape(t) in [0, 1]: the learning rate at step t over the peak (see `TrainConfig`)."""
+    decay_steps = cfg.steps - cfg.warmup_steps
+    if cfg.schedule == "warmup_cosine":
+        decay = optax.cosine_decay_schedule(1.0, decay_steps, alpha=cfg.final_lr_fraction)
+    elif cfg.schedule == "warmup_linear":
+        decay = optax.linear_schedule(1.0, cfg.final_lr_fraction, decay_steps)
+    else:
+        decay = optax.constant_schedule(1.0)
+    if not cfg.warmup_steps:
+        return decay
+    warmup = optax.linear_schedule(0.0, 1.0, cfg.warmup_steps)
+    return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
+
+
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then Adam whose learning rate lives in the optimizer state
-    (`inject_hyperparams`), so runs with different learning rates can share one vmap."""
+    """Global-norm clipping, then Adam whose (peak) learning rate lives in the optimizer
+    state (`inject_hyperparams`), so runs with different learning rates can share one vmap;
+    then the schedule's shape scales the step (`scale_by_schedule`, on its own step count).
+
+    The constant schedule without warmup adds no stage, so its state and arithmetic are
+    those of plain clipped Adam.
+    """
     adam = optax.inject_hyperparams(optax.adam)(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adam)
+    stages = [optax.clip_by_global_norm(cfg.clip_norm), adam]
+    if cfg.schedule != "constant" or cfg.warmup_steps:
+        stages.append(optax.scale_by_schedule(schedule_shape(cfg)))
+    return optax.chain(*stages)
 
 
 def set_learning_rate(opt_state, learning_rate: jax.Array):
@@ -424,12 +476,14 @@ def train(
             start = time.perf_counter()
     if checkpoints is not None:
         checkpoints.close()
-    return TrainResult(
+    result = TrainResult(
         params=jax.tree.map(np.asarray, state.params),
         train_loss=history["losses"].reshape(runs, -1),
         eval_steps=np.arange(num_chunks + 1) * cfg.eval_every,
         eval_metrics=dict(history["evals"]),
     )
+    convergence.report(result, options.checkpoint_dir)
+    return result
 
 
 def train_held_out(
