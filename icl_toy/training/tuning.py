@@ -37,6 +37,40 @@ def learner_half_mse(predict: ParametricPredictor, theta, prompts: Prompt) -> ja
     return batch_half_mse(functools.partial(predict, theta), prompts)
 
 
+def _adam_fits(
+    predict: ParametricPredictor,
+    theta0_S: dict,
+    keys_S: jax.Array,
+    task: TaskConfig,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    clip_norm: float,
+) -> tuple[dict, np.ndarray]:
+    """S fits by Adam in one compiled call, fit s from θ0_S[s] on the data of keys_S[s]:
+    final θ (leading axis S) and losses (S, steps)."""
+    # GD++ with a large γ blows up on the rare prompt with γ·λ_max(H) > 2; such a batch is
+    # skipped (`apply_if_finite`) instead of ending the fit. Ten in a row still diverge.
+    optimizer = optax.apply_if_finite(
+        optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate)),
+        max_consecutive_errors=10,
+    )
+
+    def one_fit(theta0, data_key):
+        def step(carry, t):
+            theta, opt_state = carry
+            prompts = batch_at_step(data_key, task, batch_size, t)
+            loss, grads = jax.value_and_grad(learner_half_mse, argnums=1)(predict, theta, prompts)
+            updates, opt_state = optimizer.update(grads, opt_state, theta)
+            return (optax.apply_updates(theta, updates), opt_state), loss
+
+        (theta, _), losses = jax.lax.scan(step, (theta0, optimizer.init(theta0)), jnp.arange(steps))
+        return theta, losses
+
+    theta, losses = jax.jit(jax.vmap(one_fit))(theta0_S, keys_S)
+    return jax.tree.map(np.asarray, theta), np.asarray(losses)
+
+
 def fit_learner(
     predict: ParametricPredictor,
     theta0: dict,
@@ -63,29 +97,12 @@ def fit_learner(
         )
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-    # GD++ with a large γ blows up on the rare prompt with γ·λ_max(H) > 2; such a batch is
-    # skipped (`apply_if_finite`) instead of ending the fit. Ten in a row still diverge.
-    optimizer = optax.apply_if_finite(
-        optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate)),
-        max_consecutive_errors=10,
-    )
     theta0 = jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(float)), theta0)
-
-    def one_seed(data_key):
-        def step(carry, t):
-            theta, opt_state = carry
-            prompts = batch_at_step(data_key, task, batch_size, t)
-            loss, grads = jax.value_and_grad(learner_half_mse, argnums=1)(predict, theta, prompts)
-            updates, opt_state = optimizer.update(grads, opt_state, theta)
-            return (optax.apply_updates(theta, updates), opt_state), loss
-
-        (theta, _), losses = jax.lax.scan(step, (theta0, optimizer.init(theta0)), jnp.arange(steps))
-        return theta, losses
-
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(num_seeds))
-    theta, losses = jax.jit(jax.vmap(one_seed))(keys)
-    losses = np.asarray(losses)
-    theta = jax.tree.map(np.asarray, theta)
+    theta0_S = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_seeds, *v.shape)), theta0)
+    theta, losses = _adam_fits(
+        predict, theta0_S, keys, task, steps, batch_size, learning_rate, clip_norm
+    )
     if all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(theta)):
         return FitResult(theta, learning_rate, losses)
     if halvings > 0:
@@ -255,3 +272,103 @@ def fit_normalized_gdpp(
     """
     theta0 = {"eta": eta0_K, "gamma": jnp.zeros_like(eta0_K)}
     return _fit_one(normalized_gamma(gdpp_learner), theta0, task, key, fit)
+
+
+# --- Baselines at their optimum: K = 1..K_max, warm-started, best on held-out tasks --------
+
+
+def _best_fit(
+    predict: ParametricPredictor,
+    starts: list[dict],
+    task: TaskConfig,
+    key: jax.Array,
+    fit: FitConfig,
+    held_out: Prompt,
+) -> dict:
+    """Fit θ from every start (one compiled call, each start on its own data) and keep, of
+    the fitted θs and the starts themselves, the one with the lowest half-MSE on
+    `held_out` (tasks the fits never saw)."""
+    score = jax.jit(functools.partial(learner_half_mse, predict))
+    as_float = functools.partial(jnp.asarray, dtype=jnp.result_type(float))
+    starts = [jax.tree.map(as_float, theta0) for theta0 in starts]
+    theta0_S = jax.tree.map(lambda *v: jnp.stack(v), *starts)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(starts)))
+    fitted_S, _ = _adam_fits(
+        predict, theta0_S, keys, task, fit.steps, fit.batch_size, fit.learning_rate, 10.0
+    )
+    candidates = []
+    for i, theta0 in enumerate(starts):
+        fitted = jax.tree.map(lambda v, i=i: v[i], fitted_S)
+        for origin, theta in ((f"fit from start {i}", fitted), (f"start {i}", theta0)):
+            theta = {k: np.asarray(v) for k, v in theta.items()}
+            loss = float(score(theta, held_out))
+            if np.isfinite(loss):  # a fit that diverged is dropped; its start stays
+                candidates.append((loss, origin, theta))
+    if not candidates:
+        raise FloatingPointError("every fit and start of the learner gives a non-finite loss")
+    loss, origin, theta = min(candidates, key=lambda c: c[0])
+    return theta | {"held_out_loss": loss, "chosen": origin}
+
+
+def fit_gd_and_gdpp_ladder(
+    task: TaskConfig,
+    max_steps: int,
+    kind: Literal["per_layer", "recurrent"],
+    key: jax.Array,
+    fit: FitConfig,
+    held_out: Prompt,
+    eta_scales: Sequence[float] = (0.5, 1.0, 1.5),
+) -> list[dict]:
+    """Tuned K-step GD and GD++ for K = 1..max_steps, each at its optimum on `held_out`.
+
+    Every K is fitted from several starts and the best on `held_out` is kept, with the
+    starts themselves among the candidates: the K − 1 solution extended by a step (per-step
+    scalars: η_K = γ_K = 0, which is exactly the K − 1 learner, so the held-out loss of
+    the per-layer family never rises with K; shared scalars: the K − 1 values), and the
+    one-step η* scaled by each of `eta_scales` with γ = 0; GD++ also starts from this K's
+    tuned GD (γ = 0), so it is never worse than GD on `held_out`. γ is fitted as γ̂ = Nγ
+    (`normalized_gamma`) and returned as γ. Returns one {"gd": θ, "gdpp": θ} per K, each
+    θ with "eta", "gamma", "held_out_loss", "chosen" (which start or fit won).
+    """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    n = task.n_context
+    eta_star = float(learners.tuned_gd_eta(task, 1, key=jax.random.fold_in(key, 2)))
+    ladder, previous = [], None
+    for k in range(1, max_steps + 1):
+        gd, gdpp = gd_and_gdpp_learners(kind, k)
+        gdpp = normalized_gamma(gdpp)
+        # Every start in GD++'s units (η, γ̂); GD's starts drop γ.
+        starts = [
+            {
+                "eta": initial_steps(s * eta_star, k) if kind == "per_layer" else s * eta_star,
+                "gamma": np.zeros(k) if kind == "per_layer" else 0.0,
+            }
+            for s in eta_scales
+        ]
+        if previous is not None:
+            for name in ("gd", "gdpp"):
+                eta, gamma = previous[name]["eta"], previous[name]["gamma"] * n
+                if kind == "per_layer":
+                    eta, gamma = np.append(eta, 0.0), np.append(gamma, 0.0)
+                starts.insert(0, {"eta": eta, "gamma": gamma})
+        k_key = jax.random.fold_in(key, 100 + k)
+        gd_theta = _best_fit(
+            gd,
+            [{"eta": s["eta"]} for s in starts],
+            task,
+            jax.random.fold_in(k_key, 0),
+            fit,
+            held_out,
+        )
+        # GD is GD++ at γ = 0: this K's tuned GD is a GD++ candidate, so GD++ ≤ GD.
+        gd_as_gdpp = {"eta": gd_theta["eta"], "gamma": np.zeros_like(gd_theta["eta"])}
+        gdpp_starts = [*starts, gd_as_gdpp]
+        gdpp_theta = _best_fit(gdpp, gdpp_starts, task, jax.random.fold_in(k_key, 1), fit, held_out)
+        gdpp_theta["gamma"] = gdpp_theta["gamma"] / n
+        previous = {
+            "gd": gd_theta | {"gamma": np.zeros_like(gd_theta["eta"])},
+            "gdpp": gdpp_theta,
+        }
+        ladder.append(previous)
+    return ladder
