@@ -5,19 +5,23 @@ from, and one or more `Criterion`s. Its `measure(config, options)` trains and ev
 the claim is about, S seeds vmapped, and returns one number per seed for every criterion,
 usually a paired difference on shared held-out tasks (e.g. the trained model's loss minus
 tuned GD's). A criterion compares the mean over seeds with a threshold, using the
-percentile-bootstrap 95% interval of that mean (`icl_toy.analysis.stats.bootstrap_ci`,
-resampling seeds):
+Student-t 95% interval of that mean over seeds (`icl_toy.analysis.stats.mean_ci`):
 
     supported      the interval lies entirely on the claimed side of the threshold
     not supported  it lies entirely on the other side
     inconclusive   it contains the threshold (or a seed gave a non-finite value)
 
 A hypothesis is supported when every criterion is, not supported when any criterion is
-not, and inconclusive otherwise. With S = 5 seeds the percentile bootstrap is narrower
-than a Student-t interval (it ignores the small-sample correction), so each criterion
-stores beside it the t-interval (`mean_ci`, the conservative one) and the p-value of the
-exact sign-flip test of "mean = threshold" against the claimed side (`sign_flip_p_value`;
-with S seeds it is at least 2^−S, 1/32 for five).
+not, and inconclusive otherwise. Beside the deciding t-interval each criterion stores the
+percentile-bootstrap interval (`bootstrap_ci`; with few seeds it is narrower than the
+t-interval, which is why it does not decide: with 3 seeds it is [min, max]) and the p-value
+of the exact sign-flip test of "mean = threshold" against the claimed side
+(`sign_flip_p_value`; with S seeds it is at least 2^−S).
+
+**Labels.** A verdict resting on fewer than `MIN_SEEDS` seeds, or on seeds whose training
+had not converged (`icl_toy.training.convergence`: every `train` inside the measure is
+recorded), carries a caveat in the entry's `caveats`, printed beside the verdict: such a
+verdict is not a result to cite.
 
 **Where hypotheses live.** A hypothesis belongs to a study: an experiment module may define
 `HYPOTHESES: tuple[Hypothesis, ...]`, its configs and measures beside its `run`, built from
@@ -52,6 +56,7 @@ from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs import guard, runner
 from icl_toy.runs.plotting import interval_errors, save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
+from icl_toy.training import convergence
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "hypotheses"
@@ -95,12 +100,17 @@ class Hypothesis:
 # --- Verdicts ---------------------------------------------------------------------------
 
 
+# Fewer seeds than this and a verdict is labelled as resting on too few.
+MIN_SEEDS = 10
+
+
 def judge(criterion: Criterion, values: np.ndarray) -> dict[str, Any]:
     """The verdict of one criterion on per-seed values, with its intervals and p-value.
 
-    Returns the criterion's fields, "per_seed", "std" (ddof = 1), "interval" (the bootstrap
-    record that decides), "t_interval" (the Student-t record), "sign_flip_p" (one-sided,
-    against the claimed side) and "verdict". A non-finite seed makes every number NaN.
+    Returns the criterion's fields, "per_seed", "std" (ddof = 1), "interval" (the Student-t
+    record that decides), "bootstrap_interval" (the percentile bootstrap, beside it),
+    "sign_flip_p" (exact, one-sided against the claimed side) and "verdict". A non-finite
+    seed makes every number NaN and the verdict inconclusive.
     """
     values = np.asarray(values, dtype=float)
     n = values.size
@@ -112,22 +122,34 @@ def judge(criterion: Criterion, values: np.ndarray) -> dict[str, Any]:
     if not np.isfinite(values).all():
         nan = float("nan")
         return result | {
-            "interval": interval(nan, nan, nan, "bootstrap", n),
-            "t_interval": interval(nan, nan, nan, "t", n),
+            "interval": interval(nan, nan, nan, "t", n),
+            "bootstrap_interval": interval(nan, nan, nan, "bootstrap", n),
             "sign_flip_p": nan,
             "verdict": "inconclusive",
         }
-    ci = bootstrap_ci(values)
+    ci = mean_ci(values)
     above, below = ci["low"] > criterion.threshold, ci["high"] < criterion.threshold
     on_side, off_side = (below, above) if criterion.direction == "<" else (above, below)
     verdict = "supported" if on_side else "not supported" if off_side else "inconclusive"
     alternative = "less" if criterion.direction == "<" else "greater"
     return result | {
         "interval": ci,
-        "t_interval": mean_ci(values),
+        "bootstrap_interval": bootstrap_ci(values),
         "sign_flip_p": sign_flip_p_value(values, criterion.threshold, alternative=alternative),
         "verdict": verdict,
     }
+
+
+def caveats(criteria: Sequence[dict], runs: dict[str, dict]) -> list[str]:
+    """What keeps a verdict from being citable: too few seeds, unconverged training."""
+    notes = []
+    seeds = min((len(c["per_seed"]) for c in criteria), default=0)
+    if seeds < MIN_SEEDS:
+        notes.append(f"{seeds} seeds (fewer than {MIN_SEEDS})")
+    for stage, record in runs.items():
+        if record["converged"] < record["total"]:
+            notes.append(f"{record['converged']}/{record['total']} seeds converged in {stage}")
+    return notes
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -144,7 +166,8 @@ def run_hypothesis(
 ) -> dict[str, Any]:
     """Measure one hypothesis at `config` and judge every criterion."""
     start = time.perf_counter()
-    values = hypothesis.measure(config, options)
+    with convergence.collect(options and options.checkpoint_dir) as runs:
+        values = hypothesis.measure(config, options)
     missing = [c.statistic for c in hypothesis.criteria if c.statistic not in values]
     if missing:
         raise ValueError(f"{hypothesis.name}: the measure returned no {missing}")
@@ -156,6 +179,8 @@ def run_hypothesis(
         "config": to_jsonable(config),
         "criteria": criteria,
         "verdict": combine([c["verdict"] for c in criteria]),
+        "caveats": caveats(criteria, runs),
+        "convergence": runs,
         "extra": {k: np.asarray(v).tolist() for k, v in values.items()},
         "seconds": time.perf_counter() - start,
     }
@@ -290,23 +315,26 @@ def _number(x: float | None) -> float:
 
 
 def format_table(entries: dict[str, dict], names: Sequence[str] | None = None) -> str:
-    """One line per criterion (mean, bootstrap CI, sign-flip p) and a verdict line each."""
+    """One line per criterion (mean, t and bootstrap CIs, sign-flip p), a verdict line each
+    with its caveats."""
     names = list(entries) if names is None else list(names)
     header = (
-        f"{'hypothesis / criterion':<40} {'mean':>10} {'bootstrap 95% CI':>22} "
+        f"{'hypothesis / criterion':<36} {'mean':>10} {'t 95% CI':>22} {'bootstrap 95% CI':>22} "
         f"{'claim':>9} {'sign-flip p':>11}  verdict"
     )
     lines = [header, "-" * len(header)]
     for name in names:
         entry = entries[name]
-        lines.append(f"{name:<40} {'':>10} {'':>22} {'':>9} {'':>11}  {entry['verdict'].upper()}")
+        notes = entry.get("caveats") or []
+        label = entry["verdict"].upper() + (f"  ({'; '.join(notes)})" if notes else "")
+        lines.append(f"{name:<36} {'':>10} {'':>22} {'':>22} {'':>9} {'':>11}  {label}")
         for c in entry["criteria"]:
-            ci = c["interval"]
-            bounds = f"[{_number(ci['low']):.4g}, {_number(ci['high']):.4g}]"
+            t, boot = c["interval"], c["bootstrap_interval"]
+            bounds = [f"[{_number(r['low']):.4g}, {_number(r['high']):.4g}]" for r in (t, boot)]
             claim = f"{c['direction']} {c['threshold']:g}"
             lines.append(
-                f"  {c['statistic']:<38} {_number(ci['mean']):>10.4g} {bounds:>22} {claim:>9} "
-                f"{_number(c['sign_flip_p']):>11.3g}  {c['verdict']}"
+                f"  {c['statistic']:<34} {_number(t['mean']):>10.4g} {bounds[0]:>22} "
+                f"{bounds[1]:>22} {claim:>9} {_number(c['sign_flip_p']):>11.3g}  {c['verdict']}"
             )
     return "\n".join(lines)
 
@@ -315,7 +343,8 @@ _COLOURS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive"
 
 
 def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
-    """A forest plot: per criterion the seeds, the mean with its bootstrap CI, the threshold."""
+    """A forest plot: per criterion the seeds, the mean with its t and bootstrap CIs, the
+    threshold."""
     rows = [(name, c) for name, e in entries.items() for c in e["criteria"]]
     if not rows:
         return []
@@ -324,9 +353,24 @@ def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
         colour = _COLOURS[c["verdict"]]
         seeds = np.asarray(c["per_seed"], dtype=float)
         ax.plot(seeds, np.full_like(seeds, 0.4), "o", color="0.5", markersize=3)
-        ci = c["interval"]
+        t, boot = c["interval"], c["bootstrap_interval"]
         ax.errorbar(
-            [_number(ci["mean"])], [0], xerr=interval_errors([ci]), fmt="D", color=colour, capsize=4
+            [_number(t["mean"])],
+            [0],
+            xerr=interval_errors([t]),
+            fmt="D",
+            color=colour,
+            capsize=4,
+            label="mean, t 95% CI (decides)",
+        )
+        ax.errorbar(
+            [_number(boot["mean"])],
+            [-0.3],
+            xerr=interval_errors([boot]),
+            fmt="none",
+            ecolor="0.4",
+            capsize=3,
+            label="bootstrap 95% CI",
         )
         ax.set_ylim(-0.6, 0.8)
         ax.axvline(c["threshold"], color="k", linestyle="--", linewidth=1)
@@ -340,7 +384,8 @@ def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
         )
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(
-        "Hypotheses: per-seed values (grey), mean with bootstrap 95% CI, threshold (dashed)",
+        "Hypotheses: per-seed values (grey dots), mean with Student-t 95% CI (diamond, decides), "
+        "bootstrap 95% CI (grey bar), threshold (dashed)",
         fontsize=9,
     )
     fig.tight_layout()
