@@ -103,6 +103,11 @@ def test_a_changed_config_trains_under_its_own_checkpoints(finished, tmp_path, c
     assert saved["config"]["train"]["learning_rate"] == 3e-3
     assert not np.array_equal(_losses(out), before)  # its own training, not the 1e-3 run's
     assert len(list((out / "checkpoints" / NAME).iterdir())) == 2
+    # The first config again: its training finished here, so its results come back from
+    # its checkpoints (bitwise), with no flag and nothing retrained.
+    assert _run(_tiny(out), capsys)[0] == 0
+    np.testing.assert_array_equal(_losses(out), before)
+    assert "start (resume=True" in (out / f"{NAME}.log").read_text().splitlines()[-2]
 
 
 def test_resume_adopts_an_interrupted_run_when_only_the_learning_rate_changes(

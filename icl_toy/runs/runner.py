@@ -64,6 +64,7 @@ EXPERIMENTS = (
     "nonlinear_regression",
     "standard_tokens",
     "which_algorithm",
+    "tuned_baselines",
 )
 
 
@@ -260,10 +261,16 @@ def run_experiment(
             _log(out_dir, name, "complete, skipped")
             echo(f"{name}: complete in {out_dir}/, skipped (--rerun recomputes, --fresh retrains)")
             return load_results(out_dir, name)
+        # This config trained to the end here before (its results since replaced by another
+        # config's): its results are recomputed from those checkpoints, nothing retrains.
+        restore = not fresh and (
+            out_dir / "checkpoints" / name / config_digest(config) / FINISHED_FILE
+        ).exists()
+        resume = resume or rerun or restore
         checkpoint_dir, adopted = prepare_checkpoints(
             out_dir / "checkpoints" / name,
             config,
-            resume=resume or rerun,
+            resume=resume,
             fresh=fresh,
             adopt=adopt and not rerun,
         )
@@ -281,9 +288,7 @@ def run_experiment(
             f"devices={metadata['device_count']}x{metadata['device_kind']}",
         )
         options = RunOptions(
-            checkpoint_dir=str(checkpoint_dir.absolute()),
-            resume=resume or rerun,
-            progress=not quiet,
+            checkpoint_dir=str(checkpoint_dir.absolute()), resume=resume, progress=not quiet
         )
         start = time.time()
         with _logged_signals(out_dir, name), convergence.collect(options.checkpoint_dir) as runs:
