@@ -263,9 +263,10 @@ def run_experiment(
             return load_results(out_dir, name)
         # This config trained to the end here before (its results since replaced by another
         # config's): its results are recomputed from those checkpoints, nothing retrains.
-        restore = not fresh and (
-            out_dir / "checkpoints" / name / config_digest(config) / FINISHED_FILE
-        ).exists()
+        restore = (
+            not fresh
+            and (out_dir / "checkpoints" / name / config_digest(config) / FINISHED_FILE).exists()
+        )
         resume = resume or rerun or restore
         checkpoint_dir, adopted = prepare_checkpoints(
             out_dir / "checkpoints" / name,

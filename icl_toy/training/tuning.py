@@ -318,6 +318,7 @@ def fit_gd_and_gdpp_ladder(
     fit: FitConfig,
     held_out: Prompt,
     eta_scales: Sequence[float] = (0.5, 1.0, 1.5),
+    also_from: Sequence[dict] | None = None,
 ) -> list[dict]:
     """Tuned K-step GD and GD++ for K = 1..max_steps, each at its optimum on `held_out`.
 
@@ -329,6 +330,9 @@ def fit_gd_and_gdpp_ladder(
     tuned GD (γ = 0), so it is never worse than GD on `held_out`. γ is fitted as γ̂ = Nγ
     (`normalized_gamma`) and returned as γ. Returns one {"gd": θ, "gdpp": θ} per K, each
     θ with "eta", "gamma", "held_out_loss", "chosen" (which start or fit won).
+
+    `also_from`, another ladder (e.g. the recurrent one, for the per-step family that
+    contains it), adds its K-th GD and GD++ as starts, broadcast to this kind's shapes.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -352,6 +356,15 @@ def fit_gd_and_gdpp_ladder(
                 if kind == "per_layer":
                     eta, gamma = np.append(eta, 0.0), np.append(gamma, 0.0)
                 starts.insert(0, {"eta": eta, "gamma": gamma})
+        if also_from is not None and k <= len(also_from):
+            for name in ("gd", "gdpp"):
+                other = also_from[k - 1][name]
+                eta, gamma = np.asarray(other["eta"]), np.asarray(other["gamma"]) * n
+                if kind == "per_layer":
+                    eta, gamma = np.broadcast_to(eta, (k,)), np.broadcast_to(gamma, (k,))
+                elif eta.ndim:  # per-step values into one shared scalar: their mean
+                    eta, gamma = eta.mean(), gamma.mean()
+                starts.append({"eta": eta, "gamma": gamma})
         k_key = jax.random.fold_in(key, 100 + k)
         gd_theta = _best_fit(
             gd,
