@@ -144,7 +144,7 @@ def test_one_layer_trained_with_the_recipe_reaches_gd_at_its_optimal_step():
 
     quick = single_layer_gd.get_config(quick=True)
     recipe = dataclasses.replace(
-        quick.train, learning_rate=3e-3, schedule="warmup_cosine", warmup_steps=60
+        quick.train, learning_rate=3e-3, schedule="warmup_cosine", warmup_steps=60, eval_every=150
     )
     config = dataclasses.replace(quick, train=recipe, ood_scales=(1.0,))
     with convergence.collect() as records:
