@@ -162,7 +162,9 @@ def prepare_checkpoints(
     record ({"config_digest", "changed"}; else None).
 
     - `fresh`: this config's checkpoints are removed, and only these.
-    - Checkpoints of this config and no `resume`: refused (continue them or start over).
+    - Checkpoints of this config and no `resume`: an interrupted run's are refused (continue
+      them or start over); a finished run's pass, and its results are recomputed from them
+      (`continues`): e.g. after another config's results replaced them in the folder.
     - `resume` and checkpoints of this config: they are continued.
     - `resume`, none of this config, and `adopt`: an interrupted (unfinished) run that
       differs only in `*.learning_rate` is adopted (its checkpoints move here and continue
@@ -177,7 +179,7 @@ def prepare_checkpoints(
         shutil.rmtree(directory)
     adopted = None
     if _has_checkpoints(directory):
-        if not resume:
+        if not resume and not (directory / FINISHED_FILE).exists():
             raise UsageError(
                 f"{directory} holds checkpoints of an earlier run of this config; "
                 "--resume continues it, --fresh starts it over"
@@ -207,6 +209,12 @@ def prepare_checkpoints(
         directory / CONFIG_FILE, (json.dumps(to_jsonable(config), indent=2) + "\n").encode()
     )
     return directory, adopted
+
+
+def continues(checkpoint_dir: Path, resume: bool) -> bool:
+    """Whether training continues from the checkpoints of a `prepare_checkpoints` folder: on
+    request, or because that training finished (so nothing retrains)."""
+    return resume or (Path(checkpoint_dir) / FINISHED_FILE).exists()
 
 
 @contextlib.contextmanager
@@ -261,20 +269,14 @@ def run_experiment(
             _log(out_dir, name, "complete, skipped")
             echo(f"{name}: complete in {out_dir}/, skipped (--rerun recomputes, --fresh retrains)")
             return load_results(out_dir, name)
-        # This config trained to the end here before (its results since replaced by another
-        # config's): its results are recomputed from those checkpoints, nothing retrains.
-        restore = (
-            not fresh
-            and (out_dir / "checkpoints" / name / config_digest(config) / FINISHED_FILE).exists()
-        )
-        resume = resume or rerun or restore
         checkpoint_dir, adopted = prepare_checkpoints(
             out_dir / "checkpoints" / name,
             config,
-            resume=resume,
+            resume=resume or rerun,
             fresh=fresh,
             adopt=adopt and not rerun,
         )
+        resume = continues(checkpoint_dir, resume or rerun)
         metadata = run_metadata(name, config)
         if adopted is not None:
             metadata["resumed_from"] = adopted

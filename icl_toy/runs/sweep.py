@@ -33,7 +33,7 @@ from icl_toy.runs.guard import (
 )
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, to_jsonable
-from icl_toy.runs.runner import mark_finished, prepare_checkpoints
+from icl_toy.runs.runner import continues, mark_finished, prepare_checkpoints
 from icl_toy.training.train import NonFiniteLossError, RunOptions, batch_loss, train
 
 VMAPPED_AXES = ("train.learning_rate", "train.seed")
@@ -169,7 +169,9 @@ def run_sweep(
                 adopt=False,
             )
             options = RunOptions(
-                checkpoint_dir=str(checkpoint_dir.absolute()), resume=resume, progress=not quiet
+                checkpoint_dir=str(checkpoint_dir.absolute()),
+                resume=continues(checkpoint_dir, resume),
+                progress=not quiet,
             )
             try:
                 final = _train_point(point, learning_rates, seeds, options)

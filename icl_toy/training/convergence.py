@@ -77,8 +77,7 @@ def seed_convergence(
         tolerance = np.full(num_seeds, STILL_IMPROVING)
         with np.errstate(invalid="ignore"):
             eval_spiked = after > (1 + SPIKE) * evals.min(axis=1)
-    final = after
-    refs = None if reference is None else np.broadcast_to(np.asarray(reference, float), final.shape)
+    refs = None if reference is None else np.broadcast_to(np.asarray(reference, float), after.shape)
     records = []
     for s in range(num_seeds):
         finite = bool(np.isfinite(losses[s]).all() and np.isfinite(after[s]))
@@ -95,10 +94,10 @@ def seed_convergence(
             "spiked": spiked,
             "initial_loss": float(initial[s]),
             "best_decile_loss": float(best[s]),
-            "final_loss": float(final[s]),
+            "final_loss": float(after[s]),
         }
         if refs is not None:
-            record["gap"] = float(final[s] / refs[s] - 1)
+            record["gap"] = float(after[s] / refs[s] - 1)
         records.append(record)
     return records
 
