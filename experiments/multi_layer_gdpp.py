@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import layerwise
-from icl_toy.analysis.stats import seed_stats
+from icl_toy.analysis.stats import converged_seed_stats, seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
 from icl_toy.core.losses import ETA_NOTE, HALF_MSE_NOTE
@@ -33,7 +33,7 @@ from icl_toy.core.models import (
     Transformer,
     make_model,
 )
-from icl_toy.core.tasks import TaskConfig, von_oswald_preset
+from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs import depth_plots, plotting
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
@@ -50,27 +50,54 @@ KINDS = ("per_layer", "recurrent")
 class Config:
     task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
     depths: tuple[int, ...] = (1, 2, 3, 4, 5)  # K
-    # Every model trains with this. The paper: 50,000 steps at batch 2048, lr 1e-3 (5e-4 for
-    # K >= 3); at batch 256, 3e-3 made one K = 5 seed blow up late; 2e-3 is the compromise.
+    # The depth study's recipe. The paper: 50,000 steps at batch 2048, Adam 1e-3 (5e-4 for
+    # K >= 3) at a constant rate (`get_paper_config`). Here batch 256 with a linear warmup and
+    # a cosine decay to 0, which removes the batch noise a constant rate leaves at the end
+    # (at a constant 2e-3, K = 4 and 5 seeds spiked late); peak 2e-3 up to K = 2 and
+    # `deep_learning_rate` from K = 3, halved as the paper does.
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
-            steps=3000, batch_size=256, learning_rate=2e-3, eval_every=250, num_seeds=5
+            steps=3000,
+            batch_size=256,
+            learning_rate=2e-3,
+            schedule="warmup_cosine",
+            warmup_steps=150,
+            eval_every=250,
+            num_seeds=10,
         )
     )
+    deep_learning_rate: float = 1e-3  # peak rate of the K >= 3 models
     init_scale: float = 0.002  # fan-in variance scale / K, as von Oswald et al.
     # "gd_sparsity": random weights with the GD construction's zero blocks (`GDSparsityLSA`);
     # from the paper's "dense" init seed 0 sat on the initial plateau (loss 0.35-0.39) at
     # K = 1, 2, 3 for all 3000 steps at batch 256.
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
-    fit: tuning.FitConfig = dataclasses.field(default_factory=tuning.FitConfig)
+    # Tuned GD and GD++ at their optimum (`tuning.fit_ladders`): K = 1..max(depths) from
+    # several starts each, the best kept on `selection_tasks` held-out tasks no fit saw.
+    fit: tuning.FitConfig = dataclasses.field(
+        default_factory=lambda: tuning.FitConfig(steps=1000, batch_size=256)
+    )
+    selection_tasks: int = 4000
     eval_tasks: int = 4000  # held-out tasks shared by every model, seed and metric
     iterate_depth: int = 20  # recurrent layers are iterated this many times at test
     damping: float = 0.75  # update scale λ when iterating past the training depth
-    # Recurrent 2-layer models trained at each context length N, with a batch per N
-    # (the cost of a prompt grows like N²) and `recurrent_steps` steps.
+    # Recurrent 2-layer models trained at each context length N with `context_train`, for
+    # `context_steps` steps at that N (warmup 5%, 10 evals): the loss falls with N and the
+    # relative tolerance of convergence takes longer to meet; γ's spread over seeds is ~1e-4,
+    # so 5 seeds give its mean and spread.
     recurrent_contexts: tuple[int, ...] = (10, 25, 50, 100)
-    recurrent_batch_sizes: tuple[int, ...] = (256, 64, 32, 16)
-    recurrent_steps: int = 1500
+    context_steps: tuple[int, ...] = (6000, 10_000, 12_000, 16_000)
+    context_train: TrainConfig = dataclasses.field(
+        default_factory=lambda: TrainConfig(
+            steps=6000,
+            batch_size=256,
+            learning_rate=5e-3,
+            schedule="warmup_cosine",
+            warmup_steps=300,
+            eval_every=600,
+            num_seeds=5,
+        )
+    )
     recurrent_depth: int = 2
     softmax_heads: tuple[int, ...] = (1, 2)  # one model per entry, beside a 1-layer LSA
     eval_seed: int = 10_000  # root key of eval tasks and explicit-learner fits
@@ -80,14 +107,26 @@ class Config:
             raise ValueError(f"depths must be distinct integers >= 1, got {self.depths}")
         if self.task.d_y != 1:
             raise ValueError("multi_layer_gdpp studies d_y = 1, as the paper")
-        if len(self.recurrent_contexts) != len(self.recurrent_batch_sizes):
-            raise ValueError("recurrent_contexts and recurrent_batch_sizes need one entry each")
         if min((*self.recurrent_contexts, *self.softmax_heads, self.recurrent_depth)) < 1:
             raise ValueError("recurrent_contexts, softmax_heads and recurrent_depth must be >= 1")
-        for batch in self.recurrent_batch_sizes:  # validates each derived training config now
-            dataclasses.replace(self.train, batch_size=batch, steps=self.recurrent_steps)
-        if self.eval_tasks < 1 or self.iterate_depth < 1 or not 0 < self.damping <= 1:
-            raise ValueError("eval_tasks and iterate_depth must be >= 1 and damping in (0, 1]")
+        if len(self.recurrent_contexts) != len(self.context_steps):
+            raise ValueError("recurrent_contexts and context_steps need one entry each")
+        dataclasses.replace(self.train, learning_rate=self.deep_learning_rate)  # validates it
+        for n_ctx in self.recurrent_contexts:  # validates each derived training config now
+            self.context_train_at(n_ctx)
+        sizes = (self.selection_tasks, self.eval_tasks, self.iterate_depth)
+        if min(sizes) < 1 or not 0 < self.damping <= 1:
+            raise ValueError(
+                "selection_tasks, eval_tasks and iterate_depth must be >= 1, damping in (0, 1]"
+            )
+
+    def context_train_at(self, n_ctx: int) -> TrainConfig:
+        """`context_train` for `context_steps` steps at N = n_ctx: warmup 5%, 10 evals."""
+        steps = self.context_steps[self.recurrent_contexts.index(n_ctx)]
+        warmup = 0 if self.context_train.schedule == "constant" else steps // 20
+        return dataclasses.replace(
+            self.context_train, steps=steps, warmup_steps=warmup, eval_every=steps // 10
+        )
 
 
 def get_config(quick: bool = False) -> Config:
@@ -98,12 +137,28 @@ def get_config(quick: bool = False) -> Config:
         depths=(2,),
         train=train,
         fit=tuning.FitConfig(steps=200, batch_size=256),
+        selection_tasks=300,
         eval_tasks=300,
         iterate_depth=4,
         recurrent_contexts=(10,),
-        recurrent_batch_sizes=(64,),
-        recurrent_steps=200,
+        context_steps=(200,),
+        context_train=dataclasses.replace(train, batch_size=64),
         softmax_heads=(1,),
+    )
+
+
+def get_paper_config() -> Config:
+    """von Oswald et al.'s budget: 50,000 steps at batch 2048, Adam 1e-3 (5e-4 for K >= 3) at
+    a constant rate; 5000 steps at batch 2048 for the N sweep: 133 and 7 times the prompts of
+    the full config, for an accelerator."""
+    paper = TrainConfig(
+        steps=50_000, batch_size=2048, learning_rate=1e-3, eval_every=2500, num_seeds=10
+    )
+    return Config(
+        train=paper,
+        deep_learning_rate=5e-4,
+        context_steps=(5000,) * 4,
+        context_train=dataclasses.replace(paper, steps=5000, eval_every=500),
     )
 
 
@@ -112,19 +167,22 @@ def _lsa(config: Config, task: TaskConfig, num_layers: int = 1, shared: bool = F
     return make_model(task, ModelConfig(**sizes, init=config.init))
 
 
-def _depth_study(config: Config, prompts, tokens, key_fit, options) -> tuple[dict, dict]:
-    """Per-layer and recurrent K-layer models against their fitted GD and GD++, every K."""
+def _depth_study(config: Config, prompts, tokens, ladders, options) -> tuple[dict, dict]:
+    """Per-layer and recurrent K-layer models against their tuned GD and GD++, every K."""
     rows, arrays = {}, {}
     for num_layers in config.depths:
+        train_k = config.train
+        if num_layers >= 3:
+            train_k = dataclasses.replace(train_k, learning_rate=config.deep_learning_rate)
         for kind in KINDS:
             tag = f"{kind}_K{num_layers}"
-            key = jax.random.fold_in(jax.random.fold_in(key_fit, num_layers), KINDS.index(kind))
+            fitted = ladders[kind][num_layers - 1]
             model = _lsa(config, config.task, num_layers, kind == "recurrent")
-            result, fitted, cmp = layerwise.train_against_constructions(
-                model, config.task, config.train, config.fit, key, prompts, tokens,
-                options.stage(tag),
-            )  # fmt: skip
+            result, record, cmp = layerwise.train_against_constructions(
+                model, config.task, train_k, fitted, prompts, tokens, options.stage(tag)
+            )
             rows[tag] = {"kind": kind, "K": num_layers} | layerwise.comparison_table(cmp, fitted)
+            rows[tag] |= _converged_rows(cmp, record)
             arrays |= layerwise.comparison_arrays(cmp, f"{tag}_")
             arrays |= {f"{tag}_eval_loss": result.eval_metrics["loss"]}
             arrays["eval_steps"] = result.eval_steps
@@ -137,20 +195,36 @@ def _depth_study(config: Config, prompts, tokens, key_fit, options) -> tuple[dic
     return rows, arrays
 
 
+def _converged_rows(comparison: dict, record: dict) -> dict:
+    """converged/total and the trained loss over the converged seeds only."""
+    return {
+        "converged": f"{record['converged']}/{record['total']}",
+        "trained_loss_converged": converged_seed_stats(comparison["trained_loss"], record),
+    }
+
+
 def _context_study(config: Config, key_sweep, options) -> tuple[dict, dict]:
-    """Recurrent models at each context length N, with their fitted and implied GD++ (η, γ)."""
+    """Recurrent models at each context length N, with their tuned and implied GD++ (η, γ)."""
     rows, arrays = {}, {}
-    for n_ctx, batch in zip(config.recurrent_contexts, config.recurrent_batch_sizes, strict=True):
+    for n_ctx in config.recurrent_contexts:
         task = dataclasses.replace(config.task, n_context=n_ctx)
         key = jax.random.fold_in(key_sweep, n_ctx)
-        prompts, tokens = layerwise.held_out_batch(key, task, config.eval_tasks)
-        train_n = dataclasses.replace(config.train, batch_size=batch, steps=config.recurrent_steps)
-        result, fitted, cmp = layerwise.train_against_constructions(
-            _lsa(config, task, config.recurrent_depth, True), task, train_n, config.fit, key,
-            prompts, tokens, options.stage(f"recurrent_N{n_ctx}"),
+        key_eval, key_select, key_fit = jax.random.split(key, 3)
+        prompts, tokens = layerwise.held_out_batch(key_eval, task, config.eval_tasks)
+        selection = sample_batch(key_select, task, config.selection_tasks)
+        fitted = tuning.fit_gd_and_gdpp_ladder(
+            task, config.recurrent_depth, "recurrent", key_fit, config.fit, selection
+        )[-1]
+        model = _lsa(config, task, config.recurrent_depth, True)
+        result, record, cmp = layerwise.train_against_constructions(
+            model, task, config.context_train_at(n_ctx), fitted, prompts, tokens,
+            options.stage(f"recurrent_N{n_ctx}"),
         )  # fmt: skip
-        rows[str(n_ctx)] = layerwise.recurrent_gdpp_table(cmp, fitted, result.params, task.d, n_ctx)
+        rows[str(n_ctx)] = layerwise.recurrent_gdpp_table(
+            cmp, fitted, result.params, task.d, n_ctx, record
+        )
         arrays[f"recurrent_N{n_ctx}_eval_loss"] = result.eval_metrics["loss"]
+        arrays[f"recurrent_N{n_ctx}_eval_steps"] = result.eval_steps
     return rows, arrays
 
 
@@ -170,7 +244,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     start, options, task = time.time(), options or RunOptions(), config.task
     key_eval, key_fit, key_sweep = jax.random.split(jax.random.key(config.eval_seed), 3)
     prompts, tokens = layerwise.held_out_batch(key_eval, task, config.eval_tasks)
-    per_depth, arrays = _depth_study(config, prompts, tokens, key_fit, options)
+    selection = sample_batch(jax.random.fold_in(key_fit, 1), task, config.selection_tasks)
+    ladders = tuning.fit_ladders(task, max(config.depths), KINDS, key_fit, config.fit, selection)
+    per_depth, arrays = _depth_study(config, prompts, tokens, ladders, options)
     by_context, context_arrays = _context_study(config, key_sweep, options)
     softmax, softmax_arrays = _softmax_study(config, prompts, options)
     lsa = _lsa(config, task)

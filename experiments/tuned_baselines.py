@@ -84,20 +84,10 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     selection = sample_batch(jax.random.fold_in(key, 1), task, config.selection_tasks)
     held_out = sample_batch(jax.random.fold_in(key, 2), task, config.eval_tasks)
     by_kind, arrays = {}, {"K": np.arange(1, config.max_steps + 1)}
-    ladders = {}
-    # The shared-scalar family first: its solutions are starts of the per-step one, which
-    # contains it, so per-step scalars are never worse on the selection set.
-    for i, kind in sorted(enumerate(config.kinds), key=lambda item: item[1] != "recurrent"):
-        ladders[kind] = ladder = tuning.fit_gd_and_gdpp_ladder(
-            task,
-            config.max_steps,
-            kind,
-            jax.random.fold_in(key, 10 + i),
-            config.fit,
-            selection,
-            config.eta_scales,
-            also_from=ladders.get("recurrent"),
-        )
+    ladders = tuning.fit_ladders(
+        task, config.max_steps, config.kinds, key, config.fit, selection, config.eta_scales
+    )
+    for kind, ladder in ladders.items():
         rows = []
         for k, rung in enumerate(ladder, start=1):
             gd, gdpp = tuning.gd_and_gdpp_learners(kind, k)

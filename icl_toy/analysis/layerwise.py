@@ -1,7 +1,7 @@
 """Deep LSA stacks read out layer by layer, beside their tuned GD and GD++ constructions.
 
 von Oswald et al. (arXiv 2212.07677, §4) compare K trained LSA layers with K steps of GD and
-GD++ whose scalars are tuned on their own loss (`tuning.fit_gd_and_gdpp`) and built as LSA
+GD++ whose scalars are tuned on their own loss (`tuning.fit_gd_and_gdpp_ladder`) and built as LSA
 weights (`constructions.gd_weights`, `gdpp_weights`). On one held-out batch shared by every
 model this module gives the half-MSE of the readout after every layer, the cosine of the
 query sensitivities ∂ŷ/∂x_q, a shared-weight layer iterated past its training depth with
@@ -17,14 +17,14 @@ import jax
 import numpy as np
 
 from icl_toy.analysis import alignment, metrics
-from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.analysis.stats import converged_seed_stats, mean_ci, seed_stats
 from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights, gdpp_weights
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import LSATransformer, attention_products, iterate_layer
 from icl_toy.core.predictors import SeededPredictor
 from icl_toy.core.tasks import Prompt, TaskConfig, prompt_tokens, sample_batch
-from icl_toy.training import tuning
+from icl_toy.training import convergence, tuning
 from icl_toy.training.train import RunOptions, TrainConfig, TrainResult, train_held_out
 
 
@@ -82,6 +82,11 @@ def gd_and_gdpp_constructions(model: LSATransformer, fitted: dict, n: int) -> tu
     return gd_params, gdpp_params
 
 
+def _scalars(theta: dict) -> dict:
+    """A fitted learner's θ without its fit record ("chosen", losses, Adam rates)."""
+    return {"eta": theta["eta"], "gamma": theta["gamma"]}
+
+
 def compare_with_constructions(
     model: LSATransformer, params_S, fitted: dict, prompts: Prompt, tokens_BxTxE: jax.Array
 ) -> dict:
@@ -121,7 +126,7 @@ def compare_with_constructions(
             layer_losses(model, gdpp_params, tokens_BxTxE, prompts.y_q)
         ),
         "gdpp_explicit_loss": float(
-            tuning.learner_half_mse(explicit_gdpp, fitted["gdpp"], prompts)
+            tuning.learner_half_mse(explicit_gdpp, _scalars(fitted["gdpp"]), prompts)
         ),
         "gdpp_params": gdpp_params,
         "ols_loss": ols_half_mse(prompts),
@@ -157,8 +162,14 @@ def comparison_table(comparison: dict, fitted: dict) -> dict:
         "gd_eta": fitted["gd"]["eta"],
         "gdpp_eta": fitted["gdpp"]["eta"],
         "gdpp_gamma": fitted["gdpp"]["gamma"],
-        "fit_learning_rates": {name: fitted[name]["fit_learning_rate"] for name in ("gd", "gdpp")},
+        "fit": {name: _fit_record(fitted[name]) for name in ("gd", "gdpp")},
     }
+
+
+def _fit_record(theta: dict) -> dict:
+    """How a fitted learner was chosen: its Adam rate, or its start and selection loss."""
+    keys = ("fit_learning_rate", "chosen", "held_out_loss")
+    return {key: theta[key] for key in keys if key in theta}
 
 
 def damped_iteration_curves(
@@ -175,24 +186,23 @@ def train_against_constructions(
     model: LSATransformer,
     task: TaskConfig,
     train_config: TrainConfig,
-    fit: tuning.FitConfig,
-    key: jax.Array,
+    fitted: dict,
     prompts: Prompt,
     tokens_BxTxE: jax.Array,
     options: RunOptions | None = None,
 ) -> tuple[TrainResult, dict, dict]:
-    """Fit K-step GD and GD++ for `model`, train its S seeds, and compare them.
+    """Train `model`'s S seeds and compare them with its tuned K-step GD and GD++.
 
-    The scalars are per step for a per-layer model and shared for a recurrent one
-    (`tuning.fit_gd_and_gdpp` with `key`); training records the held-out half-MSE on
-    `prompts` ("loss"). Returns the training result, the fitted scalars and
-    `compare_with_constructions` of the final params.
+    `fitted` holds the tuned scalars, {"gd": θ, "gdpp": θ} (a rung of
+    `tuning.fit_gd_and_gdpp_ladder`, or `tuning.fit_gd_and_gdpp`), per step for a per-layer
+    model and shared for a recurrent one; training records the held-out half-MSE on
+    `prompts` ("loss"). Returns the training result, its convergence record (gap against
+    the GD++ construction's loss) and `compare_with_constructions` of the final params.
     """
-    kind = "recurrent" if model.shared_weights else "per_layer"
-    fitted = tuning.fit_gd_and_gdpp(task, model.num_layers, kind, key, fit)
     result = train_held_out(model, task, train_config, prompts, options)
     comparison = compare_with_constructions(model, result.params, fitted, prompts, tokens_BxTxE)
-    return result, fitted, comparison
+    record = convergence.convergence_record(result, reference=comparison["gdpp_loss"])
+    return result, record, comparison
 
 
 def gd_and_gdpp_metrics(
@@ -233,11 +243,15 @@ def ols_half_mse(prompts: Prompt) -> float:
     return float(half_mse(jax.vmap(learners.ols)(prompts), prompts.y_q))
 
 
-def recurrent_gdpp_table(comparison: dict, fitted: dict, params_S, d: int, n: int) -> dict:
+def recurrent_gdpp_table(
+    comparison: dict, fitted: dict, params_S, d: int, n: int, record: dict
+) -> dict:
     """A recurrent model's fitted GD++ scalars beside those its seeds imply, with the losses.
 
     "gdpp_eta", "gdpp_gamma": the fitted shared scalars; "trained_eta", "trained_gamma":
-    `seed_stats` of `implied_recurrent_gdpp`; the losses and cosines of `comparison_table`.
+    `seed_stats` of `implied_recurrent_gdpp` over all seeds, and "..._converged" over the
+    seeds that `record` (the run's convergence record) marks converged; "converged":
+    "k/n"; the losses and cosines of `comparison_table`.
     """
     eta, gamma = implied_recurrent_gdpp(params_S["params"], d, n)
     table = comparison_table(comparison, fitted)
@@ -246,6 +260,11 @@ def recurrent_gdpp_table(comparison: dict, fitted: dict, params_S, d: int, n: in
         "gdpp_gamma": float(fitted["gdpp"]["gamma"]),
         "trained_eta": seed_stats(eta),
         "trained_gamma": seed_stats(gamma),
+        "trained_eta_per_seed": eta,
+        "trained_gamma_per_seed": gamma,
+        "trained_eta_converged": converged_seed_stats(eta, record),
+        "trained_gamma_converged": converged_seed_stats(gamma, record),
+        "converged": f"{record['converged']}/{record['total']}",
     } | {
         name: table[name]
         for name in ("trained_loss", "gd_loss", "gdpp_loss", "ols_loss", "cos_gdpp", "cos_gd")

@@ -126,3 +126,13 @@ def sign_flip_p_value(
         random_state=np.random.default_rng(seed),
     )
     return float(result.pvalue)
+
+
+def converged_seed_stats(values: np.ndarray, record: dict) -> dict[str, float] | None:
+    """`seed_stats` over the seeds that a convergence record (`training.convergence`) marks
+    converged, in seed order; None when none did."""
+    mask = np.array([seed["converged"] for seed in record["per_seed"]], dtype=bool)
+    values = np.asarray(values, dtype=float)
+    if mask.shape != values.shape[:1]:
+        raise ValueError(f"{mask.size} convergence records for {values.shape[0]} seeds")
+    return seed_stats(values[mask]) if mask.any() else None

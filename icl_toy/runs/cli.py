@@ -1,7 +1,7 @@
 """The `icl-toy` command: list, run, plot and reproduce experiments.
 
     icl-toy list
-    icl-toy run NAME [--quick] [--seeds S] [--set key=value ...] [--out DIR]
+    icl-toy run NAME [--quick | --paper] [--seeds S] [--set key=value ...] [--out DIR]
                      [--resume | --rerun | --fresh] [--quiet] [--sweep key=v1,v2,... ...]
     icl-toy plot NAME --from DIR
     icl-toy reproduce [--quick] [--out DIR] [--fresh] [NAME ...]
@@ -28,18 +28,30 @@ from icl_toy.training.train import NonFiniteLossError
 FIGURES = Path("figures")
 
 
-def default_out_dir(quick: bool) -> Path:
-    """figures/ for full runs, figures/quick/ (not committed) for quick ones."""
-    return FIGURES / "quick" if quick else FIGURES
+def default_out_dir(quick: bool, paper: bool = False) -> Path:
+    """figures/ for full runs, figures/quick/ (not committed) for quick ones, figures/paper/
+    for the papers' own budgets."""
+    return FIGURES / "quick" if quick else FIGURES / "paper" if paper else FIGURES
 
 
-def resolve_config(name: str, quick: bool, seeds: int | None, overrides: list[str]):
-    """The experiment's config after --quick, --seeds and --set, validated.
+def paper_config(name: str):
+    """The study's config at the paper's own budget (`get_paper_config`), for an accelerator."""
+    module = get_experiment(name)
+    if not hasattr(module, "get_paper_config"):
+        having = [n for n in EXPERIMENTS if hasattr(get_experiment(n), "get_paper_config")]
+        raise ValueError(f"{name} has no paper config (studies with one: {', '.join(having)})")
+    return module.get_paper_config()
+
+
+def resolve_config(
+    name: str, quick: bool, seeds: int | None, overrides: list[str], paper: bool = False
+):
+    """The experiment's config after --quick or --paper, --seeds and --set, validated.
 
     Bad names, keys, values and configs exit with a one-line message before any compute.
     """
     try:
-        config = get_experiment(name).get_config(quick)
+        config = paper_config(name) if paper else get_experiment(name).get_config(quick)
         if seeds is not None:
             overrides = [f"train.num_seeds={seeds}", *overrides]
         config = apply_overrides(config, overrides)
@@ -52,7 +64,13 @@ def resolve_config(name: str, quick: bool, seeds: int | None, overrides: list[st
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="the shrunk config (seconds)")
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="the shrunk config (seconds)")
+    preset.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's own budget (an accelerator's hours; results in figures/paper/)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="number of vmapped seeds")
     parser.add_argument(
         "--set",
@@ -66,7 +84,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help="results directory (default figures/, --quick: figures/quick/)",
+        help="results directory (default figures/; --quick: figures/quick/; --paper: "
+        "figures/paper/)",
     )
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
@@ -99,7 +118,8 @@ def _command(args, overrides: list[str]) -> str:
     """The `icl-toy run` command line of `args`, resumed, with `overrides` replacing theirs."""
     keys = {o.partition("=")[0] for o in overrides}
     kept = [o for o in args.overrides if o.partition("=")[0] not in keys]
-    parts = ["icl-toy", "run", args.name, *(["--quick"] if args.quick else [])]
+    preset = ["--quick"] if args.quick else ["--paper"] if args.paper else []
+    parts = ["icl-toy", "run", args.name, *preset]
     parts += [] if args.seeds is None else ["--seeds", str(args.seeds)]
     parts += [] if args.out is None else ["--out", str(args.out)]
     parts += [w for o in [*kept, *overrides] for w in ("--set", o)]
@@ -124,8 +144,8 @@ def _diverged(args, config, error: NonFiniteLossError) -> SystemExit:
 
 
 def _run(args) -> None:
-    config = resolve_config(args.name, args.quick, args.seeds, args.overrides)
-    out_dir = args.out or default_out_dir(args.quick)
+    config = resolve_config(args.name, args.quick, args.seeds, args.overrides, args.paper)
+    out_dir = args.out or default_out_dir(args.quick, args.paper)
     if args.sweep:
         try:
             axes = parse_sweep(args.sweep)

@@ -23,7 +23,7 @@ import optax
 from icl_toy.core.losses import half_mse
 from icl_toy.core.models import ModelConfig, check_params
 from icl_toy.core.tasks import Prompt, TaskConfig, batch_at_step, prompt_tokens
-from icl_toy.training import convergence
+from icl_toy.training import convergence, nulls
 from icl_toy.training.checkpoints import Checkpoints
 
 
@@ -401,15 +401,21 @@ def train(
     lrs = [cfg.learning_rate] if learning_rates is None else list(learning_rates)
     if not all(np.isfinite(lr) and lr > 0 for lr in lrs):
         raise ValueError(f"learning rates must be finite and > 0, got {lrs}")
+    keys = seed_keys(cfg, seeds)
+    runs = len(lrs) * keys.shape[0]
+    run_keys = jnp.tile(keys, len(lrs))
+    run_lrs = jnp.repeat(jnp.asarray(lrs, jnp.float32), keys.shape[0])
+    # Under a null model (`nulls.replacing`) the recorded run comes back with null params.
+    null = nulls.replaced(
+        lambda: jax.tree.map(np.asarray, trainer.init(run_keys, run_lrs)[0].params)
+    )
+    if null is not None:
+        return null
     if checkpoints is not None and not options.resume and checkpoints.latest() is not None:
         raise ValueError(
             f"{options.checkpoint_dir} already holds checkpoints; resume them "
             "(RunOptions.resume) or remove the folder to start over"
         )
-    keys = seed_keys(cfg, seeds)
-    runs = len(lrs) * keys.shape[0]
-    run_keys = jnp.tile(keys, len(lrs))
-    run_lrs = jnp.repeat(jnp.asarray(lrs, jnp.float32), keys.shape[0])
 
     def place(tree):
         """Spread the leading run axis over the devices (shard='runs'); jit follows it."""
@@ -483,6 +489,7 @@ def train(
         eval_metrics=dict(history["evals"]),
     )
     convergence.report(result, options.checkpoint_dir)
+    nulls.record(result)
     return result
 
 

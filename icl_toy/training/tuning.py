@@ -385,3 +385,33 @@ def fit_gd_and_gdpp_ladder(
         }
         ladder.append(previous)
     return ladder
+
+
+def fit_ladders(
+    task: TaskConfig,
+    max_steps: int,
+    kinds: Sequence[str],
+    key: jax.Array,
+    fit: FitConfig,
+    held_out: Prompt,
+    eta_scales: Sequence[float] = (0.5, 1.0, 1.5),
+) -> dict[str, list[dict]]:
+    """`fit_gd_and_gdpp_ladder` of every kind in `kinds`, {kind: ladder} in fitting order.
+
+    The shared-scalar ("recurrent") family is fitted first and its solutions are starts of
+    the per-step one, which contains it: per-step scalars are then never worse on
+    `held_out`. Each kind's fit key is `key` folded with the kind's index in `kinds`.
+    """
+    ladders: dict[str, list[dict]] = {}
+    for i, kind in sorted(enumerate(kinds), key=lambda item: item[1] != "recurrent"):
+        ladders[kind] = fit_gd_and_gdpp_ladder(
+            task,
+            max_steps,
+            kind,
+            jax.random.fold_in(key, 10 + i),
+            fit,
+            held_out,
+            eta_scales,
+            also_from=ladders.get("recurrent"),
+        )
+    return ladders
