@@ -312,12 +312,15 @@ class DeepLSAConfig:
     num_layers: int = 2  # K
     # The sparse GD init (`GDSparsityLSA`): from the dense one a seed sat on a plateau (`Config`).
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
+    # The study's recipe for K = 2 (`Config.train`), 10 seeds.
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=3000, batch_size=256, learning_rate=2e-3, eval_every=500, num_seeds=5
-        )
+        default_factory=lambda: dataclasses.replace(Config().train, eval_every=500)
     )
-    fit: tuning.FitConfig = dataclasses.field(default_factory=tuning.FitConfig)
+    # Tuned GD and GD++ from the K = 1..K ladder, chosen on `eval_tasks` selection tasks
+    # drawn apart from the evaluation ones.
+    fit: tuning.FitConfig = dataclasses.field(
+        default_factory=lambda: tuning.FitConfig(steps=1000, batch_size=256)
+    )
     eval_tasks: int = 4000
     eval_seed: int = 20_001
 
@@ -343,7 +346,9 @@ def _measure_deep_lsa(config: DeepLSAConfig, options) -> dict[str, np.ndarray]:
     model = make_model(config.task, ModelConfig(num_layers=k, init=config.init))
     model_pred, _ = train_seeded(model, config.task, config.train, options, "deep_lsa")
     key_fit, key_eval = jax.random.split(eval_key(config.eval_seed))
-    fitted = tuning.fit_gd_and_gdpp(config.task, k, "per_layer", key_fit, config.fit)
+    selection = sample_batch(jax.random.fold_in(key_fit, 1), config.task, config.eval_tasks)
+    ladders = tuning.fit_ladders(config.task, k, KINDS, key_fit, config.fit, selection)
+    fitted = ladders["per_layer"][-1]
     m = layerwise.gd_and_gdpp_metrics(
         model_pred, config.task, fitted, key=key_eval, num_tasks=config.eval_tasks
     )

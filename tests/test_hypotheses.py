@@ -117,6 +117,12 @@ def test_a_claim_the_data_contradicts_is_not_supported():
     # Ten seeds: no seed caveat; the training's convergence record is kept with the entry.
     assert not any("seeds (fewer than" in note for note in entry["caveats"])
     assert [r["total"] for r in entry["convergence"].values()] == [10]
+    # Beside it, the same statistic on untrained and on permuted weights: far from GD.
+    for kind in ("untrained", "permuted"):
+        null = criterion["nulls"][kind]
+        assert len(null["per_seed"]) == 10 and null["interval"]["low"] > t["high"]
+        # On the claimed side of chance, though not past the claim's threshold.
+        assert null["beyond"]
 
 
 def _study(name: str, declared) -> types.ModuleType:

@@ -57,5 +57,5 @@ def test_paired_difference_is_the_interval_of_per_seed_differences():
 def test_interval_text_and_verdict_note():
     assert interval_text(LOWER) == "-1.00e+00 [-1.50e+00, -5.00e-01]"
     assert interval_text(HIGHER, "+.3f") == "+1.000 [+0.500, +1.500]"
-    assert verdict_note(["a.", "b."], "X", True, "c") == "a. b. X holds here (c)."
-    assert verdict_note([], "X", False, "c") == " X does not hold here (c)."
+    assert verdict_note(["a.", "b."], "X", True, "c") == "a. b. X holds here: c."
+    assert verdict_note([], "X", False, "c") == "X does not hold here: it would need c."

@@ -90,6 +90,12 @@ def interval_text(record: dict, spec: str = "+.2e") -> str:
 
 
 def verdict_note(lines: list[str], claim: str, holds: bool, condition: str) -> str:
-    """A closing note: the `lines`, then whether `claim` holds here, judged by `condition`."""
-    verdict = "holds" if holds else "does not hold"
-    return " ".join(lines) + f" {claim} {verdict} here ({condition})."
+    """A closing note: the `lines`, then whether `claim` holds here, judged by `condition`.
+
+    The condition is stated as met ("holds here: C.") or as what was needed ("does not hold
+    here: it would need C."), never as a finding when it was not met.
+    """
+    verdict = (
+        f"holds here: {condition}" if holds else f"does not hold here: it would need {condition}"
+    )
+    return " ".join([*lines, f"{claim} {verdict}."])

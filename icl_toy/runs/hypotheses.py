@@ -23,6 +23,13 @@ had not converged (`icl_toy.training.convergence`: every `train` inside the meas
 recorded), carries a caveat in the entry's `caveats`, printed beside the verdict: such a
 verdict is not a result to cite.
 
+**Nulls.** Every criterion is reported beside the same statistic measured on null models
+(`icl_toy.training.nulls`): the measure is run again with each trained model replaced by
+its seeds' initial weights ("untrained") and by its trained weights with the entries of
+every array shuffled ("permuted"), nothing retrained. A null's "beyond" says the trained
+t-interval lies on the claimed side of the null's; a supported criterion that is not
+beyond a null carries a caveat (what chance also gives is not evidence of learning).
+
 **Where hypotheses live.** A hypothesis belongs to a study: an experiment module may define
 `HYPOTHESES: tuple[Hypothesis, ...]`, its configs and measures beside its `run`, built from
 `train_seeded`, `eval_key` and `require_seeds` below. `registry()` imports every study of
@@ -56,7 +63,7 @@ from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs import guard, runner
 from icl_toy.runs.plotting import interval_errors, save_figure
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
-from icl_toy.training import convergence
+from icl_toy.training import convergence, nulls
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "hypotheses"
@@ -102,6 +109,7 @@ class Hypothesis:
 
 # Fewer seeds than this and a verdict is labelled as resting on too few.
 MIN_SEEDS = 10
+NULL_SEED = 7  # root key of the permuted-weights null
 
 
 def judge(criterion: Criterion, values: np.ndarray) -> dict[str, Any]:
@@ -140,8 +148,27 @@ def judge(criterion: Criterion, values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def judge_null(criterion: Criterion, trained: dict, values: np.ndarray) -> dict[str, Any]:
+    """The criterion's statistic under a null model beside the trained one's.
+
+    Returns "per_seed", "interval" (Student-t) and "beyond": whether the trained t-interval
+    lies entirely on the claimed side of the null's (False where either is not finite).
+    """
+    values = np.asarray(values, dtype=float)
+    nan = float("nan")
+    ci = mean_ci(values) if np.isfinite(values).all() else interval(nan, nan, nan, "t", values.size)
+    t = trained["interval"]
+    if criterion.direction == ">":
+        beyond = t["low"] > ci["high"]
+    else:
+        beyond = t["high"] < ci["low"]
+    finite = np.isfinite([t["low"], t["high"], ci["low"], ci["high"]]).all()
+    return {"per_seed": values.tolist(), "interval": ci, "beyond": bool(finite and beyond)}
+
+
 def caveats(criteria: Sequence[dict], runs: dict[str, dict]) -> list[str]:
-    """What keeps a verdict from being citable: too few seeds, unconverged training."""
+    """What keeps a verdict from being citable: too few seeds, unconverged training, a
+    supported criterion that its null models reach too."""
     notes = []
     seeds = min((len(c["per_seed"]) for c in criteria), default=0)
     if seeds < MIN_SEEDS:
@@ -149,6 +176,10 @@ def caveats(criteria: Sequence[dict], runs: dict[str, dict]) -> list[str]:
     for stage, record in runs.items():
         if record["converged"] < record["total"]:
             notes.append(f"{record['converged']}/{record['total']} seeds converged in {stage}")
+    for c in criteria:
+        for kind, null in (c.get("nulls") or {}).items():
+            if c["verdict"] == "supported" and not null["beyond"]:
+                notes.append(f"{c['statistic']} is not beyond its {kind} null")
     return notes
 
 
@@ -166,12 +197,27 @@ def run_hypothesis(
 ) -> dict[str, Any]:
     """Measure one hypothesis at `config` and judge every criterion."""
     start = time.perf_counter()
-    with convergence.collect(options and options.checkpoint_dir) as runs:
+    with (
+        convergence.collect(options and options.checkpoint_dir) as runs,
+        nulls.recording() as trained,
+    ):
         values = hypothesis.measure(config, options)
     missing = [c.statistic for c in hypothesis.criteria if c.statistic not in values]
     if missing:
         raise ValueError(f"{hypothesis.name}: the measure returned no {missing}")
-    criteria = [judge(c, values[c.statistic]) for c in hypothesis.criteria]
+    # The same measure on null weights (`training.nulls`): what each statistic is by chance.
+    null_values = {}
+    for kind in nulls.KINDS if trained else ():
+        with nulls.replacing(kind, trained, jax.random.key(NULL_SEED)):
+            null_values[kind] = hypothesis.measure(config, options)
+    criteria = []
+    for c in hypothesis.criteria:
+        verdict = judge(c, values[c.statistic])
+        if null_values:
+            verdict["nulls"] = {
+                kind: judge_null(c, verdict, v[c.statistic]) for kind, v in null_values.items()
+            }
+        criteria.append(verdict)
     return {
         "name": hypothesis.name,
         "claim": hypothesis.claim,
@@ -320,23 +366,36 @@ def format_table(entries: dict[str, dict], names: Sequence[str] | None = None) -
     names = list(entries) if names is None else list(names)
     header = (
         f"{'hypothesis / criterion':<36} {'mean':>10} {'t 95% CI':>22} {'bootstrap 95% CI':>22} "
-        f"{'claim':>9} {'sign-flip p':>11}  verdict"
+        f"{'claim':>9} {'sign-flip p':>11} {'untrained / permuted null':>25}  verdict"
     )
     lines = [header, "-" * len(header)]
     for name in names:
         entry = entries[name]
         notes = entry.get("caveats") or []
         label = entry["verdict"].upper() + (f"  ({'; '.join(notes)})" if notes else "")
-        lines.append(f"{name:<36} {'':>10} {'':>22} {'':>22} {'':>9} {'':>11}  {label}")
+        lines.append(f"{name:<36} {'':>10} {'':>22} {'':>22} {'':>9} {'':>11} {'':>25}  {label}")
         for c in entry["criteria"]:
             t, boot = c["interval"], c["bootstrap_interval"]
             bounds = [f"[{_number(r['low']):.4g}, {_number(r['high']):.4g}]" for r in (t, boot)]
             claim = f"{c['direction']} {c['threshold']:g}"
             lines.append(
                 f"  {c['statistic']:<34} {_number(t['mean']):>10.4g} {bounds[0]:>22} "
-                f"{bounds[1]:>22} {claim:>9} {_number(c['sign_flip_p']):>11.3g}  {c['verdict']}"
+                f"{bounds[1]:>22} {claim:>9} {_number(c['sign_flip_p']):>11.3g} "
+                f"{_null_means(c):>25}  {c['verdict']}"
             )
     return "\n".join(lines)
+
+
+def _null_means(criterion: dict) -> str:
+    """'0.12 / 0.034' (an asterisk where the trained interval is not beyond the null)."""
+    nulls_ = criterion.get("nulls")
+    if not nulls_:
+        return "—"
+    parts = []
+    for kind in nulls.KINDS:
+        null = nulls_[kind]
+        parts.append(f"{_number(null['interval']['mean']):.3g}{'' if null['beyond'] else '*'}")
+    return " / ".join(parts)
 
 
 _COLOURS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:orange"}
@@ -377,7 +436,8 @@ def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
         ax.set_yticks([])
         ax.set_title(
             f"{name}: {c['statistic']} {c['direction']} {c['threshold']:g}  →  {c['verdict']}"
-            f"  (sign-flip p = {_number(c['sign_flip_p']):.3g})",
+            f"  (sign-flip p = {_number(c['sign_flip_p']):.3g}; null means, untrained / "
+            f"permuted: {_null_means(c)})",
             fontsize=8,
             loc="left",
             color=colour,

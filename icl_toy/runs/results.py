@@ -94,7 +94,8 @@ def to_json_text(summary: dict[str, Any]) -> str:
 
 
 def git_commit() -> str | None:
-    """The current git commit of the source tree, or None outside a checkout."""
+    """The current git commit of the source tree ("<sha>-dirty" when tracked files have
+    uncommitted changes), or None outside a checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -104,9 +105,19 @@ def git_commit() -> str | None:
             timeout=5,
             check=True,
         )
+        # Uncommitted changes to tracked files: the commit alone does not name the code.
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    return (commit + "-dirty" if dirty else commit) or None
 
 
 def save_results(out_dir: str | os.PathLike, name: str, results: Results) -> None:
