@@ -46,8 +46,18 @@ class LayerConfig:
     task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)  # training prompts
     # init "gd_sparsity": random init with the GD construction's zero blocks; "dense": fan-in.
     model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig(init="gd_sparsity"))
+    # The recipe (warmup, cosine decay to 0 from 3e-3), 10 seeds: with it the hypothesis
+    # `anisotropic_preconditioned` had every seed converged at R²(Γ, Γ*) = 0.99995.
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(steps=3000, batch_size=1024, eval_every=100)
+        default_factory=lambda: TrainConfig(
+            steps=3000,
+            batch_size=1024,
+            learning_rate=3e-3,
+            schedule="warmup_cosine",
+            warmup_steps=150,
+            eval_every=100,
+            num_seeds=10,
+        )
     )
 
     def __post_init__(self):
