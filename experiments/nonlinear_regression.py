@@ -3,8 +3,7 @@
     icl-toy run nonlinear_regression           # or python -m experiments.nonlinear_regression
     icl-toy run nonlinear_regression --quick   # shrunk config, ~1 min (compile-bound)
 
-Full: 3 seeds x 2 models x 3000 steps of 512 tasks, 2.5 min on 2 CPU cores (measured with
-other jobs sharing them).
+Full: 10 seeds x 2 models x 3000 steps of 512 tasks, ~8 min on 2 CPU cores.
 
 THEORY §1, Proposition 2. On sine tasks y = a·sin(x + ρ), x ~ U(-5, 5), a ~ U(0.1, 5) and
 ρ ~ U(0, π) drawn independently, N = 10 (`icl_toy.core.nonlinear.SineTaskConfig`), trains with the
@@ -48,7 +47,7 @@ from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, train_each_held_out
 
 NAME = "nonlinear_regression"
-RUNTIME = {"full": "~2.5 min", "quick": "~1 min"}  # on a 2-core CPU
+RUNTIME = {"full": "~8 min", "quick": "~1 min"}  # on a 2-core CPU
 MODELS = ("mlp_lsa", "mlp_gd")
 
 
@@ -59,9 +58,17 @@ class Config:
     # (the sine family needs only the two features sin x and cos x).
     embed_dim: int = 32  # F, the feature width
     hidden_size: int = 32  # hidden units of the residual GELU MLP
+    # The recipe: warmup, then cosine decay to 0 from 2e-3; at a constant 2e-3 a seed's
+    # held-out loss still oscillated between 0.217 and 0.292 at the end. 10 seeds.
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
-            steps=3000, batch_size=512, learning_rate=2e-3, eval_every=100, num_seeds=3
+            steps=3000,
+            batch_size=512,
+            learning_rate=2e-3,
+            schedule="warmup_cosine",
+            warmup_steps=150,
+            eval_every=100,
+            num_seeds=10,
         )
     )
     eval_tasks: int = 2000  # held-out tasks for every loss
