@@ -9,6 +9,7 @@ import pytest
 from helpers import assert_config_matches
 from icl_toy.experiments import multi_layer_gdpp, single_layer_gd
 
+from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.models import ModelConfig
 from icl_toy.runs.results import load_results, to_jsonable
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment
@@ -116,3 +117,54 @@ def test_multi_layer_gdpp_plots_the_committed_full_results(tmp_path):
     results = load_results(ROOT / "figures", "multi_layer_gdpp")
     multi_layer_gdpp.plot(results, tmp_path)
     assert (tmp_path / "multi_layer_gdpp.png").stat().st_size > 0
+
+
+# Studies whose committed full run predates the convergence record (rerun them to add it).
+WITHOUT_RECORD = {
+    "forward_only",
+    "learning_curves",
+    "momentum_attention",
+    "standard_tokens",
+    "which_algorithm",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="rerun pending"))
+        if n in WITHOUT_RECORD
+        else n
+        for n in EXPERIMENTS
+    ],
+)
+def test_committed_run_carries_a_consistent_convergence_record(name):
+    """Every training run of the committed study has one record per seed, and each seed's
+    flag and the converged/total counts follow from the saved fields by the criterion."""
+    saved = json.loads((ROOT / "figures" / f"{name}.json").read_text())
+    assert "convergence" in saved, f"{name}: no convergence record; rerun `icl-toy run {name}`"
+    for stage, record in saved["convergence"].items():
+        flags = []
+        for seed in record["per_seed"]:
+            change = seed["relative_change"]
+            steady = change is not None and abs(change) <= seed["change_tolerance"]
+            flag = seed["finite"] and seed["left_plateau"] and not seed["spiked"] and steady
+            assert seed["converged"] == flag, (stage, seed)
+            flags.append(flag)
+        assert (record["converged"], record["total"]) == (sum(flags), len(flags)), stage
+
+
+def test_committed_single_layer_gd_summaries_and_claims():
+    """The committed run's summaries are its per-seed values, and von Oswald et al.'s claim
+    holds on them: every seed converged, the relative loss gap to GD(η*) is below 1% and the
+    sensitivity cosine above 0.99 over the whole 95% t-interval across seeds."""
+    s = load_results(ROOT / "figures", "single_layer_gd").summary
+    per_seed = {k: np.asarray(v) for k, v in s["per_seed"].items()}
+    for key, values in per_seed.items():
+        assert s["seed_stats"][key] == pytest.approx(seed_stats(values), rel=1e-9), key
+    gap = per_seed["trained_loss"] / s["gd_loss"] - 1
+    assert s["relative_gap_to_gd"] == pytest.approx(seed_stats(gap), rel=1e-5, abs=1e-9)
+    ((stage, record),) = s["convergence"].items()
+    assert record["converged"] == record["total"] == len(gap), (stage, record["converged"])
+    assert mean_ci(gap)["high"] < 0.01
+    assert mean_ci(per_seed["sensitivity_cosine"])["low"] > 0.99
