@@ -227,3 +227,28 @@ def test_committed_run_comes_from_the_current_full_configs():
         entry = saved["hypotheses"][name]
         assert_config_matches(entry["config"], to_jsonable(hypothesis.get_config(False)))
         assert entry["verdict"] in hypotheses.VERDICTS
+
+
+def test_committed_verdicts_follow_from_their_per_seed_values():
+    """Every committed interval, null, verdict and caveat is recomputed from the saved
+    per-seed values: the table in the README is what the numbers say."""
+    saved = json.loads((ROOT / "figures" / "hypotheses.json").read_text())["hypotheses"]
+    for name, entry in saved.items():
+        criteria = []
+        for c in entry["criteria"]:
+            criterion = Criterion(c["statistic"], c["meaning"], c["direction"], c["threshold"])
+            again = judge(criterion, np.array(c["per_seed"], dtype=float))
+            assert again["verdict"] == c["verdict"], (name, c["statistic"])
+            for bound in ("mean", "low", "high"):
+                assert again["interval"][bound] == pytest.approx(c["interval"][bound], rel=1e-9)
+            if "nulls" in c:
+                again["nulls"] = {
+                    kind: hypotheses.judge_null(criterion, again, np.array(null["per_seed"]))
+                    for kind, null in c["nulls"].items()
+                }
+                for kind, null in again["nulls"].items():
+                    assert null["beyond"] == c["nulls"][kind]["beyond"], (name, kind)
+            criteria.append(again)
+        assert combine([c["verdict"] for c in criteria]) == entry["verdict"], name
+        if entry["convergence"] is not None:
+            assert hypotheses.caveats(criteria, entry["convergence"]) == entry["caveats"], name
