@@ -20,6 +20,11 @@ first max(1, T // 100) steps, D_k the mean of decile k and D_last the last one:
 final_loss / reference − 1 against the learner the study compares the seed with (a scalar or
 one value per seed), when it gives one.
 
+What `converged` cannot say: under a schedule that decays to 0 the last 10% of steps run at
+a small rate, so the loss stops moving there whether or not the seed reached the solution
+it was heading for. "Converged" is "stopped learning under this recipe", not "reached its
+learner": read `gap` beside it where the study gives a reference.
+
 `collect()` gathers the records of every `train` call made inside it (the runner wraps a
 study's `run` in it and saves them under `convergence` in the results JSON).
 """
