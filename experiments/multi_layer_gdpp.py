@@ -176,7 +176,7 @@ def _lsa(config: Config, task: TaskConfig, num_layers: int = 1, shared: bool = F
     return make_model(task, ModelConfig(**sizes, init=config.init))
 
 
-def _depth_study(config: Config, prompts, tokens, ladders, options) -> tuple[dict, dict]:
+def _depth_study(config: Config, prompts, tokens, ladders, options, records) -> tuple[dict, dict]:
     """Per-layer and recurrent K-layer models against their tuned GD and GD++, every K."""
     rows, arrays = {}, {}
     for num_layers in config.depths:
@@ -192,6 +192,7 @@ def _depth_study(config: Config, prompts, tokens, ladders, options) -> tuple[dic
             )
             rows[tag] = {"kind": kind, "K": num_layers} | layerwise.comparison_table(cmp, fitted)
             rows[tag] |= _converged_rows(cmp, record)
+            records[tag] = record
             arrays |= layerwise.comparison_arrays(cmp, f"{tag}_")
             arrays |= {f"{tag}_eval_loss": result.eval_metrics["loss"]}
             arrays["eval_steps"] = result.eval_steps
@@ -212,7 +213,7 @@ def _converged_rows(comparison: dict, record: dict) -> dict:
     }
 
 
-def _context_study(config: Config, key_sweep, options) -> tuple[dict, dict]:
+def _context_study(config: Config, key_sweep, options, records) -> tuple[dict, dict]:
     """Recurrent models at each context length N, with their tuned and implied GD++ (η, γ)."""
     rows, arrays = {}, {}
     for n_ctx in config.recurrent_contexts:
@@ -232,6 +233,7 @@ def _context_study(config: Config, key_sweep, options) -> tuple[dict, dict]:
         rows[str(n_ctx)] = layerwise.recurrent_gdpp_table(
             cmp, fitted, result.params, task.d, n_ctx, record
         )
+        records[f"recurrent_N{n_ctx}"] = record
         arrays[f"recurrent_N{n_ctx}_eval_loss"] = result.eval_metrics["loss"]
         arrays[f"recurrent_N{n_ctx}_eval_steps"] = result.eval_steps
     return rows, arrays
@@ -255,8 +257,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     prompts, tokens = layerwise.held_out_batch(key_eval, task, config.eval_tasks)
     selection = sample_batch(jax.random.fold_in(key_fit, 1), task, config.selection_tasks)
     ladders = tuning.fit_ladders(task, max(config.depths), KINDS, key_fit, config.fit, selection)
-    per_depth, arrays = _depth_study(config, prompts, tokens, ladders, options)
-    by_context, context_arrays = _context_study(config, key_sweep, options)
+    records = {}  # convergence records with each seed's gap to its tuned GD++
+    per_depth, arrays = _depth_study(config, prompts, tokens, ladders, options, records)
+    by_context, context_arrays = _context_study(config, key_sweep, options, records)
     softmax, softmax_arrays = _softmax_study(config, prompts, options)
     lsa = _lsa(config, task)
     gd_1 = batch_loss(lsa, gd_weights(lsa, optimal_gd_eta(task), task.n_context), prompts)
@@ -272,6 +275,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
         "gdpp_gamma": {n: row["gdpp_gamma"] for n, row in by_context.items()},
         "by_context": by_context,
         "softmax": softmax,
+        "convergence": records,
         "runtime_s": time.time() - start,
     }
     arrays |= context_arrays | softmax_arrays | {"depths": np.asarray(config.depths)}

@@ -303,9 +303,9 @@ def run_experiment(
         mark_finished(checkpoint_dir)
         if adopted is not None:
             results.summary["resumed_from"] = adopted
-        # Every training run's convergence record; a study's own (with its reference
-        # learner's gap) is kept where it wrote one.
-        results.summary.setdefault("convergence", runs)
+        # Every training run's convergence record; a study's own record of a stage (with its
+        # reference learner's gap) replaces the collected one.
+        results.summary["convergence"] = runs | results.summary.get("convergence", {})
         save_results(out_dir, name, results)
         module.plot(load_results(out_dir, name), out_dir)
         line = convergence.summary_line(results.summary["convergence"])
