@@ -3,7 +3,7 @@
     icl-toy run icl_vs_finetuning           # or python -m experiments.icl_vs_finetuning
     icl-toy run icl_vs_finetuning --quick   # shrunk config, ~30 s
 
-Full: 10 seeds x 5000 steps of training, then the comparison: about 5 min on 2 CPU cores.
+Full: 10 seeds x 5000 steps of training, then the comparison: about 2 min on 2 CPU cores.
 
 Trains one linear self-attention layer on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5),
 noiseless; 10 seeds vmapped) and reads off, for each of 2000 held-out prompts, the implicit
@@ -49,7 +49,7 @@ from icl_toy.training.train import (
 )
 
 NAME = "icl_vs_finetuning"
-RUNTIME = {"full": "~5 min", "quick": "~30 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~2 min", "quick": "~30 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
     icl-toy run preconditioned_gd           # or python -m experiments.preconditioned_gd
     icl-toy run preconditioned_gd --quick   # shrunk config, ~20 s
 
-Full: 10 seeds x 3000 steps, ~4 min on 2 CPU cores.
+Full: 10 seeds x 3000 steps, ~1 min on 2 CPU cores.
 
 Trains one LSA layer on Gaussian inputs with an anisotropic, rotated covariance Σ
 (eigenvalues geometrically spaced over [1/2, 2], d = 5, N = 20, w ~ N(0, I), label noise
@@ -47,7 +47,7 @@ from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "preconditioned_gd"
-RUNTIME = {"full": "~4 min", "quick": "~20 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~1 min", "quick": "~20 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,8 @@ def test_every_reported_summary_is_its_per_seed_values(committed):
         trained = a[f"{tag}_trained_layer_losses"][:, -1]
         assert row["trained_loss_per_seed"] == pytest.approx(trained.tolist(), rel=1e-6)
         gap = mean_ci(trained - row["gd_loss"])
-        assert row["trained_minus_gd"] == pytest.approx(gap, rel=1e-6, abs=1e-9)
+        for bound in ("mean", "low", "high"):
+            assert row["trained_minus_gd"][bound] == pytest.approx(gap[bound], rel=1e-5, abs=1e-8)
         assert row["beats_gd"] == bool(gap["high"] < 0)
         record = s["convergence"][tag]
         assert row["converged"] == f"{record['converged']}/{record['total']}"
@@ -69,7 +70,8 @@ def test_trained_recurrent_gamma_is_the_tuned_gdpp_gamma_at_every_context_length
 
 def test_tuned_baselines_do_not_get_worse_with_depth(committed):
     """The ladder's per-step GD and GD++ contain their K − 1 solution: on the selection
-    tasks that chose them their loss never rises with K."""
+    tasks that chose them their loss never rises with K, and GD++ (which contains GD) is
+    never above GD there."""
     rows = committed.summary["per_depth"]
     for kind in multi_layer_gdpp.KINDS:
         depths = sorted(r["K"] for r in rows.values() if r["kind"] == kind)
@@ -77,6 +79,6 @@ def test_tuned_baselines_do_not_get_worse_with_depth(committed):
             chosen = [rows[f"{kind}_K{k}"]["fit"][name]["held_out_loss"] for k in depths]
             if kind == "per_layer":
                 assert np.all(np.diff(chosen) <= 1e-7), (kind, name, chosen)
-        gd = [rows[f"{kind}_K{k}"]["gd_loss"] for k in depths]
-        gdpp = [rows[f"{kind}_K{k}"]["gdpp_loss"] for k in depths]
-        assert np.all(np.asarray(gdpp) <= np.asarray(gd) + 1e-6)
+        for k in depths:
+            fit = rows[f"{kind}_K{k}"]["fit"]
+            assert fit["gdpp"]["held_out_loss"] <= fit["gd"]["held_out_loss"], (kind, k)
