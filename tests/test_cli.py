@@ -80,3 +80,20 @@ def test_console_script_and_module_share_the_parser():
         out = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert "--set" in out.stdout and "--resume" in out.stdout and "--sweep" in out.stdout
+
+
+def test_paper_configs_resolve_and_a_study_without_one_says_so(capsys):
+    config = cli.resolve_config("multi_layer_gdpp", False, None, [], paper=True)
+    assert (config.depths, config.train.batch_size, config.train.steps) == (
+        (1, 2, 3, 4, 5),
+        2048,
+        50_000,
+    )
+    assert cli.default_out_dir(False, paper=True) == cli.FIGURES / "paper"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "forward_only", "--paper"])
+    assert exit_info.value.code == 2
+    assert (
+        "forward_only has no paper config (studies with one: multi_layer_gdpp)"
+        in capsys.readouterr().err
+    )
