@@ -3,7 +3,7 @@
     icl-toy run covariate_shift           # or python -m experiments.covariate_shift
     icl-toy run covariate_shift --quick   # shrunk config, ~20 s
 
-Full: 10 seeds x 3000 steps, then 35 test settings x 50,000 tasks, ~5 min on 2 CPU cores.
+Full: 10 seeds x 3000 steps, then 35 test settings x 50,000 tasks, ~1.5 min on 2 CPU cores.
 
 Trains one LSA layer at prompt length N = 20 on the anisotropic Gaussian task of
 `preconditioned_gd` (inputs N(0, Λ), d = 5, σ = 0.5), then tests it at prompt lengths M
@@ -44,7 +44,7 @@ from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, batch_predict, train
 
 NAME = "covariate_shift"
-RUNTIME = {"full": "~5 min", "quick": "~20 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~1.5 min", "quick": "~20 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)
