@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,25 @@ def test_committed_single_layer_gd_summaries_and_claims():
     assert record["converged"] == record["total"] == len(gap), (stage, record["converged"])
     assert mean_ci(gap)["high"] < 0.01
     assert mean_ci(per_seed["sensitivity_cosine"])["low"] > 0.99
+
+
+def test_readme_converged_counts_are_the_committed_records():
+    """The README's table of results states converged/total per study: each count there
+    (summed where a row splits it by stage) is what the committed convergence record says."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Results at a glance", 1)[1].split("\n## ", 1)[0]
+    checked = 0
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = cells[0].strip("`")
+        if name not in EXPERIMENTS or len(cells) < 4:
+            continue
+        counts = [tuple(map(int, m)) for m in re.findall(r"(\d+)/(\d+)", cells[3])]
+        if not counts:
+            continue
+        records = json.loads((ROOT / "figures" / f"{name}.json").read_text())["convergence"]
+        converged = sum(r["converged"] for r in records.values())
+        total = sum(r["total"] for r in records.values())
+        assert (sum(c for c, _ in counts), sum(t for _, t in counts)) == (converged, total), name
+        checked += 1
+    assert checked >= 5
