@@ -3,7 +3,7 @@
     icl-toy run nonlinear_regression           # or python -m experiments.nonlinear_regression
     icl-toy run nonlinear_regression --quick   # shrunk config, ~1 min (compile-bound)
 
-Full: 10 seeds x 2 models x 3000 steps of 512 tasks, ~8 min on 2 CPU cores.
+Full: 10 seeds x 2 models x 3000 steps of 512 tasks, ~3 min on 2 CPU cores.
 
 THEORY §1, Proposition 2. On sine tasks y = a·sin(x + ρ), x ~ U(-5, 5), a ~ U(0.1, 5) and
 ρ ~ U(0, π) drawn independently, N = 10 (`icl_toy.core.nonlinear.SineTaskConfig`), trains with the
@@ -47,7 +47,7 @@ from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, train_each_held_out
 
 NAME = "nonlinear_regression"
-RUNTIME = {"full": "~8 min", "quick": "~1 min"}  # on a 2-core CPU
+RUNTIME = {"full": "~3 min", "quick": "~1 min"}  # on a 2-core CPU
 MODELS = ("mlp_lsa", "mlp_gd")
 
 
