@@ -203,16 +203,10 @@ class PreconditionedConfig:
     # Gaussian inputs with a rotated Σ, eigenvalues in [1/2, 2], d = 5, N = 20, σ = 0.5.
     task: TaskConfig = dataclasses.field(default_factory=anisotropic_task)
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"  # see the module docstring
-    # The recipe: warmup, then cosine decay to 0 from 3e-3; 10 seeds, as a verdict needs.
+    # The study's recipe (`preconditioning.LayerConfig`), 10 seeds, as a verdict needs.
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=3000,
-            batch_size=1024,
-            learning_rate=3e-3,
-            schedule="warmup_cosine",
-            warmup_steps=150,
-            eval_every=500,
-            num_seeds=10,
+        default_factory=lambda: dataclasses.replace(
+            preconditioning.LayerConfig().train, eval_every=500
         )
     )
     eval_tasks: int = 4000
