@@ -125,7 +125,6 @@ WITHOUT_RECORD = {
     "forward_only",
     "learning_curves",
     "momentum_attention",
-    "standard_tokens",
     "which_algorithm",
 }
 
