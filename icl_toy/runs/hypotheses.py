@@ -445,7 +445,7 @@ def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(
         "Hypotheses: per-seed values (grey dots), mean with Student-t 95% CI (diamond, decides), "
-        "bootstrap 95% CI (grey bar), threshold (dashed)",
+        "bootstrap 95% CI (grey bar), threshold (dashed); * a null the trained CI does not clear",
         fontsize=9,
     )
     fig.tight_layout()
