@@ -39,7 +39,7 @@ from icl_toy.runs import depth_plots, plotting
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.results import Results
-from icl_toy.training import tuning
+from icl_toy.training import convergence, tuning
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train_each_held_out
 
 NAME = "multi_layer_gdpp"
@@ -208,7 +208,7 @@ def _depth_study(config: Config, prompts, tokens, ladders, options, records) -> 
 def _converged_rows(comparison: dict, record: dict) -> dict:
     """converged/total and the trained loss over the converged seeds only."""
     return {
-        "converged": f"{record['converged']}/{record['total']}",
+        "converged": convergence.fraction(record),
         "trained_loss_converged": converged_seed_stats(comparison["trained_loss"], record),
     }
 

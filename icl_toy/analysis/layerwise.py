@@ -264,7 +264,7 @@ def recurrent_gdpp_table(
         "trained_gamma_per_seed": gamma,
         "trained_eta_converged": converged_seed_stats(eta, record),
         "trained_gamma_converged": converged_seed_stats(gamma, record),
-        "converged": f"{record['converged']}/{record['total']}",
+        "converged": convergence.fraction(record),
     } | {
         name: table[name]
         for name in ("trained_loss", "gd_loss", "gdpp_loss", "ols_loss", "cos_gdpp", "cos_gd")

@@ -175,7 +175,7 @@ def caveats(criteria: Sequence[dict], runs: dict[str, dict]) -> list[str]:
         notes.append(f"{seeds} seeds (fewer than {MIN_SEEDS})")
     for stage, record in runs.items():
         if record["converged"] < record["total"]:
-            notes.append(f"{record['converged']}/{record['total']} seeds converged in {stage}")
+            notes.append(f"{convergence.fraction(record)} seeds converged in {stage}")
     for c in criteria:
         for kind, null in (c.get("nulls") or {}).items():
             if c["verdict"] == "supported" and not null["beyond"]:

@@ -170,9 +170,14 @@ def report(result, checkpoint_dir: str | None) -> None:
         collector.add(checkpoint_dir, convergence_record(result))
 
 
+def fraction(record: dict) -> str:
+    """A record's converged/total, as "k/n"."""
+    return f"{record['converged']}/{record['total']}"
+
+
 def summary_line(records: dict[str, dict]) -> str:
     """'converged seeds: 3/3 (train)' or, with stages, one 'k/n stage' per stage."""
     if not records:
         return "converged seeds: no training"
-    parts = [f"{r['converged']}/{r['total']} {name}" for name, r in records.items()]
+    parts = [f"{fraction(r)} {name}" for name, r in records.items()]
     return "converged seeds: " + ", ".join(parts)
