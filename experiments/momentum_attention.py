@@ -39,7 +39,7 @@ from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 from icl_toy.training.tuned_learners import fit_and_score, momentum_family
 
 NAME = "momentum_attention"
-RUNTIME = {"full": "~11 min", "quick": "~1.5 min"}  # on a 2-core CPU
+RUNTIME = {"full": "~7 min", "quick": "~1.5 min"}  # on a 2-core CPU
 VARIANTS = ("plain", "token_momentum", "depth_momentum")
 MOMENTUM_VARIANTS = VARIANTS[1:]
 LEARNERS = ("gd", "gd_constant", "heavy_ball", "heavy_ball_shared_beta", "nesterov")

@@ -81,3 +81,20 @@ def test_owns_its_hypothesis():
     assert config.train.num_seeds == 3 and config.num_layers == 2
     with pytest.raises(ValueError, match="mu_init"):
         dataclasses.replace(config, mu_init=1.0)
+
+
+def test_committed_closing_note_says_what_its_numbers_say():
+    """The generated sentence is the one the saved per-K entries give, and it calls the
+    claim held only when every momentum difference that can act is significantly below 0."""
+    saved = json.loads((ROOT / "figures" / "momentum_attention.json").read_text())
+    per_k = saved["per_K"]
+    assert saved["closing_note"] == momentum_attention.closing_note(per_k)
+    lower = all(
+        entry[variant]["difference_vs_plain"]["significant"]
+        and entry[variant]["difference_vs_plain"]["mean"] < 0
+        for k, entry in per_k.items()
+        for variant in momentum_attention.MOMENTUM_VARIANTS
+        if (variant, k) != ("depth_momentum", "K1")
+    )
+    verdict = "holds here:" if lower else "does not hold here: it would need"
+    assert verdict in saved["closing_note"]

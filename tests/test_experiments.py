@@ -124,7 +124,6 @@ def test_multi_layer_gdpp_plots_the_committed_full_results(tmp_path):
 WITHOUT_RECORD = {
     "forward_only",
     "learning_curves",
-    "momentum_attention",
     "which_algorithm",
 }
 
