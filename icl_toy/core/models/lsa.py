@@ -60,13 +60,25 @@ def lsa_update(
 
     Δe_j = Σ_h W_PV,h Σ_i e_i e_iᵀ W_KQ,h e_j   (von Oswald et al., arXiv 2212.07677)
 
-    with keys = values = `keys_NxE`. Contracting in attention order (W_KQ e_j, then the
-    scores e_iᵀ(·), then the weighted sum of keys) runs several times faster under vmap on a
-    CPU than forming the (E, E) second moment Σ_i e_i e_iᵀ per prompt; both are exact.
+    with keys = values = `keys_NxE`. Both contraction orders are exact; the cheaper one is
+    taken from the shapes. Attention order (W_KQ e_j, the scores e_iᵀ(·), the weighted sum of
+    keys) costs 2·H·Q·N·E beyond the W_KQ products; forming the second moment Σ_i e_i e_iᵀ
+    once per prompt costs N·E² + H·Q·E². With few queries (the query-only last layer) or a
+    short context, attention order wins; for all-token layers at N ≫ E the moment order
+    (about 3× faster per training step at N = 100 on a CPU).
     """
+    num_heads, num_queries, (num_keys, token_dim) = (
+        w_kq_HxExE.shape[0], queries_QxE.shape[0], keys_NxE.shape
+    )
     u_HxQxE = einsum("hab,qb->hqa", w_kq_HxExE, queries_QxE)
-    scores_HxQxN = einsum("ne,hqe->hqn", keys_NxE, u_HxQxE)
-    mixed_HxQxE = einsum("hqn,ne->hqe", scores_HxQxN, keys_NxE)
+    attention_cost = 2 * num_heads * num_queries * num_keys
+    moment_cost = (num_keys + num_heads * num_queries) * token_dim
+    if moment_cost < attention_cost:
+        moment_ExE = einsum("ne,nf->ef", keys_NxE, keys_NxE)
+        mixed_HxQxE = einsum("ef,hqf->hqe", moment_ExE, u_HxQxE)
+    else:
+        scores_HxQxN = einsum("ne,hqe->hqn", keys_NxE, u_HxQxE)
+        mixed_HxQxE = einsum("hqn,ne->hqe", scores_HxQxN, keys_NxE)
     return einsum("hae,hqe->qa", w_pv_HxExE, mixed_HxQxE)
 
 
