@@ -3,7 +3,7 @@
     icl-toy run learning_curves           # or python -m experiments.learning_curves
     icl-toy run learning_curves --quick   # shrunk config, ~25 s (33 s on a loaded machine)
 
-Full: LSA transformers with K = 1 and 2 layers (5 seeds each), then 12 learners x 20
+Full: LSA transformers with K = 1 and 2 layers (10 seeds each), then 12 learners x 20
 lengths x 5 test laws on 5000 tasks each: ~5.5 min on 2 CPU cores, mostly compiling one
 program per learner and length (`icl_toy.analysis.learning_curves`).
 
@@ -46,7 +46,7 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core.learners import gd, nearest_neighbours, ols, ridge, tuned_gd_eta, zero_predictor
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.predictors import seeded_model_predictor
-from icl_toy.core.tasks import TaskConfig
+from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.plotting import interval_band, save_figure
 from icl_toy.runs.results import Results
@@ -70,9 +70,17 @@ class Config:
     # "gd_sparsity": random weights with the GD construction's zero blocks (the dense init
     # can sit on a plateau for thousands of steps at small batches, see multi_layer_gdpp).
     init: Literal["gd_sparsity", "dense"] = "gd_sparsity"
+    # The recipe of `multi_layer_gdpp` and `momentum_attention` for K <= 2 (warmup, cosine
+    # decay to 0 from 4e-3, batch 256), 10 seeds: the curves' intervals are over seeds.
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
-            steps=2000, batch_size=256, learning_rate=2e-3, eval_every=500, num_seeds=5
+            steps=3000,
+            batch_size=256,
+            learning_rate=4e-3,
+            schedule="warmup_cosine",
+            warmup_steps=150,
+            eval_every=300,
+            num_seeds=10,
         )
     )
     lengths: tuple[int, ...] = tuple(range(1, 21))  # context lengths n of the curves (to 2N)
@@ -84,7 +92,7 @@ class Config:
     )
     gd_steps: tuple[int, ...] = (1, 2, 3)  # K-step GD baselines, one constant η tuned at N
     gdpp_steps: int = 2  # GD++ with (η_k, γ_k) fitted at N; 0 leaves it out
-    gdpp_fit_steps: int = 1000  # Adam steps of the GD++ fit (`tuning.fit_learner`)
+    gdpp_fit_steps: int = 1000  # Adam steps of each GD++ fit (`tuning.fit_ladders`)
     gdpp_fit_batch: int = 512
     gdpp_fit_learning_rate: float = 0.05
     knn_k: int = 3  # k of the nearest-neighbour baseline (undefined for n < k)
@@ -149,15 +157,19 @@ def _baselines(config: Config) -> tuple[dict, dict]:
         tuned["gd_eta"][k] = eta
         learners[f"GD K={k}"] = gd(np.full(k, eta))
     if config.gdpp_steps:
-        # Per-step (η_k, γ̂_k) with γ = γ̂/n (`tuning.normalized_gamma`), from the one-step η*.
+        # Per-step (η_k, γ_k) at their optimum (`tuning.fit_ladders`: several starts, the best
+        # on tasks no fit saw), then read as γ̂ = Nγ so that at any length n GD++ runs with
+        # γ = γ̂/n (`tuning.normalized_gamma`).
         k = config.gdpp_steps
-        eta0 = tuning.initial_steps(tuned_gd_eta(task, 1, key=key_gd), k)
         fit = tuning.FitConfig(
             config.gdpp_fit_steps, config.gdpp_fit_batch, config.gdpp_fit_learning_rate
         )
-        fitted = tuning.fit_normalized_gdpp(task, eta0, key_gdpp, fit)
-        theta = {name: fitted[name] for name in ("eta", "gamma")}
-        tuned["gdpp"] = {name: np.asarray(v).tolist() for name, v in fitted.items()}
+        selection = sample_batch(jax.random.fold_in(key_gdpp, 1), task, config.tune_tasks)
+        fitted = tuning.fit_ladders(task, k, ("per_layer",), key_gdpp, fit, selection)
+        fitted = fitted["per_layer"][k - 1]["gdpp"]
+        theta = {"eta": fitted["eta"], "gamma": fitted["gamma"] * task.n_context}
+        tuned["gdpp"] = {name: np.asarray(v).tolist() for name, v in theta.items()}
+        tuned["gdpp"] |= {name: fitted[name] for name in ("held_out_loss", "chosen")}
         learner = tuning.normalized_gamma(tuning.gdpp_learner)
         learners[f"GD++ K={k}"] = functools.partial(learner, theta)
     learners[f"{config.knn_k}-NN"] = nearest_neighbours(config.knn_k)

@@ -76,8 +76,8 @@ class Config:
     )
     deep_learning_rate: float = 3e-3  # peak rate of the K >= 3 models
     init_scale: float = 0.002  # fan-in variance scale / K, as von Oswald et al.
-    # "gd_sparsity": random weights with the GD construction's zero blocks (`GDSparsityLSA`);
-    # from the paper's "dense" init seed 0 sat on the initial plateau (loss 0.35-0.39) at
+    # "gd_sparsity": random weights with the GD construction's zero blocks
+    # (`LSATransformer.gd_sparsity`); from the paper's "dense" init seed 0 sat on the initial plateau (loss 0.35-0.39) at
     # K = 1, 2, 3 for all 3000 steps at batch 256.
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
     # Tuned GD and GD++ at their optimum (`tuning.fit_ladders`): K = 1..max(depths) from
@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 class DeepLSAConfig:
     task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
     num_layers: int = 2  # K
-    # The sparse GD init (`GDSparsityLSA`): from the dense one a seed sat on a plateau (`Config`).
+    # The sparse GD init (`LSATransformer.gd_sparsity`): from the dense one a seed sat on a
+    # plateau (`Config`).
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
     # The study's recipe for K = 2 (`Config.train`), 10 seeds.
     train: TrainConfig = dataclasses.field(

@@ -11,7 +11,7 @@ import scipy.stats
 from icl_toy.experiments import learning_curves
 
 from icl_toy.analysis.learning_curves import Shift
-from icl_toy.core import learners
+from icl_toy.core.tasks import sample_batch
 from icl_toy.runs.results import load_results
 from icl_toy.training import tuning
 
@@ -69,9 +69,9 @@ def test_learning_curves_config_rejects_bad_values():
         dataclasses.replace(config, shifts=("input_scale",))
 
 
-def test_learning_curves_gdpp_fit_is_the_tuning_fit():
-    """The study's GD++ baseline is `tuning.fit_normalized_gdpp`: the same numbers as a
-    direct `fit_learner` of GD++ with γ = γ̂/n, started at (η0, 0), with 3 halvings."""
+def test_learning_curves_gdpp_is_the_held_out_ladder_read_per_length():
+    """The study's GD++ is the per-step ladder's K-th rung (`tuning.fit_ladders`, selected on
+    tasks of its own), with γ̂ = Nγ so that `normalized_gamma` runs γ = γ̂/n at length n."""
     config = dataclasses.replace(
         learning_curves.get_config(quick=True),
         gdpp_steps=2,
@@ -80,21 +80,19 @@ def test_learning_curves_gdpp_fit_is_the_tuning_fit():
         tune_tasks=200,
     )
     _, tuned = learning_curves._baselines(config)
-    key_gd, key_gdpp = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), 1))
-    eta0 = tuning.initial_steps(learners.tuned_gd_eta(config.task, 1, key=key_gd), 2)
-    direct = tuning.fit_learner(
-        tuning.normalized_gamma(tuning.gdpp_learner),
-        {"eta": eta0, "gamma": jnp.zeros(2)},
-        config.task,
-        key=key_gdpp,
-        steps=30,
-        batch_size=32,
-        learning_rate=config.gdpp_fit_learning_rate,
-        halvings=3,
-    )
-    for name in ("eta", "gamma"):
-        np.testing.assert_array_equal(tuned["gdpp"][name], direct.theta[name][0])
-    assert tuned["gdpp"]["fit_learning_rate"] == direct.learning_rate
+    _, key_gdpp = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), 1))
+    selection = sample_batch(jax.random.fold_in(key_gdpp, 1), config.task, 200)
+    fit = tuning.FitConfig(30, 32, config.gdpp_fit_learning_rate)
+    ladder = tuning.fit_ladders(config.task, 2, ("per_layer",), key_gdpp, fit, selection)
+    rung = ladder["per_layer"][1]["gdpp"]
+    np.testing.assert_array_equal(tuned["gdpp"]["eta"], rung["eta"])
+    np.testing.assert_allclose(tuned["gdpp"]["gamma"], rung["gamma"] * config.task.n_context)
+    # At n = N the study's learner is the rung's GD++ (γ = γ̂/N).
+    gdpp = tuning.gdpp_learner
+    theta = {name: jnp.asarray(rung[name]) for name in ("eta", "gamma")}
+    want = tuning.learner_half_mse(gdpp, theta, selection)
+    assert np.isclose(rung["held_out_loss"], float(want), rtol=1e-5)
+    assert tuned["gdpp"]["held_out_loss"] == rung["held_out_loss"]
 
 
 def test_learning_curves_plots_the_committed_full_results(tmp_path):

@@ -238,18 +238,20 @@ print("OK")
 
 
 def test_make_model_gd_sparsity_init_has_the_construction_zero_blocks():
-    from icl_toy.core.models import GDSparsityLSA
-
     task = von_oswald_preset()
-    model = make_model(task, ModelConfig(init="gd_sparsity"))
-    assert isinstance(model, GDSparsityLSA)
-    params = model.init(jax.random.key(0), jnp.zeros((task.n_context + 1, task.token_dim)))
-    w = params["params"]
-    d = task.d
-    assert not np.any(w["w_q"][..., d:]) and not np.any(w["w_k"][..., d:])
-    assert not np.any(w["w_v"][..., :d])
-    assert np.any(w["w_q"][..., :d]) and np.any(w["w_v"][..., d:])
+    tokens = jnp.zeros((task.n_context + 1, task.token_dim))
+    dense = make_model(task, ModelConfig()).init(jax.random.key(0), tokens)["params"]
+    for kind in ("lsa", "token_momentum", "depth_momentum"):
+        model = make_model(task, ModelConfig(kind=kind, init="gd_sparsity"))
+        w = model.init(jax.random.key(0), tokens)["params"]
+        d = task.d
+        assert not np.any(w["w_q"][..., d:]) and not np.any(w["w_k"][..., d:])
+        assert not np.any(w["w_v"][..., :d])
+        assert np.any(w["w_q"][..., :d]) and np.any(w["w_v"][..., d:])
+        # The same draw as the dense init, with the blocks zeroed.
+        np.testing.assert_array_equal(w["w_q"][..., :d], dense["w_q"][..., :d])
+        np.testing.assert_array_equal(w["w_p"], dense["w_p"])
     with pytest.raises(ValueError, match=r"^ModelConfig.init of kind 'lsa' must be one of dense"):
         ModelConfig(init="zeros")
     with pytest.raises(ValueError, match="must be one of dense; got 'gd_sparsity'"):
-        ModelConfig(kind="token_momentum", init="gd_sparsity")
+        ModelConfig(kind="causal_lsa", init="gd_sparsity")

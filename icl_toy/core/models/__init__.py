@@ -32,7 +32,6 @@ from icl_toy.core.models.features import (
 )
 from icl_toy.core.models.lsa import (
     PARAM_NAMES,
-    GDSparsityLSA,
     LayerRule,
     LSATransformer,
     attention_param_shapes,
@@ -85,7 +84,6 @@ __all__ = [
     "EmbeddedTransformer",
     "FeatureGD",
     "FeatureLSA",
-    "GDSparsityLSA",
     "LSATransformer",
     "LayerRule",
     "LinearSelfAttention",

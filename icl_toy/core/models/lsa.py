@@ -68,7 +68,9 @@ def lsa_update(
     (about 3× faster per training step at N = 100 on a CPU).
     """
     num_heads, num_queries, (num_keys, token_dim) = (
-        w_kq_HxExE.shape[0], queries_QxE.shape[0], keys_NxE.shape
+        w_kq_HxExE.shape[0],
+        queries_QxE.shape[0],
+        keys_NxE.shape,
     )
     u_HxQxE = einsum("hab,qb->hqa", w_kq_HxExE, queries_QxE)
     attention_cost = 2 * num_heads * num_queries * num_keys
@@ -194,6 +196,10 @@ class LSATransformer(nn.Module):
     key_size: int | None = None  # k; None means E = d + d_y
     shared_weights: bool = False  # one layer applied K times (a recurrent transformer)
     init_scale: float = 0.002  # variance scale of the fan-in init, divided by K
+    # The fan-in init, then the GD construction's zero blocks: W_Q[:, d:] = W_K[:, d:] = 0
+    # (queries and keys read only x) and W_V[:, :d] = 0 (values read only y), as in Zhang,
+    # Frei & Bartlett (arXiv 2306.09927). All entries are trained; the pytree is the same.
+    gd_sparsity: bool = False
 
     @property
     def token_dim(self) -> int:
@@ -210,8 +216,21 @@ class LSATransformer(nn.Module):
 
     def setup(self):
         shapes = self.param_shapes()
-        init = _fan_in_init(self.init_scale / self.num_layers, len(shapes["w_q"]) - 2)
-        self.weights = {name: self.param(name, init, shapes[name]) for name in PARAM_NAMES}
+        fan_in = _fan_in_init(self.init_scale / self.num_layers, len(shapes["w_q"]) - 2)
+        d = self.d
+
+        def init(name):
+            def masked(key, shape, *dtype):  # the fan-in init's own default dtype
+                w = fan_in(key, shape, *dtype)
+                if not self.gd_sparsity:
+                    return w
+                if name in ("w_q", "w_k"):
+                    return w.at[..., d:].set(0.0)
+                return w.at[..., :d].set(0.0) if name == "w_v" else w
+
+            return masked
+
+        self.weights = {name: self.param(name, init(name), shapes[name]) for name in PARAM_NAMES}
 
     def layer_products(self) -> tuple[jax.Array, jax.Array]:
         """(W_KQ, W_PV) of every layer, each (K, H, E, E)."""
@@ -263,32 +282,3 @@ class LSATransformer(nn.Module):
 
     def __call__(self, tokens_TxE: jax.Array) -> jax.Array:
         return readout(self.layers(tokens_TxE, query_only=True)[-1], self.d_y)
-
-
-class GDSparsityLSA(LSATransformer):
-    """`LSATransformer` whose random init has the zero blocks of the GD construction.
-
-    The fan-in init of `LSATransformer`, then W_Q[:, d:] = W_K[:, d:] = 0 (queries and keys
-    read only x) and W_V[:, :d] = 0 (values read only y), as in Zhang, Frei & Bartlett
-    (arXiv 2306.09927). All entries are trained; the params have the same pytree.
-    """
-
-    def setup(self):
-        shapes = self.param_shapes()
-        fan_in = _fan_in_init(self.init_scale / self.num_layers, len(shapes["w_q"]) - 2)
-        d = self.d
-
-        def masked_init(name):
-            def init(key, shape, dtype=jnp.float32):
-                w = fan_in(key, shape, dtype)
-                if name in ("w_q", "w_k"):
-                    return w.at[..., d:].set(0.0)
-                if name == "w_v":
-                    return w.at[..., :d].set(0.0)
-                return w
-
-            return init
-
-        self.weights = {
-            name: self.param(name, masked_init(name), shapes[name]) for name in PARAM_NAMES
-        }

@@ -23,7 +23,7 @@ import numpy as np
 
 from icl_toy.core.models.causal import CausalLSATransformer
 from icl_toy.core.models.features import FeatureGD, FeatureLSA
-from icl_toy.core.models.lsa import GDSparsityLSA, LSATransformer
+from icl_toy.core.models.lsa import LSATransformer
 from icl_toy.core.models.momentum import DepthMomentumLSA, TokenMomentumLSA
 from icl_toy.core.models.softmax import softmax_transformer
 from icl_toy.core.models.standard_tokens import StandardTokenTransformer
@@ -39,7 +39,7 @@ class ModelConfig:
 
     kind: str = "lsa"  # lsa, causal_lsa, token_momentum, depth_momentum, ... (MODEL_KINDS)
     # "dense": the fan-in init of von Oswald et al.; "gd_sparsity" (kind lsa): the same with
-    # the GD construction's zero blocks (`GDSparsityLSA`).
+    # the GD construction's zero blocks (`LSATransformer.gd_sparsity`).
     init: str = "dense"
     num_layers: int = 1  # K: LSA layers; softmax_transformer: pre-norm blocks
     num_heads: int = 1  # H per attention layer; standard_tokens: heads of the softmax layer
@@ -107,16 +107,17 @@ class ModelKind(NamedTuple):
 
 
 _LSA_FIELDS = ("num_layers", "num_heads", "key_size", "shared_weights", "init_scale")
+_LSA_INITS = ("dense", "gd_sparsity")
 
 
 def _lsa_kwargs(task, cfg: ModelConfig) -> dict:
     """The `LSATransformer` attributes of every LSA kind."""
-    return {"d": task.d, "d_y": task.d_y, **{name: getattr(cfg, name) for name in _LSA_FIELDS}}
+    fields = {name: getattr(cfg, name) for name in _LSA_FIELDS}
+    return {"d": task.d, "d_y": task.d_y, "gd_sparsity": cfg.init == "gd_sparsity", **fields}
 
 
 def _lsa(task, cfg: ModelConfig) -> LSATransformer:
-    cls = GDSparsityLSA if cfg.init == "gd_sparsity" else LSATransformer
-    return cls(**_lsa_kwargs(task, cfg))
+    return LSATransformer(**_lsa_kwargs(task, cfg))
 
 
 def _causal_lsa(task, cfg: ModelConfig) -> CausalLSATransformer:
@@ -180,10 +181,10 @@ def _standard_tokens(task, cfg: ModelConfig) -> StandardTokenTransformer:
 
 # kind -> how to build it, what it reads, which inits it has
 MODEL_KINDS: dict[str, ModelKind] = {
-    "lsa": ModelKind(_lsa, _LSA_FIELDS, ("dense", "gd_sparsity")),
+    "lsa": ModelKind(_lsa, _LSA_FIELDS, _LSA_INITS),
     "causal_lsa": ModelKind(_causal_lsa, _LSA_FIELDS),
-    "token_momentum": ModelKind(_token_momentum, (*_LSA_FIELDS, "mu", "mu_init")),
-    "depth_momentum": ModelKind(_depth_momentum, (*_LSA_FIELDS, "beta", "beta_init")),
+    "token_momentum": ModelKind(_token_momentum, (*_LSA_FIELDS, "mu", "mu_init"), _LSA_INITS),
+    "depth_momentum": ModelKind(_depth_momentum, (*_LSA_FIELDS, "beta", "beta_init"), _LSA_INITS),
     "softmax_transformer": ModelKind(
         _softmax_transformer,
         (
