@@ -77,8 +77,8 @@ class Config:
     deep_learning_rate: float = 3e-3  # peak rate of the K >= 3 models
     init_scale: float = 0.002  # fan-in variance scale / K, as von Oswald et al.
     # "gd_sparsity": random weights with the GD construction's zero blocks
-    # (`LSATransformer.gd_sparsity`); from the paper's "dense" init seed 0 sat on the initial plateau (loss 0.35-0.39) at
-    # K = 1, 2, 3 for all 3000 steps at batch 256.
+    # (`LSATransformer.gd_sparsity`); from the paper's "dense" init seed 0 sat on the
+    # initial plateau (loss 0.35-0.39) at K = 1, 2, 3 for all 3000 steps at batch 256.
     init: Literal["dense", "gd_sparsity"] = "gd_sparsity"
     # Tuned GD and GD++ at their optimum (`tuning.fit_ladders`): K = 1..max(depths) from
     # several starts each, the best kept on `selection_tasks` held-out tasks no fit saw.
