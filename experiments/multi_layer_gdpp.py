@@ -106,6 +106,8 @@ class Config:
             num_seeds=5,
         )
     )
+    # Peak rate at each N (None: context_train.learning_rate at every N).
+    context_learning_rates: tuple[float, ...] | None = None
     recurrent_depth: int = 2
     softmax_heads: tuple[int, ...] = (1, 2)  # one model per entry, beside a 1-layer LSA
     eval_seed: int = 10_000  # root key of eval tasks and explicit-learner fits
@@ -119,6 +121,9 @@ class Config:
             raise ValueError("recurrent_contexts, softmax_heads and recurrent_depth must be >= 1")
         if len(self.recurrent_contexts) != len(self.context_steps):
             raise ValueError("recurrent_contexts and context_steps need one entry each")
+        rates = self.context_learning_rates
+        if rates is not None and len(rates) != len(self.recurrent_contexts):
+            raise ValueError("context_learning_rates needs one entry per recurrent context")
         dataclasses.replace(self.train, learning_rate=self.deep_learning_rate)  # validates it
         for n_ctx in self.recurrent_contexts:  # validates each derived training config now
             self.context_train_at(n_ctx)
@@ -129,11 +134,20 @@ class Config:
             )
 
     def context_train_at(self, n_ctx: int) -> TrainConfig:
-        """`context_train` for `context_steps` steps at N = n_ctx: warmup 5%, 10 evals."""
-        steps = self.context_steps[self.recurrent_contexts.index(n_ctx)]
+        """`context_train` for `context_steps` steps at N = n_ctx, at its peak rate from
+        `context_learning_rates` (if given): warmup 5%, 10 evals."""
+        index = self.recurrent_contexts.index(n_ctx)
+        steps = self.context_steps[index]
         warmup = 0 if self.context_train.schedule == "constant" else steps // 20
+        lr = self.context_train.learning_rate
+        if self.context_learning_rates is not None:
+            lr = self.context_learning_rates[index]
         return dataclasses.replace(
-            self.context_train, steps=steps, warmup_steps=warmup, eval_every=steps // 10
+            self.context_train,
+            steps=steps,
+            warmup_steps=warmup,
+            eval_every=steps // 10,
+            learning_rate=lr,
         )
 
 

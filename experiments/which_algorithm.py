@@ -120,6 +120,24 @@ def get_config(quick: bool = False) -> Config:
     return Config(noise_stds=(0.5,), depths=(1,), train=train, probe=probe, **family, **sizes)
 
 
+def get_paper_config() -> Config:
+    """A budget in Akyürek et al.'s direction, for an accelerator: width 256 (8 heads, MLPs
+    of 1024), 10 seeds, 50,000 steps at batch 256 under warmup + cosine decay from 1e-3.
+    That is 400 times the prompts of the full config per seed, still 1/10 of the paper's
+    500k steps; not run here (no accelerator was lent to the sessions that wrote it)."""
+    model = ModelConfig(kind="softmax_transformer", embed_dim=256, num_heads=8, mlp_hidden=1024)
+    train = TrainConfig(
+        steps=50_000,
+        batch_size=256,
+        learning_rate=1e-3,
+        schedule="warmup_cosine",
+        warmup_steps=1000,
+        eval_every=2500,
+        num_seeds=10,
+    )
+    return Config(model=model, train=train)
+
+
 def _setting(config: Config, i: int, options: RunOptions) -> tuple[dict, dict]:
     """Train every depth at noise level i, align it with the baselines, probe it."""
     task = config.task(config.noise_stds[i])

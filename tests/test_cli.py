@@ -94,6 +94,6 @@ def test_paper_configs_resolve_and_a_study_without_one_says_so(capsys):
         cli.main(["run", "forward_only", "--paper"])
     assert exit_info.value.code == 2
     assert (
-        "forward_only has no paper config (studies with one: multi_layer_gdpp)"
+        "forward_only has no paper config (studies with one: multi_layer_gdpp, which_algorithm)"
         in capsys.readouterr().err
     )
