@@ -65,3 +65,18 @@ def test_no_flat_modules_left_at_the_top():
 def test_top_level_names_resolve():
     for name in icl_toy.__all__:
         assert getattr(icl_toy, name) is not None
+
+
+def test_license_and_citation_name_this_version():
+    import tomllib
+
+    import yaml  # PyYAML comes with flax and orbax
+
+    root = PACKAGE.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0"
+    assert citation["version"] == project["version"]
+    assert citation["license"] == "MIT" and project["license"] == {"file": "LICENSE"}
+    assert (root / "LICENSE").read_text().startswith("MIT License")
+    assert {"title", "authors", "message"} <= set(citation)
