@@ -4,7 +4,7 @@
     icl-toy run learning_curves --quick   # shrunk config, ~25 s (33 s on a loaded machine)
 
 Full: LSA transformers with K = 1 and 2 layers (10 seeds each), then 12 learners x 20
-lengths x 5 test laws on 5000 tasks each: ~5.5 min on 2 CPU cores, mostly compiling one
+lengths x 5 test laws on 5000 tasks each: ~4.5 min on 2 CPU cores, mostly compiling one
 program per learner and length (`icl_toy.analysis.learning_curves`).
 
 Trains K-layer LSA transformers (`init="gd_sparsity"`) at N = 10 on Gaussian prompts, d = 10,
@@ -54,7 +54,7 @@ from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
 NAME = "learning_curves"
-RUNTIME = {"full": "~5.5 min", "quick": "~25 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~4.5 min", "quick": "~25 s"}  # on a 2-core CPU
 IN_DISTRIBUTION = "in_distribution"
 
 
