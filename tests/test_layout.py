@@ -80,3 +80,33 @@ def test_license_and_citation_name_this_version():
     assert citation["license"] == "MIT" and project["license"] == {"file": "LICENSE"}
     assert (root / "LICENSE").read_text().startswith("MIT License")
     assert {"title", "authors", "message"} <= set(citation)
+
+
+def _pins(path) -> dict[str, str]:
+    """name -> version of every `name==version` line of a constraints file."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_constraints_pin_every_dependency_at_the_versions_of_the_committed_runs():
+    import json
+    import re
+    import tomllib
+
+    root = PACKAGE.parent
+    pins = _pins(root / "constraints.txt")
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["test"]
+    for requirement in declared:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group().lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+    # The CI command (the README's) installs with them.
+    assert 'pip install -c constraints.txt -e ".[test]"' in (root / ".ci" / "run").read_text()
+    for path in sorted((root / "figures").glob("*.config.json")):
+        versions = json.loads(path.read_text())["versions"]
+        for package in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
+            assert versions[package] == pins[package], (path.name, package)
