@@ -49,12 +49,14 @@ LEARNERS = ("gd", "gd_constant", "heavy_ball", "heavy_ball_shared_beta", "nester
 @dataclasses.dataclass(frozen=True)
 class Config:
     task: TaskConfig = dataclasses.field(default_factory=von_oswald_preset)
-    # K = 1, 2 use train.learning_rate as peak; K >= 3 use deep_learning_rate. The recipe of
-    # `multi_layer_gdpp` (warmup, cosine decay to 0), 3000 steps at batch 256 to fit a 2-core
-    # CPU. Measured: the plain K = 4 LSA from the sparse init at a peak of 3e-3 converged on
-    # 10 of 10 seeds (held-out 0.079-0.094, |change over the last 10%| <= 0.5%). The
-    # previous constant 2e-3 for 1500 steps from the dense init left 54 of 80 seed runs
-    # unconverged, seed 0 on the initial plateau at K <= 2.
+    # The recipe of `multi_layer_gdpp` (warmup, cosine decay to 0), 3000 steps at batch 256
+    # to fit a 2-core CPU, at the peak rate `depth_learning_rates` of each K (the sweep at
+    # K = sweep_depth uses that K's). Measured from the sparse init: plain K = 2 at 4e-3 and
+    # plain and depth-momentum K = 4 at 3e-3 converged on 10 of 10 seeds (held-out
+    # |change over the last 10%| <= 0.5%), but in the full run a depth-momentum K = 4 seed
+    # diverged at 3e-3 (loss 3.7e11 at step 186, a different compiled chunking), hence 2e-3
+    # at K = 4. The previous constant 2e-3 for 1500 steps from the dense init left 54 of 80
+    # seed runs unconverged, seed 0 on the initial plateau at K <= 2.
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
             steps=3000,
@@ -67,7 +69,8 @@ class Config:
         )
     )
     depths: tuple[int, ...] = (1, 2, 3, 4)  # K, number of LSA layers
-    deep_learning_rate: float = 3e-3  # peak Adam learning rate for K >= 3
+    # Peak Adam rate at each K of `depths` (None: train.learning_rate at every K).
+    depth_learning_rates: tuple[float, ...] | None = (4e-3, 4e-3, 3e-3, 2e-3)
     init_scale: float = 0.002  # fan-in variance scale of the attention weights, divided by K
     # "gd_sparsity": the fan-in init with the GD construction's zero blocks, for every variant
     # (`LSATransformer.gd_sparsity`); "dense": the plain fan-in init.
@@ -100,7 +103,10 @@ class Config:
         if not 0 < self.mu_init < 1 or any(not 0 <= mu < 1 for mu in self.sweep_mu):
             raise ValueError("token momentum μ must lie in [0, 1) (learned: in (0, 1))")
         require_at_least(self, ("eval_tasks", "fit_steps", "fit_batch_size", "fit_seeds"), 1)
-        require_positive(self, ("deep_learning_rate", "init_scale", "fit_learning_rate"))
+        require_positive(self, ("init_scale", "fit_learning_rate"))
+        rates = self.depth_learning_rates
+        if rates is not None and (len(rates) != len(self.depths) or min(rates) <= 0):
+            raise ValueError(f"depth_learning_rates needs one rate > 0 per depth, got {rates}")
         if "heavy_ball" not in self.fit_learners or not set(self.fit_learners) <= set(LEARNERS):
             raise ValueError(f"fit_learners must include 'heavy_ball' and be among {LEARNERS}")
 
@@ -110,6 +116,7 @@ def get_config(quick: bool = False) -> Config:
         return Config()
     train = TrainConfig(steps=100, batch_size=64, eval_every=50, num_seeds=2)
     sweep = dict(depths=(1, 2), sweep_depth=1, sweep_mu=(0.5,), sweep_beta=(), eval_tasks=1000)
+    sweep |= dict(depth_learning_rates=None)
     fit = dict(fit_learners=("heavy_ball",), fit_steps=50, fit_batch_size=128, fit_seeds=1)
     return Config(train=train, **sweep, **fit)
 
@@ -126,7 +133,9 @@ def _train_one(config, variant, num_layers, eval_prompts, options, momentum=None
     momentum_init = config.beta_init if variant == "depth_momentum" else config.mu_init
     init = dict(init_scale=config.init_scale, init=config.init)
     model = _model(config.task, variant, num_layers, momentum_init, momentum, **init)
-    lr = config.train.learning_rate if num_layers < 3 else config.deep_learning_rate
+    lr = config.train.learning_rate
+    if config.depth_learning_rates is not None:
+        lr = config.depth_learning_rates[config.depths.index(num_layers)]
     cfg, stage = dataclasses.replace(config.train, learning_rate=lr), f"{variant}_K{num_layers}"
 
     def eval_fn(params):
