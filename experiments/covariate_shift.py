@@ -9,7 +9,7 @@ Trains one LSA layer at prompt length N = 20 on the anisotropic Gaussian task of
 `preconditioned_gd` (inputs N(0, Λ), d = 5, σ = 0.5), then tests it at prompt lengths M
 and under a covariate shift Ω = cΛ of context and query inputs. The empirical MSE (mean
 and min–max band over seeds, on the same held-out tasks for every seed) is drawn beside the
-closed form R(Γ*; Ω, M) of THEORY §6 (`closed_forms.preconditioner_risk` with Σ := Ω and
+closed form R(Γ*; Ω, M) of docs/theory.md §6 (`closed_forms.preconditioner_risk` with Σ := Ω and
 length M) and its limit τ² tr(Ω(Γ*Ω − I)²) as M → ∞, with OLS (closed form σ²d/(M − d − 1),
 unchanged by the shift) and Bayes ridge λ = σ²/τ² as baselines.
 
@@ -17,7 +17,7 @@ Prompt length. The LSA's attention sums over the context, so its weights carry t
 the training length; at test length M we scale W_PV by N/M, i.e. we evaluate the
 normalised layer ŷ = x_qᵀ Γ (1/M) Σ_i y_i x_i of Zhang et al. (without it ŷ grows as M/N).
 The M grid starts at 10 > d + 1 because the OLS risk with noisy labels is infinite for
-M ≤ d + 1 (THEORY §8). Losses are MSE.
+M ≤ d + 1 (docs/theory.md §8). Losses are MSE.
 Writes `covariate_shift.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
 """
 

@@ -6,7 +6,7 @@
 Full: 3 methods x 3 seeds x 10,000 steps (batch 256) plus a 50-chunk stream: 4.8 min wall
 (2.1 min of CPU) on 2 CPU cores shared with other jobs; about 3 min on an idle machine.
 
-Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; THEORY §9):
+Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; docs/theory.md §9):
 1. Training the transformer without backprop. One LSA layer is trained with Adam (same init,
    same batches, 3 seeds vmapped) from three gradients: backprop, the forward gradient
    (∇L·v) v from one `jax.jvp` per step, and two-point SPSA (L(θ+εv) − L(θ−εv))/(2ε) v, with

@@ -14,7 +14,7 @@ first n pairs of one 2N-pair prompt), in distribution and under four OOD test la
 (`icl_toy.analysis.learning_curves.Shift`): inputs ×2, teacher ×2, a skewed input covariance with
 condition number 25 (same trace), and label noise σ = 1.5 (3x the training noise).
 
-Gaussian inputs give closed forms at every n (zero predictor, OLS, one GD step; THEORY §5,
+Gaussian inputs give closed forms at every n (zero predictor, OLS, one GD step; docs/theory.md §5,
 §8); with noise the OLS risk is infinite near n = d, so the y axis is logarithmic and the
 median over tasks is saved beside the mean.
 
@@ -260,7 +260,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
             band = {field: a[field][li, ci] for field in ("mean", "low", "high")}
             interval_band(ax, lengths, band, name, log_axis=True, ms=4, **_style(name))
         closed_ols = a["closed_ols"][li]
-        ax.plot(lengths, closed_ols, "k*", ms=5, label="OLS closed form (THEORY §8)")
+        ax.plot(lengths, closed_ols, "k*", ms=5, label="OLS closed form (docs/theory.md §8)")
         ax.plot(lengths, a["closed_gd"][li], "x", color="C1", ms=4, label="GD K=1 closed form")
         ols = a["mean"][li, names.index("OLS")]
         peak = int(np.nanargmax(ols))

@@ -5,7 +5,7 @@
 
 Full: 10 seeds x 2 models x 3000 steps of 512 tasks, ~3 min on 2 CPU cores.
 
-THEORY §1, Proposition 2. On sine tasks y = a·sin(x + ρ), x ~ U(-5, 5), a ~ U(0.1, 5) and
+docs/theory.md §1, Proposition 2. On sine tasks y = a·sin(x + ρ), x ~ U(-5, 5), a ~ U(0.1, 5) and
 ρ ~ U(0, π) drawn independently, N = 10 (`icl_toy.core.nonlinear.SineTaskConfig`), trains with the
 same optimiser, data and seeds (vmapped):
 - MLP + LSA (`FeatureLSA`): an embedding and a residual GELU MLP on every x, then one LSA

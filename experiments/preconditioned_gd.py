@@ -9,7 +9,7 @@ Trains one LSA layer on Gaussian inputs with an anisotropic, rotated covariance 
 (eigenvalues geometrically spaced over [1/2, 2], d = 5, N = 20, w ~ N(0, I), label noise
 σ = 0.5), reads the preconditioner Γ it implements from W_KQ and W_PV
 (`metrics.implied_preconditioner`) and compares it with the closed-form optimum
-Γ* = (((N+1)/N) Σ + ((tr Σ + σ²/τ²)/N) I)⁻¹ (THEORY §5), as heatmaps and a scatter with
+Γ* = (((N+1)/N) Σ + ((tr Σ + σ²/τ²)/N) I)⁻¹ (docs/theory.md §5), as heatmaps and a scatter with
 
     R² = 1 − ||Γ_fit − Γ*||²_F / ||Γ* − mean(Γ*)||²_F   (mean over the d² entries of Γ*).
 
@@ -152,7 +152,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     fig = plt.figure(figsize=(17, 4.2))
     grid = fig.add_gridspec(1, 5, wspace=0.6)
     axes = [fig.add_subplot(grid[0, i]) for i in range(2)]
-    titles = ("Γ* (closed form, THEORY §5)", "trained Γ (mean of seeds)")
+    titles = ("Γ* (closed form, docs/theory.md §5)", "trained Γ (mean of seeds)")
     heatmap_pair(axes, gamma_star, gamma_fit.mean(axis=0), titles)
 
     ax = fig.add_subplot(grid[0, 2])

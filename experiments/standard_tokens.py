@@ -5,7 +5,7 @@
 
 Full: 10 seeds x 4000 steps, ~5 min on 2 CPU cores.
 
-THEORY §1, Proposition 3. On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless)
+docs/theory.md §1, Proposition 3. On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless)
 prompts arrive as 2N + 1 alternating tokens x_1, y_1, …, x_N, y_N, x_q with one-hot
 positions (`icl_toy.core.models.standard_tokens`). Trains the 2-layer model, softmax attention then
 LSA, S seeds vmapped, and compares it on the same held-out tasks with one GD step at the

@@ -7,7 +7,7 @@ Full: depths 1, 2, 4, 8 x noiseless and noisy x 3 seeds x 1000 steps: 17 min (10
 measured on 2 CPU cores shared with three other jobs (load ~7); about half of it trains
 the two depth-8 models.
 
-Akyürek et al. (arXiv 2211.15661, THEORY §3): the algorithm a transformer trained on linear
+Akyürek et al. (arXiv 2211.15661, docs/theory.md §3): the algorithm a transformer trained on linear
 regression is closest to goes from one GD step to ridge to OLS with depth; with label noise
 σ the best-fitting ridge λ is σ²/τ². Per noise level, S seeds of `softmax_transformer` per
 depth (`depth_sweep.train_depths`) are compared on shared held-out tasks with a
@@ -53,7 +53,7 @@ from icl_toy.training.train import RunOptions, TrainConfig
 NAME = "which_algorithm"
 RUNTIME = {"full": "~17 min", "quick": "~40 s"}  # on a shared 2-core CPU
 
-# Akyürek et al.'s ridge grid (THEORY §3), plus λ = 1; λ = 0 is OLS.
+# Akyürek et al.'s ridge grid (docs/theory.md §3), plus λ = 1; λ = 0 is OLS.
 AKYUREK_LAMBDAS = (1 / 16, 1 / 9, 1 / 4, 4 / 9)
 BASELINE_KINDS = ("zero", "ols", "ridge", "gd", "line_search_gd", "cg", "newton_schulz", "knn")
 

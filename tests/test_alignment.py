@@ -1,4 +1,4 @@
-"""The alignment API: compare() and the closest-algorithm table (THEORY §1, §3)."""
+"""The alignment API: compare() and the closest-algorithm table (docs/theory.md §1, §3)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""The baseline family's exact identities (THEORY §8) and closed-form risks."""
+"""The baseline family's exact identities (docs/theory.md §8) and closed-form risks."""
 
 import jax
 import jax.numpy as jnp
@@ -175,7 +175,7 @@ def test_closed_form_risk_edge_cases():
     ) == float("inf")
     with pytest.raises(ValueError, match="Gaussian"):
         baselines.ols_excess_risk(TaskConfig(d=4, n_context=20, noise_std=0.1))
-    # THEORY §10b: the zero predictor's MSE for U(−0.5, 0.5)^10 inputs is 10/12 = 0.833.
+    # docs/theory.md §10b: the zero predictor's MSE for U(−0.5, 0.5)^10 inputs is 10/12 = 0.833.
     assert baselines.zero_predictor_risk(von_oswald_preset()) == pytest.approx(10 / 12)
 
 

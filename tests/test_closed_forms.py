@@ -1,4 +1,6 @@
-"""Closed forms for ŷ = x_qᵀ Γ h against reference values and Monte Carlo (THEORY §4–§6, §8)."""
+"""Closed forms for ŷ = x_qᵀ Γ h against reference values and Monte Carlo.
+
+The math: docs/theory.md §4–§6, §8."""
 
 import functools
 
@@ -122,7 +124,8 @@ def test_optimal_preconditioner_is_the_minimiser(x64):
     for seed in range(5):
         delta = 0.05 * jax.random.normal(jax.random.key(seed), (D, D))
         assert float(cf.preconditioner_risk(gamma + delta, cov, n, tau, sigma)) > r_star
-    # The preconditioner strictly beats the best scalar step for anisotropic inputs (THEORY §10c).
+    # The preconditioner strictly beats the best scalar step for anisotropic inputs
+    # (docs/theory.md §10c).
     eta = cf.optimal_scalar_step(cov, n, tau, sigma)
     scalar = float(cf.optimal_scalar_step_risk(cov, n, tau, sigma))
     assert float(cf.preconditioner_risk(eta * jnp.eye(D), cov, n, tau, sigma)) == pytest.approx(
@@ -156,7 +159,7 @@ def test_test_length_risk_for_identity_covariance_matches_theory_6(x64):
 
 @pytest.mark.parametrize("c", [0.25, 4.0])
 def test_limit_risk_under_shift(x64, c):
-    """M → ∞ of R(Γ*; Ω = cΛ, M) is tr(Ω(Γ*Ω − I)²) (THEORY §6), with and without noise."""
+    """M → ∞ of R(Γ*; Ω = cΛ, M) is tr(Ω(Γ*Ω − I)²) (docs/theory.md §6), with and without noise."""
     lam = jnp.asarray(_anisotropic_cov())
     omega = c * lam
     gamma = cf.optimal_preconditioner(lam, 20, 1.0, 0.5)

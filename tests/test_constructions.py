@@ -1,4 +1,6 @@
-"""Constructions (GD / GD++ as LSA weights) against the explicit learners (THEORY §1, §10a)."""
+"""Constructions (GD / GD++ as LSA weights) against the explicit learners.
+
+The math: docs/theory.md §1, §10a."""
 
 import itertools
 

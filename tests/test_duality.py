@@ -1,4 +1,4 @@
-"""The dual form: implicit ΔW of LSA models against explicit fine-tuning (THEORY §2)."""
+"""The dual form: implicit ΔW of LSA models against explicit fine-tuning (docs/theory.md §2)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,6 @@
-"""End-to-end quick runs of the preconditioned-GD and covariate-shift studies (THEORY §5, §6)."""
+"""End-to-end quick runs of the preconditioned-GD and covariate-shift studies.
+
+The math: docs/theory.md §5, §6."""
 
 import dataclasses
 import json

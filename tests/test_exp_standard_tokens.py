@@ -27,7 +27,7 @@ def test_standard_tokens_quick_end_to_end(tmp_path):
     assert abs(construction["relative_gap_to_gd"]) < 0.01
     assert construction["copy_score"] > 0.999
     assert construction["max_abs_error_vs_gd"] < 1e-4
-    # One GD step on the preset: half-MSE 0.2062 (THEORY §10b), 500 held-out tasks.
+    # One GD step on the preset: half-MSE 0.2062 (docs/theory.md §10b), 500 held-out tasks.
     assert s["gd_loss"] == pytest.approx(0.2062, abs=0.03)
     assert s["gd2_loss"] < s["gd_loss"]
     # Training does not diverge; the copy score is a probability mass.

@@ -1,4 +1,4 @@
-"""End-to-end quick run of the which-algorithm study (Akyürek et al., THEORY §3)."""
+"""End-to-end quick run of the which-algorithm study (Akyürek et al., docs/theory.md §3)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,6 @@
-"""Forward-only gradient estimators, the train() hook, and ICL baked into weights (THEORY §9)."""
+"""Forward-only gradient estimators, the train() hook, and ICL baked into weights.
+
+The math: docs/theory.md §9."""
 
 import dataclasses
 import functools

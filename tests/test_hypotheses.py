@@ -91,7 +91,7 @@ def test_bad_criteria_and_names_raise():
 def test_a_claim_the_data_contradicts_is_not_supported():
     """ "One trained LSA layer beats one tuned GD step by 20%": the data says no.
 
-    GD(η*) is the best one-layer LSA on this task family (THEORY §4), so the trained
+    GD(η*) is the best one-layer LSA on this task family (docs/theory.md §4), so the trained
     layer's relative loss gap is ≥ 0 up to noise, nowhere near −0.2; ten seeds make the
     Student-t interval narrow enough to say so (three do not).
     """

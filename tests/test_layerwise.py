@@ -23,7 +23,9 @@ def _stack(*params):
 
 
 def test_layer_losses_match_explicit_gdpp_after_every_step(x64):
-    """Readout after layer k of the GD++ construction is k explicit GD++ steps (THEORY §10a)."""
+    """Readout after layer k of the GD++ construction is k explicit GD++ steps.
+
+    The reference values: docs/theory.md §10a."""
     prompts, tokens = _batch()
     model = LSATransformer(d=4, d_y=1, num_layers=3)
     etas, gammas = np.array([0.9, 0.7, 0.5]), np.array([0.3, 0.2, 0.1]) / 12

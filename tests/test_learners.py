@@ -1,4 +1,4 @@
-"""Explicit learners and closed forms (THEORY §8, §10b)."""
+"""Explicit learners and closed forms (docs/theory.md §8, §10b)."""
 
 import dataclasses
 
@@ -22,7 +22,7 @@ from icl_toy.core.tasks import TaskConfig, sample_batch, sample_task, von_oswald
 
 def test_eta_star_of_the_preset_is_200_over_33():
     assert optimal_gd_eta(von_oswald_preset()) == pytest.approx(200 / 33, abs=1e-6)
-    # THEORY §10b: half-MSE* = 0.2062 for U(-0.5, 0.5) and 0.8249 for U(-1, 1).
+    # docs/theory.md §10b: half-MSE* = 0.2062 for U(-0.5, 0.5) and 0.8249 for U(-1, 1).
     assert optimal_gd_mse(von_oswald_preset()) / 2 == pytest.approx(0.20623, abs=1e-4)
     wide = dataclasses.replace(von_oswald_preset(), input_low=-1.0, input_high=1.0)
     assert optimal_gd_eta(wide) == pytest.approx(50 / 33, abs=1e-6)
@@ -30,7 +30,7 @@ def test_eta_star_of_the_preset_is_200_over_33():
 
 
 def test_one_gd_step_loss_on_1e5_held_out_tasks():
-    """Monte Carlo of the 1-step GD half-MSE at η*: 0.206 ± 0.003 (THEORY §10b)."""
+    """Monte Carlo of the 1-step GD half-MSE at η*: 0.206 ± 0.003 (docs/theory.md §10b)."""
     prompts = sample_batch(jax.random.key(2024), von_oswald_preset(), 100_000)
     loss = float(batch_half_mse(gd(jnp.array([200 / 33])), prompts))
     assert loss == pytest.approx(0.206, abs=0.003)

@@ -27,7 +27,7 @@ def _standard_errors(curve, num_tasks):
 
 
 def test_noiseless_ols_and_zero_follow_their_closed_forms():
-    # THEORY §8: noiseless min-norm OLS on N(0, I) inputs has excess τ²(d − n) for n < d
+    # docs/theory.md §8: noiseless min-norm OLS on N(0, I) inputs has excess τ²(d − n) for n < d
     # and 0 for n >= d; the zero predictor has τ² tr Σ at every n (half of each here).
     task = TaskConfig(d=5, n_context=5, inputs="gaussian", w_scale=1.5)
     lengths, num_tasks = (1, 3, 5, 8), 4000
@@ -55,7 +55,7 @@ def test_noiseless_ols_and_zero_follow_their_closed_forms():
 
 
 def test_one_gd_step_and_noisy_ols_match_closed_forms():
-    # GD with one step η (1/n inside) on N(0, I) inputs with noise: THEORY §5 at length n;
+    # GD with one step η (1/n inside) on N(0, I) inputs with noise: docs/theory.md §5 at length n;
     # OLS for n > d + 3 (finite variance there): σ²d/(n − d − 1).
     task = TaskConfig(d=4, n_context=6, inputs="gaussian", noise_std=0.5)
     eta, lengths, num_tasks = 0.5, (1, 4, 9, 16), 6000

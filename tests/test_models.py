@@ -27,7 +27,7 @@ def _random_layer(key, h, k, e, scale=0.3):
 
 
 def _reference_lsa_layer(layer, tokens, n_keys):
-    """Independent numpy loop over heads, tokens j and keys i of THEORY §1's LSA layer."""
+    """Independent numpy loop over heads, tokens j and keys i of docs/theory.md §1's LSA layer."""
     layer = {k: np.asarray(v, dtype=np.float64) for k, v in layer.items()}
     tokens = np.asarray(tokens, dtype=np.float64)
     out = tokens.copy()

@@ -1,4 +1,6 @@
-"""Nonlinear task families, learned-feature models and the MLP + GD construction (THEORY §1)."""
+"""Nonlinear task families, learned-feature models and the MLP + GD construction.
+
+The math: docs/theory.md §1."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Preconditioned GD as LSA weights against its explicit learner (THEORY §0, §5)."""
+"""Preconditioned GD as LSA weights against its explicit learner (docs/theory.md §0, §5)."""
 
 import functools
 

@@ -1,4 +1,6 @@
-"""The shared path of the Γ studies: layer config, Γ readout and closed forms (THEORY §5, §6)."""
+"""The shared path of the Γ studies: layer config, Γ readout and closed forms.
+
+The math: docs/theory.md §5, §6."""
 
 import dataclasses
 

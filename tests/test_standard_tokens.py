@@ -1,4 +1,4 @@
-"""Alternating tokens, the softmax copy layer and copy + GD (THEORY §1, Proposition 3)."""
+"""Alternating tokens, the softmax copy layer and copy + GD (docs/theory.md §1, Proposition 3)."""
 
 import math
 
@@ -91,7 +91,7 @@ def test_copy_gd_reaches_the_one_step_gd_loss_float32():
     loss = float(jax.jit(batch_loss, static_argnums=0)(model, params, prompts))
     gd_loss = float(half_mse(_gd(prompts, eta), prompts.y_q))
     assert abs(loss / gd_loss - 1) < 0.01, (loss, gd_loss)
-    assert abs(gd_loss - 0.2062) < 0.01  # THEORY §10b: the preset's one-step half-MSE
+    assert abs(gd_loss - 0.2062) < 0.01  # docs/theory.md §10b: the preset's one-step half-MSE
     tokens = jax.vmap(prompt_tokens)(jax.tree.map(lambda a: a[:500], prompts))
     attention = _attention(model, params, tokens)
     assert float(copy_score(attention.mean(0), task.n_context)[0]) > 1 - 1e-6

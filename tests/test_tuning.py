@@ -25,7 +25,7 @@ from icl_toy.training import tuning
 
 
 def test_fit_learner_recovers_the_closed_form_step():
-    """Adam on the 1-step GD loss lands on η* = 200/33 (THEORY §10b) up to batch noise."""
+    """Adam on the 1-step GD loss lands on η* = 200/33 (docs/theory.md §10b) up to batch noise."""
     task = von_oswald_preset()
     fit = tuning.fit_learner(
         tuning.gd_learner,

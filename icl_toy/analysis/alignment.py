@@ -6,7 +6,7 @@ and evaluates both on the same held-out tasks. Per task it computes:
 
 - `half_mse_a`, `half_mse_b`: ½||ŷ − y_q||² on the query (von Oswald et al.'s half-MSE).
 - `pred_diff`: |ŷ_a − ŷ_b| on the query, mean over outputs (`metrics.prediction_difference`).
-- `spd`: Akyürek et al.'s squared prediction difference (arXiv 2211.15661, THEORY §3),
+- `spd`: Akyürek et al.'s squared prediction difference (arXiv 2211.15661, docs/theory.md §3),
   E_{x'} ||A(D)(x') − B(D)(x')||² over P unlabeled probe queries x'_p drawn from the task's
   input law, **divided by d** as in their plots.
 - `ilwd`: implicit linear weight difference, ||ŵ_A − ŵ_B||²_F / d, where ŵ_A (Y, D) is the

@@ -1,4 +1,4 @@
-"""The baseline family of in-context learners and their closed-form risks (THEORY §8).
+"""The baseline family of in-context learners and their closed-form risks (docs/theory.md §8).
 
 The learners are the `icl_toy.core.predictors.Predictor`s of `icl_toy.core.learners` (one
 prompt in, ŷ (Y,) out); a transformer with its params (`icl_toy.core.predictors.
@@ -25,7 +25,7 @@ from icl_toy.core.tasks import TaskConfig, input_covariance, sample_batch
 
 def bayes_ridge_lambda(task: TaskConfig) -> float:
     """λ = σ²/τ²: with w ~ N(0, τ²I) and Gaussian label noise σ², ridge at this λ is the
-    posterior mean E[w | X, y], the Bayes-optimal predictor (THEORY §3, §8)."""
+    posterior mean E[w | X, y], the Bayes-optimal predictor (docs/theory.md §3, §8)."""
     return task.noise_std**2 / task.w_scale**2
 
 
@@ -78,7 +78,7 @@ def zero_predictor_risk(task: TaskConfig) -> float:
 
 
 def ols_excess_risk(task: TaskConfig) -> float:
-    """Excess risk E(x_qᵀ(ŵ_OLS − w))² of min-norm OLS, exact closed forms (THEORY §8).
+    """Excess risk E(x_qᵀ(ŵ_OLS − w))² of min-norm OLS, exact closed forms (docs/theory.md §8).
 
     Noiseless (any input law with a density): N ≥ d gives 0 (X has full column rank a.s.).
     Gaussian inputs with σ > 0 (any covariance): N > d + 1 gives σ² d/(N − d − 1), and
@@ -109,7 +109,7 @@ def bayes_ridge_excess_risk(
     """Bayes risk of ridge at λ = σ²/τ²: σ² E_X tr(Σ_x (XᵀX + λI)⁻¹), a Monte Carlo estimate.
 
     Given X the posterior covariance of w is σ²(XᵀX + λI)⁻¹, so the conditional excess risk
-    is exact; only the outer expectation over X has no finite-N closed form (THEORY §8 gives
+    is exact; only the outer expectation over X has no finite-N closed form (docs/theory.md §8 gives
     a Marchenko–Pastur approximation). Returns (mean, standard error) over `num_tasks`
     context draws from `key`. Needs σ > 0.
     """

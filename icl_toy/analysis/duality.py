@@ -1,6 +1,6 @@
 """The dual form of in-context learning: implicit weight updates vs explicit fine-tuning.
 
-Dai et al. (arXiv 2212.10559, THEORY §2) read linear attention as a linear model whose
+Dai et al. (arXiv 2212.10559, docs/theory.md §2) read linear attention as a linear model whose
 weights are updated by the context: F_ICL(q) = (W_ZSL + ΔW_ICL) q, against fine-tuning's
 F_FT(q) = (W_ZSL + ΔW_FT) q. On regression prompts both sides are explicit:
 
@@ -12,7 +12,7 @@ F_FT(q) = (W_ZSL + ΔW_FT) q. On regression prompts both sides are explicit:
   is the query sensitivity W_ICL = dŷ/dx_q, and with no context the LSA predicts the
   zero-shot ŷ = W0 x_q, so ΔW_ICL = W_ICL − W0.
 - FT. k explicit GD steps on the context loss L(W) = (1/2N) Σ_i ||W x_i − y_i||² from W0
-  (1/N inside η, THEORY §0), or Dai's baseline: one epoch of SGD, one example at a time in
+  (1/N inside η, docs/theory.md §0), or Dai's baseline: one epoch of SGD, one example at a time in
   context order, each step −(η/N)(W x_i − y_i) x_iᵀ (so one epoch with W frozen would be
   one full-batch GD step).
 
@@ -69,7 +69,7 @@ def implicit_weight(
 def implicit_weight_update(
     predict: Callable[[jax.Array], jax.Array], tokens_TxE: jax.Array, d: int, w0=None
 ) -> jax.Array:
-    """ΔW_ICL = dŷ/dx_q − W0 of one prompt, (Y, D) (Dai et al.'s dual form, THEORY §2).
+    """ΔW_ICL = dŷ/dx_q − W0 of one prompt, (Y, D) (Dai et al.'s dual form, docs/theory.md §2).
 
     W0 (default 0) is the zero-shot model: an LSA with no context predicts ŷ = W0 x_q.
     """

@@ -1,4 +1,4 @@
-"""Test-time shifts of the input law: the same tasks with rescaled inputs (THEORY §6).
+"""Test-time shifts of the input law: the same tasks with rescaled inputs (docs/theory.md §6).
 
 `scale_inputs` multiplies every input of given prompts by √c (covariance Σ → cΣ) and keeps
 teachers and noise draws; `half_width_sweep` redraws uniform inputs x ~ U(−α, α) for each

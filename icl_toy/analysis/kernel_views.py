@@ -1,4 +1,4 @@
-"""Kernel views of in-context learners on d = 1 function tasks (THEORY §1, Proposition 2).
+"""Kernel views of in-context learners on d = 1 function tasks (docs/theory.md §1, Proposition 2).
 
 RBF kernel baselines tuned on held-out prompts (one functional GD step, i.e. kernel
 smoothing, and kernel ridge, `icl_toy.core.nonlinear`), every learner's prediction and query

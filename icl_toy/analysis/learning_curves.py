@@ -18,10 +18,10 @@ through another law (same uniforms, hence the same teachers' directions and nois
 
 **Prompt length and trained attention.** An LSA layer sums over its keys with the 1/N of
 the training length folded into W_PV (`icl_toy.core.models.lsa_update`): at n ≠ N the GD
-construction takes a step η·n/N (THEORY §1, §6). `length_normalised` rescales every
+construction takes a step η·n/N (docs/theory.md §1, §6). `length_normalised` rescales every
 layer's W_PV by N/n, so the attention averages over the context, which is the GD step of
 `icl_toy.core.learners.gd` (1/n inside η) and the predictor ŷ = x_qᵀ Γ (1/n) Σ_i y_i x_i of
-Zhang, Frei & Bartlett (THEORY §6). Both are worth a curve: the raw layer is what the
+Zhang, Frei & Bartlett (docs/theory.md §6). Both are worth a curve: the raw layer is what the
 trained weights compute, the normalised one is the algorithm they implement.
 
 Compilation: the prompt shape changes with n, so every (learner, length) pair is its own
@@ -29,7 +29,7 @@ compiled program, reused by every test law. One program per learner holding all 
 compiled OLS in 12 s and hung while compiling ridge on a 2-core CPU (jax 0.10.2), like the
 whole-family program that `icl_toy.analysis.alignment` avoids.
 
-Heavy tails: with label noise the OLS risk is infinite at n ∈ {d − 1, d, d + 1} (THEORY §8),
+Heavy tails: with label noise the OLS risk is infinite at n ∈ {d − 1, d, d + 1} (docs/theory.md §8),
 so the sample mean there is dominated by a few near-singular prompts and its t-interval is
 not a valid interval; the median is reported beside it. Plot such curves on a log axis.
 """
@@ -325,11 +325,11 @@ def closed_form_curves(
     """Closed-form half-MSE at each length where one exists (NaN elsewhere), per output.
 
     - "zero": ½ τ² tr Σ_x (`baselines.zero_predictor_risk`), any input law.
-    - "ols": ½ `baselines.ols_excess_risk` (THEORY §8): 0 noiseless for n >= d; Gaussian
+    - "ols": ½ `baselines.ols_excess_risk` (docs/theory.md §8): 0 noiseless for n >= d; Gaussian
       inputs with noise σ²d/(n − d − 1) for n > d + 1 (inf at n ∈ {d, d + 1}); isotropic
       N(0, I) for n < d: τ²(d − n) + σ² n/(d − n − 1).
     - "gd": one GD step of size `gd_eta` (1/n inside η) on Gaussian inputs,
-      ½ `closed_forms.preconditioner_risk(ηI, Σ, n, τ, σ)` (THEORY §5); absent if no η.
+      ½ `closed_forms.preconditioner_risk(ηI, Σ, n, τ, σ)` (docs/theory.md §5); absent if no η.
     """
     lengths = _check_lengths(lengths)
     zero = 0.5 * baselines.zero_predictor_risk(task)

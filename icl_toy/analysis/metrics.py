@@ -1,4 +1,4 @@
-"""Alignment metrics between in-context learners (THEORY §1, §11).
+"""Alignment metrics between in-context learners (docs/theory.md §1, §11).
 
 All averages run over tasks. "Sensitivity" is ∂ŷ/∂x_q, the derivative of the prediction
 with respect to the x-part of the query token: for a linear learner it is the implicit

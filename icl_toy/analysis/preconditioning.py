@@ -2,8 +2,8 @@
 
 The trained layer predicts ŷ = x_qᵀ Γ (1/N) Σ_i y_i x_i (`metrics.implied_preconditioner`);
 for inputs N(0, Σ) its MSE is the closed form R(Γ; Σ, M) of `closed_forms.preconditioner_risk`
-(THEORY §5), at the training law or under a covariate shift Ω = cΣ of context and query
-inputs and at another prompt length M (THEORY §6). Every study of this layer trains it from
+(docs/theory.md §5), at the training law or under a covariate shift Ω = cΣ of context and query
+inputs and at another prompt length M (docs/theory.md §6). Every study of this layer trains it from
 `LayerConfig`, reads Γ with `fitted_preconditioners` and evaluates the closed forms at the
 task's τ, σ and query noise through `closed_form_risk`, so they all use one definition.
 Covariances enter the closed forms in float32, the dtype of the trained weights.
@@ -148,7 +148,7 @@ def shift_risk_grid(
     lengths: Sequence[int],
     scales: Sequence[float],
 ) -> dict[str, np.ndarray]:
-    """Closed forms on the grid of test lengths M and shifts c (THEORY §6, §8).
+    """Closed forms on the grid of test lengths M and shifts c (docs/theory.md §6, §8).
 
     Returns "star" R(Γ*; cΣ, M) (M, C), "fitted" R(Γ_s; cΣ, M) (S, M, C), "ols" the OLS
     risk σ²d/(M − d − 1) (M, C; unchanged by the shift) and "limit" the M → ∞ risk

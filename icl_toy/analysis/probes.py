@@ -1,4 +1,4 @@
-"""Probes: what does each layer's residual stream encode? (Akyürek et al., THEORY §3)
+"""Probes: what does each layer's residual stream encode? (Akyürek et al., docs/theory.md §3)
 
 Akyürek et al. (arXiv 2211.15661) decode the task weight w, the moment Xᵀy and the
 least-squares solution w_OLS from the hidden states of a trained transformer, layer by

@@ -1,14 +1,16 @@
-"""Closed-form optima and risks of one-step preconditioned GD, ŷ = x_qᵀ Γ h (THEORY §4–§6, §8).
+"""Closed-form optima and risks of one-step preconditioned GD, ŷ = x_qᵀ Γ h.
+
+The math: docs/theory.md §4–§6, §8.
 
 Model (one task): w ~ N(0, τ² I_d); the M context inputs x_i and the query x_q are i.i.d.
 N(0, Σ); y_i = wᵀx_i + ε_i with ε_i ~ N(0, σ²); y_q = wᵀx_q (+ ε_q if the query is noisy).
 h = Xᵀy / M and Ŝ = XᵀX / M are the prompt's moments at its own length M. Every one-layer LSA
-optimum falls in the family ŷ = x_qᵀ Γ h (THEORY §0); GD with step η is Γ = ηI.
+optimum falls in the family ŷ = x_qᵀ Γ h (docs/theory.md §0); GD with step η is Γ = ηI.
 
 All risks here are **MSE**, E(ŷ − y_q)² (no ½; `icl_toy.training.train` minimises half-MSE). The
 training distribution (Σ = Λ, length N) enters only through Γ; the test distribution
 (covariance Σ, length M) is an argument, so the risk at another prompt length and under a
-covariate shift Ω are the same formula with Σ := Ω and M := test length (THEORY §6).
+covariate shift Ω are the same formula with Σ := Ω and M := test length (docs/theory.md §6).
 Functions take one d×d covariance and return JAX scalars or (D, D) arrays; they trace
 under jit and vmap.
 """
@@ -29,7 +31,7 @@ def _check_length(n: int, name: str) -> None:
 def sample_cov_second_moment(sigma_DxD: jax.Array, n: int) -> jax.Array:
     """E[Ŝ²] of the sample second moment Ŝ = (1/n) Σ_i x_i x_iᵀ, x_i ~ N(0, Σ) i.i.d., (D, D).
 
-    E[Ŝ²] = ((n + 1)/n) Σ² + (tr Σ / n) Σ   (THEORY §5), from E[x xᵀ x xᵀ] = 2Σ² + tr(Σ) Σ
+    E[Ŝ²] = ((n + 1)/n) Σ² + (tr Σ / n) Σ   (docs/theory.md §5), from E[x xᵀ x xᵀ] = 2Σ² + tr(Σ) Σ
     (Isserlis) for the n diagonal terms and Σ² for the n(n − 1) cross terms.
     """
     _check_length(n, "n")
@@ -49,9 +51,9 @@ def preconditioner_risk(
 
     R(Γ) = τ² tr(Γᵀ Σ Γ E[Ŝ_M²]) + (σ²/M) tr(Γᵀ Σ Γ Σ) − 2τ² tr(Σ Γ Σ) + τ² tr Σ (+ σ²)
 
-    (THEORY §5; the last σ² only if the query label is noisy). Γ need not be symmetric.
+    (docs/theory.md §5; the last σ² only if the query label is noisy). Γ need not be symmetric.
     Σ is the covariance of context and query inputs *at test*: pass Ω and the test length M
-    for the risk under a covariate shift or at another prompt length (THEORY §6).
+    for the risk under a covariate shift or at another prompt length (docs/theory.md §6).
     """
     _check_length(n_context, "n_context")
     tau2, sigma2 = w_scale**2, noise_std**2
@@ -70,10 +72,12 @@ def optimal_preconditioner(
 ) -> jax.Array:
     """Γ* = argmin_Γ R(Γ) for training prompts of length N with inputs N(0, Σ), (D, D).
 
-    Γ* = ( ((N + 1)/N) Σ + ((tr Σ + σ²/τ²)/N) I )⁻¹   (THEORY §5; Ahn et al., arXiv 2306.00297)
+    Γ* = ( ((N + 1)/N) Σ + ((tr Σ + σ²/τ²)/N) I )⁻¹
+
+    (docs/theory.md §5; Ahn et al., arXiv 2306.00297)
 
     Setting ∂R/∂Γ = 0 gives Σ Γ (E[Ŝ²] + (σ²/(τ²N)) Σ) = Σ², and the bracket is Σ times
-    the matrix inverted above. Isotropic Σ = sI makes Γ* a scalar (THEORY §4, §10c).
+    the matrix inverted above. Isotropic Σ = sI makes Γ* a scalar (docs/theory.md §4, §10c).
     """
     _check_length(n_context, "n_context")
     d = sigma_DxD.shape[0]
@@ -89,7 +93,7 @@ def optimal_preconditioner_risk(
     noise_std: float,
     query_noise: bool = False,
 ) -> jax.Array:
-    """R(Γ*) = τ² tr(Σ − Σ Γ* Σ) (+ σ² if the query is noisy), MSE (THEORY §5).
+    """R(Γ*) = τ² tr(Σ − Σ Γ* Σ) (+ σ² if the query is noisy), MSE (docs/theory.md §5).
 
     Tested against `preconditioner_risk` at Γ*: the two are different formulas.
     """
@@ -114,7 +118,7 @@ def optimal_scalar_step(
     """η* minimising R(ηI), the best plain GD step from 0 (1/N inside η), Gaussian inputs.
 
     R(ηI) = a η² − 2 b η + c with a = τ² tr(Σ E[Ŝ²]) + (σ²/N) tr Σ², b = τ² tr Σ², c = τ² tr Σ,
-    so η* = b / a. For Σ = sI: η* = N τ² / (τ² s (N + d + 1) + σ²), THEORY §8 with κ = 3.
+    so η* = b / a. For Σ = sI: η* = N τ² / (τ² s (N + d + 1) + σ²), docs/theory.md §8 with κ = 3.
     """
     a, b, _ = _scalar_step_quadratic(sigma_DxD, n_context, w_scale, noise_std)
     return b / a
@@ -143,7 +147,7 @@ def limit_risk(
 
     As M → ∞, Ŝ → Σ and the context noise averages out, so a fixed Γ stays biased unless
     ΓΣ = I: the trained layer is inconsistent, and under a covariate shift Σ := Ω the
-    error is τ² tr(Ω(ΓΩ − I)²) for Γ commuting with Ω (THEORY §6), while OLS reaches 0.
+    error is τ² tr(Ω(ΓΩ − I)²) for Γ commuting with Ω (docs/theory.md §6), while OLS reaches 0.
     """
     d = sigma_DxD.shape[0]
     bias_DxD = matmul(gamma_DxD, sigma_DxD) - jnp.eye(d, dtype=sigma_DxD.dtype)
@@ -154,7 +158,7 @@ def limit_risk(
 def ols_risk(d: int, n_context: int, noise_std: float, query_noise: bool = False) -> float:
     """MSE of OLS on Gaussian prompts, any input covariance: σ² d / (M − d − 1) (+ σ²).
 
-    E tr(Σ (XᵀX)⁻¹) = tr(Σ Σ⁻¹)/(M − d − 1) for a Wishart XᵀX (THEORY §8, whitened), so OLS
+    E tr(Σ (XᵀX)⁻¹) = tr(Σ Σ⁻¹)/(M − d − 1) for a Wishart XᵀX (docs/theory.md §8, whitened), so OLS
     is unaffected by a covariate shift. Needs M > d + 1 when σ > 0 (the mean is infinite
     otherwise). Noiseless OLS with M ≥ d recovers w exactly: risk 0.
     """

@@ -1,6 +1,6 @@
 """Learning algorithms written as LSA weights, in the exact pytree `LSATransformer.init` returns.
 
-Column form, token e = (x, y), E = d + d_y (THEORY §1):
+Column form, token e = (x, y), E = d + d_y (docs/theory.md §1):
 - GD step (Proposition 1 of von Oswald et al., arXiv 2212.07677):
   W_K = W_Q = [[I_d, 0], [0, 0]], W_V = [[0, 0], [W0, −I]], P = (η/N) I, so every token
   becomes (x_j, y_j − ΔW x_j) with ΔW = −(η/N) Σ_i (W0 x_i − y_i) x_iᵀ.
@@ -119,10 +119,10 @@ def gd_weights(
 def preconditioned_gd_weights(model: LSATransformer, gamma_DxD: jax.Array, n_context: int) -> dict:
     """Params of one LSA layer computing one preconditioned GD step from 0, ŷ = x_qᵀ Γ h.
 
-    Column form, with h = Xᵀy/N (THEORY §0, §5):
+    Column form, with h = Xᵀy/N (docs/theory.md §0, §5):
     W_Q = [[Γᵀ, 0], [0, 0]], W_K = [[I_d, 0], [0, 0]], W_V = [[0, 0], [0, −I]], P = (1/N) I, so
     W_KQ = [[Γᵀ, 0], [0, 0]] and the query's y-slot becomes −(1/N) Σ_i y_i x_iᵀ Γᵀ x_q, i.e.
-    ŷ = W x_q with W = (1/N) Yᵀ X Γᵀ: the step W ← W − ∇L(W) Γᵀ on L of THEORY §0, which is
+    ŷ = W x_q with W = (1/N) Yᵀ X Γᵀ: the step W ← W − ∇L(W) Γᵀ on L of docs/theory.md §0, which is
     x_qᵀ Γ h for d_y = 1 and the same Γ for every output when d_y > 1. Γ = ηI is the GD
     construction. Head 0 carries it; other heads are 0. Only one-layer models: a second
     layer would be a second preconditioned step, which has no explicit learner here.

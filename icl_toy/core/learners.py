@@ -8,7 +8,7 @@ fits their scalars. A factory (`gd(eta)`, `ridge(lam)`, …) returns an
 θ is fitted, and anything else is read as a float64 numpy array. The `*_fit` functions return the
 weights W (Y, D) that a predictor applies to x_q.
 
-Notation (THEORY §0, §8): S = XᵀX and b = Xᵀy (unnormalised), Ŝ = S/N. Inner loss
+Notation (docs/theory.md §0, §8): S = XᵀX and b = Xᵀy (unnormalised), Ŝ = S/N. Inner loss
 L(W) = (1/2N) Σ_i ||W x_i − y_i||², so a GD step is W ← W − (η/N) Σ_i (W x_i − y_i) x_iᵀ
 with the 1/N inside η. With d_y > 1 every algorithm runs on each output column; the line
 search uses the joint (Frobenius) loss.
@@ -60,7 +60,7 @@ def ols(prompt: Prompt) -> jax.Array:
 def ridge(lam: float) -> Predictor:
     """Ridge, ŷ = x_qᵀ (XᵀX + λI)⁻¹ Xᵀy (λ on the unnormalised S = XᵀX).
 
-    λ = σ²/τ² is the Bayes posterior mean (THEORY §8).
+    λ = σ²/τ² is the Bayes posterior mean (docs/theory.md §8).
     """
     if lam < 0:
         raise ValueError(f"the ridge λ must be >= 0, got {lam}")
@@ -140,7 +140,7 @@ def preconditioned_gd(gamma_DxD: jax.Array) -> Predictor:
     """ŷ = x_qᵀ Γ h per output, h = Xᵀy/N: one preconditioned GD step from 0, (Y,).
 
     From W = 0 the gradient of L(W) is −YᵀX/N, and the step W ← W − ∇L Γᵀ gives
-    W = (1/N) Yᵀ X Γᵀ (THEORY §0, §5); Γ = ηI is `gd(η)`.
+    W = (1/N) Yᵀ X Γᵀ (docs/theory.md §0, §5); Γ = ηI is `gd(η)`.
     """
     if len(np.shape(gamma_DxD)) != 2 or np.shape(gamma_DxD)[0] != np.shape(gamma_DxD)[1]:
         raise ValueError(f"Γ must be a square (D, D) matrix, got shape {np.shape(gamma_DxD)}")
@@ -210,7 +210,7 @@ def line_search_gd_iterates(x_NxD: jax.Array, y_NxY: jax.Array, num_steps: int) 
     """W_0 = 0, …, W_K of GD with exact line search on L(W) = (1/2N)||XWᵀ − Y||², (K+1, Y, D).
 
     With gradient G = (W Ŝ − hᵀ) (Y, D), the exact minimiser of L(W − αG) over α is
-    α = ||G||² / tr(G Ŝ Gᵀ) (THEORY §8). At a stationary point (G = 0) the step is 0.
+    α = ||G||² / tr(G Ŝ Gᵀ) (docs/theory.md §8). At a stationary point (G = 0) the step is 0.
     """
     n = x_NxD.shape[0]
     s_DxD = matmul(x_NxD.T, x_NxD) / n
@@ -240,7 +240,7 @@ def conjugate_gradient_fit(x_NxD: jax.Array, y_NxY: jax.Array, num_steps: int) -
 
     r_0 = p_0 = b;  α_k = r_kᵀr_k / p_kᵀS p_k;  w ← w + α_k p_k;  r_{k+1} = r_k − α_k S p_k;
     p_{k+1} = r_{k+1} + (r_{k+1}ᵀr_{k+1} / r_kᵀr_k) p_k. In exact arithmetic it reaches the
-    min-norm least-squares solution in at most rank(S) ≤ d steps (THEORY §8); the iterates
+    min-norm least-squares solution in at most rank(S) ≤ d steps (docs/theory.md §8); the iterates
     stay in the row space of X. A converged column (p = 0) takes zero steps from then on.
     """
     s_DxD = matmul(x_NxD.T, x_NxD)
@@ -273,7 +273,7 @@ def conjugate_gradient(num_steps: int) -> Predictor:
 def newton_schulz_fit(
     x_NxD: jax.Array, y_NxY: jax.Array, num_iterations: int, alpha: float | jax.Array | None = None
 ) -> jax.Array:
-    """W (Y, D) = (M_k b)ᵀ after k Newton–Schulz iterations for S⁻¹ (THEORY §8).
+    """W (Y, D) = (M_k b)ᵀ after k Newton–Schulz iterations for S⁻¹ (docs/theory.md §8).
 
     M_0 = αI,  M_{k+1} = M_k (2I − S M_k),  ŵ = M_k b.
     Then I − S M_k = (I − αS)^{2^k}, so ŵ equals 2^k GD steps of step α on ½||Xw − y||²
@@ -331,7 +331,7 @@ def nearest_neighbours(k: int) -> Predictor:
 
 
 def optimal_gd_eta(cfg: TaskConfig) -> float:
-    """Closed-form best single GD step from 0 (THEORY §8), 1/N inside η.
+    """Closed-form best single GD step from 0 (docs/theory.md §8), 1/N inside η.
 
     η* = N τ² / (τ² s (κ + d + N − 2) + σ²) for inputs with i.i.d. zero-mean coordinates of
     variance s and kurtosis κ. For the von Oswald preset this is 200/33. Other input laws
@@ -346,7 +346,7 @@ def optimal_gd_eta(cfg: TaskConfig) -> float:
 def optimal_gd_mse(cfg: TaskConfig) -> float:
     """MSE (not half) of the best single GD step per output, plus σ² if the query is noisy.
 
-    MSE* = s τ² d [1 − N τ² s / (τ² s (κ + d + N − 2) + σ²)]   (THEORY §8)
+    MSE* = s τ² d [1 − N τ² s / (τ² s (κ + d + N − 2) + σ²)]   (docs/theory.md §8)
     """
     s, kurt = input_moments(cfg)
     tau2, sigma2 = cfg.w_scale**2, cfg.noise_std**2
@@ -404,7 +404,7 @@ def tuned_gd_eta(
 ) -> float:
     """The best constant step η for K-step GD on `task`.
 
-    K = 1 with i.i.d. symmetric inputs: the closed form `optimal_gd_eta` (THEORY §8).
+    K = 1 with i.i.d. symmetric inputs: the closed form `optimal_gd_eta` (docs/theory.md §8).
     Otherwise: `line_search_eta` on `num_tasks` held-out tasks drawn from `key`.
     """
     if num_steps == 1:

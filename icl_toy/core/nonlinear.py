@@ -1,6 +1,6 @@
 """In-context learning of nonlinear functions: task families and kernel baselines.
 
-THEORY §1 (von Oswald et al., arXiv 2212.07677, Proposition 2). The models that learn
+docs/theory.md §1 (von Oswald et al., arXiv 2212.07677, Proposition 2). The models that learn
 features m(·) and then one LSA or GD step on (m(x), y) are `icl_toy.core.models.features`;
 their prediction is kernel smoothing with k(a, b) = m(a)ᵀ m(b), compared here with the RBF
 kernel and the sine family's true features.
@@ -95,7 +95,7 @@ class _FunctionFamily:
 class SineTaskConfig(_FunctionFamily):
     """Sine regression y = a·sin(x + ρ), x ~ U(−5, 5), a ~ U(0.1, 5), ρ ~ U(0, π), N = 10.
 
-    The ranges are those of von Oswald et al.'s text (THEORY §1), which are the sine
+    The ranges are those of von Oswald et al.'s text (docs/theory.md §1), which are the sine
     benchmark of MAML (Finn et al. 2017); their code draws a ~ U(0.1, 0.5) instead. a and ρ
     come from two independent keys. The official notebook draws both with the SAME key,
     a = 0.1 + 0.4u and ρ = πu for one uniform u, so its family has one parameter, not two

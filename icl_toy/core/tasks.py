@@ -192,7 +192,7 @@ def get_preset(name: str) -> TaskConfig:
 def input_moments(cfg: TaskConfig) -> tuple[float, float]:
     """(s, κ): per-coordinate variance and kurtosis E x⁴ / s² of i.i.d. zero-mean inputs.
 
-    Closed forms for one GD step (THEORY §8) need inputs with i.i.d. symmetric coordinates;
+    Closed forms for one GD step (docs/theory.md §8) need inputs with i.i.d. symmetric coordinates;
     other laws raise a ValueError.
     """
     if cfg.inputs == "uniform":

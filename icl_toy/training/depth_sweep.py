@@ -1,6 +1,6 @@
 """A depth sweep: one model per depth, each trained on the same task.
 
-Akyürek et al. (arXiv 2211.15661, THEORY §3) find that the algorithm a trained transformer
+Akyürek et al. (arXiv 2211.15661, docs/theory.md §3) find that the algorithm a trained transformer
 is closest to depends on its depth; `train_depths` trains the models of such a comparison.
 """
 

@@ -1,8 +1,8 @@
 """Learning without backpropagation: forward-only gradient estimators and ICL baked into weights.
 
-Gradient estimators (THEORY §9), in the `GradientFn` form that `icl_toy.training.train.train` takes
-as `gradient=`. Both draw M directions v ~ N(0, I) over all parameters from the step's key
-and average:
+Gradient estimators (docs/theory.md §9), in the `GradientFn` form that
+`icl_toy.training.train.train` takes as `gradient=`. Both draw M directions v ~ N(0, I)
+over all parameters from the step's key and average:
 - forward gradient (Baydin et al., arXiv 2202.08587): g = (∇L·v) v, the directional
   derivative from one forward-mode `jax.jvp`; unbiased, E[(∇L·v) v] = ∇L, with variance
   growing with the parameter count P (E||g||² = (P + 2)||∇L||² for M = 1).

@@ -1,9 +1,9 @@
 """Attention layers and transformers on regression tokens (Flax linen, column-form weights).
 
-Conventions (THEORY §0, §1):
+Conventions (docs/theory.md §0, §1):
 - A prompt is T = N + 1 tokens of width E = d + d_y; the query is the last token.
 - Keys and values come from the N context tokens only; every token, query included, is
-  updated. Letting the query into the keys is exact only for one GD layer (THEORY §1).
+  updated. Letting the query into the keys is exact only for one GD layer (docs/theory.md §1).
 - Weights are stored in column form, q = W_Q e: `w_q`, `w_k`, `w_v` have shape (H, k, E)
   and the projection `w_p` has shape (H, E, k), for H heads of key size k. (Flax `Dense`
   kernels are the transpose; these are not Dense kernels.)

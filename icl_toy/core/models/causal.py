@@ -1,4 +1,4 @@
-"""Causal LSA: token t attends to the context tokens j < t only (THEORY §1).
+"""Causal LSA: token t attends to the context tokens j < t only (docs/theory.md §1).
 
 One forward pass then holds a prediction at every context length (`position_readout`).
 """

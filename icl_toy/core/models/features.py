@@ -1,4 +1,4 @@
-"""Learned features, then LSA or GD: von Oswald et al.'s MLP + LSA and MLP + GD (THEORY §1).
+"""Learned features, then LSA or GD: von Oswald et al.'s MLP + LSA and MLP + GD (docs/theory.md §1).
 
 An MLP m(·) maps every input to features, tokens become (m(x_i), y_i) and (m(x_q), 0), and an
 LSA layer reads them; with the GD weights (`icl_toy.core.constructions.feature_gd_lsa_params`)

@@ -1,6 +1,6 @@
 """Momentum in LSA: across tokens (Dai et al.'s EMA of values) and across depth (heavy ball).
 
-THEORY §2. Both are `LSATransformer`s with one more update rule per layer and one scalar
+docs/theory.md §2. Both are `LSATransformer`s with one more update rule per layer and one scalar
 (μ or β), read by `learned_scalars`.
 """
 
@@ -22,7 +22,7 @@ def momentum_decay(mu: jax.Array, num_tokens: int, n_context: int) -> jax.Array:
 
 
 class TokenMomentumLSA(LSATransformer):
-    """LSA layers with Dai et al.'s momentum attention (arXiv 2212.10559, THEORY §2).
+    """LSA layers with Dai et al.'s momentum attention (arXiv 2212.10559, docs/theory.md §2).
 
     Each layer adds an exponential moving average of the earlier context tokens' values to
     the attention output (causal, over context tokens only, like the keys):

@@ -1,6 +1,6 @@
 """Standard token format: x_i and y_i as separate tokens, a softmax copy layer, then LSA.
 
-THEORY §1 (von Oswald et al., arXiv 2212.07677, Proposition 3). A prompt arrives as
+docs/theory.md §1 (von Oswald et al., arXiv 2212.07677, Proposition 3). A prompt arrives as
 S = 2N + 1 alternating tokens x_1, y_1, x_2, y_2, …, x_N, y_N, x_q. Token p has width
 W = d + P + d_y, laid out (x-slot, one-hot position p, y-slot) with P = 2N + 1:
 
