@@ -146,6 +146,18 @@ def test_tensorboard_writer_writes_seed_mean_and_per_seed_scalars(tmp_path):
     assert second["metrics"]["loss"] == {"mean": None, "per_seed": [0.5, None]}
 
 
+def test_wandb_writer_writes_an_offline_run_by_default(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    log = metrics_log.open_log(tmp_path, "study", config={"steps": 40}, backends=["wandb"])
+    log("train", 0, {"loss": np.array([1.0, 2.0], np.float32)})
+    log("K1", 0, {"loss": np.array([0.5, np.nan], np.float32)})  # its own step axis
+    log.close()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (data,) = run_dir.glob("run-*.wandb")
+    assert data.stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     ("backend", "module", "extra"),
     [("tensorboard", "tensorboardX", "tensorboard"), ("wandb", "wandb", "wandb")],
