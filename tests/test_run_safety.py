@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from icl_toy.experiments import single_layer_gd
 
-from icl_toy.runs import cli, guard, runner, sweep
+from icl_toy.runs import cli, guard, metrics_log, runner, sweep
 from icl_toy.runs.config import apply_overrides
 from icl_toy.runs.guard import ResultsLock, UsageError
 from icl_toy.training.train import DIVERGENCE_RATIO, NonFiniteLossError, _check_diverged
@@ -80,6 +80,31 @@ def finished(tmp_path_factory):
 def _copy(src: Path, dst: Path) -> Path:
     subprocess.run(["cp", "-a", f"{src}/.", str(dst)], check=True)
     return dst
+
+
+def test_a_run_logs_every_eval_its_environment_and_its_final_metrics(finished):
+    records = metrics_log.read_jsonl(finished / f"{NAME}.metrics.jsonl")
+    assert [(r["stage"], r["step"]) for r in records] == [
+        ("train", 0),
+        ("train", 100),
+        ("train", 200),
+    ]
+    assert all(len(r["metrics"]["loss"]["per_seed"]) == 2 for r in records)
+    log = (finished / f"{NAME}.log").read_text()
+    digest = json.loads((finished / f"{NAME}.config.json").read_text())["config_digest"]
+    assert f"digest={digest}" in log
+    assert re.search(r"devices=\d+x.+ \(\w+\); python [\d.]+, icl_toy ", log), log
+    assert f"jax {runner.environment()['versions']['jax']}" in log
+    (record,) = json.loads((finished / f"{NAME}.json").read_text())["convergence"].values()
+    final = np.mean([s["final_loss"] for s in record["per_seed"]])
+    fraction = f"{record['converged']}/{record['total']}"
+    assert re.search(
+        rf"done in .* s; converged seeds: {fraction} train; "
+        rf"final loss \(seed mean\): {final:.4g} train \(held-out loss\)\n",
+        log,
+    ), log
+    last = records[-1]["metrics"]["loss"]["mean"]
+    assert re.search(rf"final eval of train at step 200 \(seed means\): .*\bloss={last:.4g} ", log)
 
 
 # --- 1. a resume can never restore one config's training into another -----------------

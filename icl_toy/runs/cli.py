@@ -3,6 +3,7 @@
     icl-toy list
     icl-toy run NAME [--quick | --paper] [--seeds S] [--set key=value ...] [--out DIR]
                      [--resume | --rerun | --fresh] [--quiet] [--sweep key=v1,v2,... ...]
+                     [--log-to tensorboard,wandb]
     icl-toy plot NAME --from DIR
     icl-toy reproduce [--quick] [--out DIR] [--fresh] [NAME ...]
     icl-toy hypotheses [--quick] [--out DIR] [--rerun] [--list] [NAME ...]
@@ -18,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from icl_toy.runs import metrics_log
 from icl_toy.runs.config import apply_overrides, config_paths
 from icl_toy.runs.guard import UsageError, check_finite, check_sizes
 from icl_toy.runs.results import load_results
@@ -104,7 +106,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="remove this config's checkpoints and train from scratch",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress (a bar, or one line per group off a tty)"
+    )
+    parser.add_argument(
+        "--log-to",
+        type=_backends,
+        default=[],
+        metavar="BACKEND,...",
+        help="also log every eval to these, besides NAME.metrics.jsonl: tensorboard "
+        "(tensorboard/NAME/, the [tensorboard] extra), wandb (offline unless WANDB_MODE is "
+        "set, the [wandb] extra)",
+    )
     parser.add_argument(
         "--sweep",
         action="append",
@@ -112,6 +125,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=V1,V2,...",
         help="sweep a field over values (repeatable: a grid); learning rate and seed are vmapped",
     )
+
+
+def _backends(value: str) -> list[str]:
+    """--log-to's comma-separated backends; an unknown one is argparse's one-line error."""
+    backends = [b for b in value.split(",") if b]
+    unknown = [b for b in backends if b not in metrics_log.BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {', '.join(unknown)}; known: {', '.join(metrics_log.BACKENDS)} "
+            "(NAME.metrics.jsonl is always written)"
+        )
+    return backends
 
 
 def _command(args, overrides: list[str]) -> str:
@@ -144,9 +169,12 @@ def _diverged(args, config, error: NonFiniteLossError) -> SystemExit:
 
 
 def _run(args) -> None:
+    metrics_log.check_backends(args.log_to)
     config = resolve_config(args.name, args.quick, args.seeds, args.overrides, args.paper)
     out_dir = args.out or default_out_dir(args.quick, args.paper)
     if args.sweep:
+        if args.log_to:
+            raise UsageError("--log-to does not apply to sweeps; run a grid point on its own")
         try:
             axes = parse_sweep(args.sweep)
             check_axes(config, axes)
@@ -185,6 +213,7 @@ def _run(args) -> None:
             rerun=args.rerun,
             fresh=args.fresh,
             quiet=args.quiet,
+            log_to=args.log_to,
             command=" ".join(sys.argv),
             echo=print,
         )

@@ -5,7 +5,10 @@ Layout of a run in `out_dir`, for experiment NAME:
   NAME.npz, .json   the results: arrays first, then the summary
   NAME.png/.pdf     the figure, drawn from the saved results; results are complete when
                     NAME.json and NAME.png both exist and the JSON holds the same config
-  NAME.log          one line per event, appended
+  NAME.log          one line per event, appended: start (digest, devices, versions),
+                    failures, each stage's final eval, done (converged seeds, final losses)
+  NAME.metrics.jsonl  every in-scan eval, appended as each checkpoint group ends
+                    (`metrics_log`); tensorboard/NAME/ and wandb/ with `log_to`
   checkpoints/NAME/<config digest>/  orbax checkpoints of that config's training
   .icl-toy.lock     held by the run that is writing into the folder
 Every file is written atomically (temporary file, then rename).
@@ -22,12 +25,13 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
 import jax
 
+from icl_toy.runs import metrics_log
 from icl_toy.runs.guard import (
     ResultsLock,
     UsageError,
@@ -105,6 +109,33 @@ def environment() -> dict:
         "device_platform": devices[0].platform,
         "device_count": len(devices),
     }
+
+
+def versions_text(env: dict) -> str:
+    """The versions of `environment()` as "python 3.11.7, jax 0.4.30, ..."."""
+    return ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+
+
+def final_losses_text(records: dict[str, dict]) -> str:
+    """Each stage's seed-mean final loss from its convergence record, on the curve it read."""
+    parts = []
+    for stage, record in records.items():
+        finals = [r["final_loss"] for r in record["per_seed"]]
+        mean = sum(finals) / len(finals) if finals else float("nan")
+        parts.append(f"{mean:.4g} {stage} ({record['curve']})")
+    return "final loss (seed mean): " + (", ".join(parts) if parts else "no training")
+
+
+def final_eval_lines(last: dict[str, tuple[int, dict]]) -> list[str]:
+    """One line per stage: the seed means of its last logged eval (`MetricsLog.last`)."""
+    lines = []
+    for stage, (step, metrics) in last.items():
+        means = " ".join(
+            f"{k}={'nan' if v['mean'] is None else format(v['mean'], '.4g')}"
+            for k, v in metrics.items()
+        )
+        lines.append(f"final eval of {stage} at step {step} (seed means): {means}")
+    return lines
 
 
 def run_metadata(name: str, config) -> dict:
@@ -249,6 +280,7 @@ def run_experiment(
     rerun: bool = False,
     adopt: bool = True,
     quiet: bool = False,
+    log_to: Sequence[str] = (),
     command: str = "",
     echo: Callable[[str], None] = lambda _: None,
 ) -> Results:
@@ -259,9 +291,14 @@ def run_experiment(
     `rerun` (which recomputes them, resuming training from its checkpoints) or `fresh`
     (which removes this config's checkpoints and trains from scratch). Checkpoints live in
     `out_dir/checkpoints/NAME/<config digest>/`; see `prepare_checkpoints` for `resume`.
+
+    Every in-scan eval goes to `NAME.metrics.jsonl` as its group ends (started afresh when
+    training starts from scratch, appended to when it continues), and to the writers of
+    `log_to` ("tensorboard", "wandb"; see `metrics_log`).
     """
     module = get_experiment(name)
     out_dir = Path(out_dir)
+    metrics_log.check_backends(log_to)
     check_run(config, out_dir, len(jax.devices()))
     out_dir.mkdir(parents=True, exist_ok=True)
     with ResultsLock(out_dir, command or f"icl-toy run {name}"):
@@ -288,13 +325,22 @@ def run_experiment(
             name,
             f"start (resume={resume}, fresh={fresh}, rerun={rerun}) "
             f"digest={metadata['config_digest']} commit={metadata['git_commit']} "
-            f"devices={metadata['device_count']}x{metadata['device_kind']}",
+            f"devices={metadata['device_count']}x{metadata['device_kind']} "
+            f"({metadata['device_platform']}); {versions_text(metadata)}",
         )
+        log = metrics_log.open_log(out_dir, name, config, log_to, append=resume)
         options = RunOptions(
-            checkpoint_dir=str(checkpoint_dir.absolute()), resume=resume, progress=not quiet
+            checkpoint_dir=str(checkpoint_dir.absolute()),
+            resume=resume,
+            progress=not quiet,
+            metrics_hook=log,
         )
         start = time.time()
-        with _logged_signals(out_dir, name), convergence.collect(options.checkpoint_dir) as runs:
+        with (
+            _logged_signals(out_dir, name),
+            convergence.collect(options.checkpoint_dir) as runs,
+            log,
+        ):
             try:
                 results = module.run(config, options=options)
             except BaseException as error:
@@ -309,6 +355,9 @@ def run_experiment(
         save_results(out_dir, name, results)
         module.plot(load_results(out_dir, name), out_dir)
         line = convergence.summary_line(results.summary["convergence"])
-        _log(out_dir, name, f"done in {time.time() - start:.1f} s; {line}")
+        for final in final_eval_lines(log.last):
+            _log(out_dir, name, final)
+        finals = final_losses_text(results.summary["convergence"])
+        _log(out_dir, name, f"done in {time.time() - start:.1f} s; {line}; {finals}")
         echo(f"{name}: {line}")
         return results

@@ -264,14 +264,33 @@ def make_trainer(
     )
 
 
+# The name of a run that is no `RunOptions.stage` of another: in logs, as in convergence records.
+TOP_STAGE = "train"
+# `metrics_hook(stage, step, metrics)`, called by `train` between groups (see `RunOptions`).
+MetricsHook = Callable[[str, int, dict[str, np.ndarray]], None]
+# The key of the training loss in a `MetricsHook`'s metrics, beside the eval metrics.
+TRAIN_LOSS = "train_loss"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How a run is carried out, not what it computes: checkpoints, resume, progress."""
+    """How a run is carried out, not what it computes: checkpoints, resume, progress, logs.
+
+    `metrics_hook(stage, step, metrics)` is called between groups, never inside the
+    compiled scan: after the step-0 eval of a run that starts from scratch, then after each
+    group once per eval of that group, in step order. `stage` is `stage_name`, `metrics`
+    maps every eval metric to its (R,) values, one per run, and `TRAIN_LOSS` to the (R,)
+    mean batch loss of the `eval_every` steps up to `step` (absent at step 0).
+    """
 
     checkpoint_dir: str | None = None  # orbax checkpoints of the train state go here
     checkpoint_every: int = 10  # chunks (of eval_every steps) between checkpoints
     resume: bool = False  # continue from the latest checkpoint in checkpoint_dir
-    progress: bool = False  # a progress bar on stderr, shown only on a terminal
+    # Progress on stderr: a bar on a terminal, else one line per group.
+    progress: bool = False
+    metrics_hook: MetricsHook | None = None
+    # The run's name in progress and metric logs: TOP_STAGE, or `stage` names joined by "/".
+    stage_name: str = TOP_STAGE
     num_devices: int | None = None  # use the first n devices JAX sees; None: all of them
     # How runs use several devices: "batch" splits every batch over them (data parallel);
     # "runs" places whole runs (seeds, grid points) on different devices, with no
@@ -294,10 +313,11 @@ class RunOptions:
 
     def stage(self, name: str) -> RunOptions:
         """Options for one of several training runs of an experiment: checkpoints go to
-        `checkpoint_dir/name`, so each run resumes from its own."""
-        if self.checkpoint_dir is None:
-            return self
-        return dataclasses.replace(self, checkpoint_dir=f"{self.checkpoint_dir}/{name}")
+        `checkpoint_dir/name`, so each run resumes from its own, and logs name it `name`
+        (after the names of the stages it is inside)."""
+        stage_name = name if self.stage_name == TOP_STAGE else f"{self.stage_name}/{name}"
+        checkpoint_dir = None if self.checkpoint_dir is None else f"{self.checkpoint_dir}/{name}"
+        return dataclasses.replace(self, checkpoint_dir=checkpoint_dir, stage_name=stage_name)
 
 
 # A finite batch loss this many times its run's first-step loss has diverged all the same.
@@ -347,18 +367,44 @@ def _check_diverged(
     )
 
 
-def _progress_bar(enabled: bool, total: int):
-    """A rich progress bar over steps, or a no-op when disabled or not on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+class _Progress:
+    """Progress of a run, updated between groups, on stderr: a rich bar on a terminal that
+    reads "compiling" until the first group ends, else one plain line per group."""
 
-    return Progress(
-        TextColumn("training"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.0f} steps/s  loss {task.fields[loss]:.4g}"),
-        disable=not (enabled and sys.stderr.isatty()),
-        transient=True,
-    )
+    def __init__(self, enabled: bool, stage: str, total: int, done: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.enabled, self.stage, self.total = enabled, stage, total
+        self.compile_seconds = 0.0  # of the groups since the last update
+        self.bar = Progress(
+            TextColumn(f"training {stage}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+            disable=not (enabled and sys.stderr.isatty()),
+            transient=True,
+        )
+        self.task = self.bar.add_task("train", total=total, completed=done, status="compiling")
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self.bar.__exit__(*exc_info)
+
+    def update(self, step: int, steps: int, seconds: float, loss: float) -> None:
+        """`steps` steps, up to `step`, took `seconds` of compute, compiling excluded."""
+        status = f"{steps / max(seconds, 1e-9):.0f} steps/s  loss {loss:.4g}"
+        self.bar.update(self.task, completed=step, status=status)
+        if self.enabled and self.bar.disable:
+            line = f"training {self.stage}: step {step}/{self.total}  {status}"
+            if self.compile_seconds:
+                line += f" (compiled in {self.compile_seconds:.1f} s)"
+            print(line, file=sys.stderr, flush=True)
+        self.compile_seconds = 0.0
 
 
 def train(
@@ -381,11 +427,12 @@ def train(
     `eval_fn(params) -> {name: scalar}` runs inside the scan at step 0 and every
     `eval_every` steps; it must be traceable (fixed eval prompts are closed over).
     `gradient` replaces backprop by another gradient estimator (see `make_trainer`).
-    Without checkpoints or progress the whole run is one compiled call. Otherwise it
-    runs in groups of `options.checkpoint_every` chunks, saving a checkpoint and updating
-    the progress bar between groups; group boundaries do not depend on where a run was
-    resumed, so a resumed run is bitwise identical to an uninterrupted one. A NaN or Inf
-    training loss raises `NonFiniteLossError` before the bad state is saved.
+    Without checkpoints, progress or a metrics hook the whole run is one compiled call.
+    Otherwise it runs in groups of `options.checkpoint_every` chunks, one compiled call
+    each, calling the metrics hook, saving a checkpoint and updating the progress between
+    groups; group boundaries do not depend on where a run was resumed, so a resumed run is
+    bitwise identical to an uninterrupted one. A NaN or Inf training loss raises
+    `NonFiniteLossError` before the bad state is saved or logged.
     """
     options = options or RunOptions()
     devices = jax.devices()[: options.num_devices]
@@ -394,7 +441,9 @@ def train(
         model, task, cfg, eval_fn, devices[:1] if by_runs else devices, gradient=gradient
     )
     num_chunks = cfg.steps // cfg.eval_every
-    chunked = options.checkpoint_dir is not None or options.progress
+    chunked = (
+        options.checkpoint_dir is not None or options.progress or options.metrics_hook is not None
+    )
     group = min(options.checkpoint_every, num_chunks) if chunked else num_chunks
     checkpoints = None if options.checkpoint_dir is None else Checkpoints(options.checkpoint_dir)
 
@@ -443,15 +492,27 @@ def train(
         done, state, history = checkpoints.restore(state)
         # The learning rate is config, not state: the one asked for now wins.
         state = place(state._replace(opt_state=set_learning_rate(state.opt_state, run_lrs)))
-    start = time.perf_counter()
-    with _progress_bar(options.progress, cfg.steps) as bar:
-        bar_task = bar.add_task(
-            "train", total=cfg.steps, completed=done * cfg.eval_every, rate=0.0, loss=float("nan")
-        )
+    log = options.metrics_hook or (lambda stage, step, metrics: None)
+    if TRAIN_LOSS in history["evals"]:
+        raise ValueError(f"an eval metric may not be called {TRAIN_LOSS!r}: the hook's own key")
+    if done == 0:
+        log(options.stage_name, 0, {k: v[:, 0] for k, v in history["evals"].items()})
+    compiled = set()  # group sizes compiled ahead, so progress can leave compiling out
+    with _Progress(
+        options.progress, options.stage_name, cfg.steps, done * cfg.eval_every
+    ) as progress:
         while done < num_chunks:
             n = min(group, num_chunks - done)
+            start = time.perf_counter()
+            if options.progress and n not in compiled:
+                # The next call reuses this executable (jit's cache) instead of compiling.
+                trainer.advance.lower(state, done, n).compile()
+                compiled.add(n)
+                progress.compile_seconds += time.perf_counter() - start
+                start = time.perf_counter()
             state, (losses, evals) = trainer.advance(state, done, n)
             losses = np.asarray(losses)  # (S, n, eval_every); the one sync of a group
+            seconds = time.perf_counter() - start
             first_losses = (history["losses"] if done else losses)[:, 0, 0]
             kept = checkpoints.latest() if checkpoints is not None else None
             _check_diverged(
@@ -461,25 +522,23 @@ def train(
                 None if kept is None else kept * cfg.eval_every,
                 run_labels,
             )
+            evals = {k: np.asarray(v) for k, v in evals.items()}
+            for i in range(n):
+                metrics = {k: v[:, i] for k, v in evals.items()}
+                metrics[TRAIN_LOSS] = losses[:, i].mean(axis=1)
+                log(options.stage_name, (done + i + 1) * cfg.eval_every, metrics)
             history = {
                 "losses": np.concatenate([history["losses"], losses], axis=1),
                 "evals": jax.tree.map(
-                    lambda h, e: np.concatenate([h, np.asarray(e)], axis=1),
-                    history["evals"],
-                    evals,
+                    lambda h, e: np.concatenate([h, e], axis=1), history["evals"], evals
                 ),
             }
             done += n
             if checkpoints is not None:
                 checkpoints.save(done, state, history)
-            elapsed = time.perf_counter() - start
-            bar.update(
-                bar_task,
-                completed=done * cfg.eval_every,
-                rate=n * cfg.eval_every / max(elapsed, 1e-9),
-                loss=float(losses[:, -1, -1].mean()),
+            progress.update(
+                done * cfg.eval_every, n * cfg.eval_every, seconds, float(losses[:, -1].mean())
             )
-            start = time.perf_counter()
     if checkpoints is not None:
         checkpoints.close()
     result = TrainResult(
