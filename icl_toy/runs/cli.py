@@ -4,6 +4,8 @@
     icl-toy run NAME [--quick | --paper] [--seeds S] [--set key=value ...] [--out DIR]
                      [--resume | --rerun | --fresh] [--quiet] [--sweep key=v1,v2,... ...]
                      [--log-to tensorboard,wandb]
+                     [--launcher {local,slurm}] [--slurm-partition P] [--slurm-time MIN]
+                     [--slurm-gpus G] [--slurm-cpus C]
     icl-toy plot NAME --from DIR
     icl-toy reproduce [--quick] [--out DIR] [--fresh] [NAME ...]
     icl-toy hypotheses [--quick] [--out DIR] [--rerun] [--list] [NAME ...]
@@ -19,12 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl_toy.runs import metrics_log
+from icl_toy.runs import metrics_log, slurm
 from icl_toy.runs.config import apply_overrides, config_paths
-from icl_toy.runs.guard import UsageError, check_finite, check_sizes
+from icl_toy.runs.guard import UsageError, check_finite, check_sizes, check_writable
 from icl_toy.runs.results import load_results
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment, is_complete, run_experiment
-from icl_toy.runs.sweep import check_axes, parse_sweep, run_sweep
+from icl_toy.runs.sweep import JobsFailedError, check_axes, parse_sweep, run_sweep
 from icl_toy.training.train import NonFiniteLossError
 
 FIGURES = Path("figures")
@@ -125,6 +127,23 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=V1,V2,...",
         help="sweep a field over values (repeatable: a grid); learning rate and seed are vmapped",
     )
+    parser.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="where a sweep's grid points train: here, one after another (local), or as "
+        'one Slurm job each, through submitit (slurm; pip install -e ".[slurm]")',
+    )
+    defaults = slurm.SlurmOptions()
+    cluster = parser.add_argument_group("Slurm jobs (with --launcher slurm)")
+    # Defaults are None so that a flag given without --launcher slurm can be refused.
+    for flag, kind, text in (
+        ("partition", str, "partition (default: the cluster's default)"),
+        ("time", int, f"wall-clock minutes per job (default {defaults.time_min})"),
+        ("gpus", int, f"GPUs per job (default {defaults.gpus})"),
+        ("cpus", int, f"CPU cores per job (default {defaults.cpus})"),
+    ):
+        cluster.add_argument(f"--slurm-{flag}", type=kind, default=None, help=text)
 
 
 def _backends(value: str) -> list[str]:
@@ -168,8 +187,32 @@ def _diverged(args, config, error: NonFiniteLossError) -> SystemExit:
     return SystemExit(1)
 
 
+def _slurm_options(args) -> slurm.SlurmOptions | None:
+    """The Slurm options of `--launcher slurm` (None for local); a mistake in the launcher
+    flags is a UsageError."""
+    given = {
+        field: value
+        for field, value in (
+            ("partition", args.slurm_partition),
+            ("time_min", args.slurm_time),
+            ("gpus", args.slurm_gpus),
+            ("cpus", args.slurm_cpus),
+        )
+        if value is not None
+    }
+    if args.launcher != "slurm":
+        if given:
+            flag = "--slurm-" + next(iter(given)).split("_")[0]
+            raise UsageError(f"{flag} needs --launcher slurm")
+        return None
+    if not args.sweep:
+        raise UsageError("--launcher slurm needs --sweep: it runs a sweep's grid points as jobs")
+    return slurm.SlurmOptions(**given)
+
+
 def _run(args) -> None:
     metrics_log.check_backends(args.log_to)
+    options = _slurm_options(args)
     config = resolve_config(args.name, args.quick, args.seeds, args.overrides, args.paper)
     out_dir = args.out or default_out_dir(args.quick, args.paper)
     if args.sweep:
@@ -182,16 +225,26 @@ def _run(args) -> None:
             raise UsageError(str(error)) from error
         if args.rerun:
             raise UsageError("--rerun does not apply to sweeps; use --resume or --fresh")
-        rows = run_sweep(
-            args.name,
-            config,
-            axes,
-            out_dir,
-            quiet=args.quiet,
-            resume=args.resume,
-            fresh=args.fresh,
-            echo=print,
-        )
+        executor = None
+        if options is not None:
+            check_writable(out_dir)
+            executor = slurm.make_executor(out_dir, args.name, options)
+        try:
+            rows = run_sweep(
+                args.name,
+                config,
+                axes,
+                out_dir,
+                quiet=args.quiet,
+                resume=args.resume,
+                fresh=args.fresh,
+                executor=executor,
+                num_devices=None if options is None else max(options.gpus, 1),
+                echo=print,
+            )
+        except JobsFailedError as error:
+            print(f"icl-toy: error: {args.name}: {error}", file=sys.stderr)
+            raise SystemExit(1) from error
         print(f"{args.name}: sweep of {len(rows)} rows in {out_dir}/{args.name}.sweep.csv")
         for row in rows:
             shown = {k: v for k, v in row.items() if k not in ("digest", "error")}

@@ -7,14 +7,22 @@ that leave every array shape unchanged and act only inside the optimizer or the 
 compiled call. Every other axis (noise level, sizes, depth, ...) runs point by point.
 Writes NAME.sweep.csv (one row per grid point), NAME.sweep.json and NAME.sweep.png/.pdf,
 updated as each point finishes; a diverged point gets a row with status "diverged".
+
+A grid point is one `PointRun`, a picklable callable that trains the point into its
+checkpoint folder and saves its rows next to it. The local launcher calls each in turn in
+this process; `--launcher slurm` submits each as a Slurm job through submitit (`slurm.py`)
+and assembles the same table from the jobs' rows as they finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import io
 import itertools
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -23,6 +31,7 @@ import numpy as np
 
 from icl_toy.core.models import make_model
 from icl_toy.core.tasks import sample_batch
+from icl_toy.runs import slurm
 from icl_toy.runs.config import apply_overrides, config_paths
 from icl_toy.runs.guard import (
     ResultsLock,
@@ -37,6 +46,14 @@ from icl_toy.runs.runner import continues, mark_finished, prepare_checkpoints
 from icl_toy.training.train import NonFiniteLossError, RunOptions, batch_loss, train
 
 VMAPPED_AXES = ("train.learning_rate", "train.seed")
+# A grid point's rows, saved by the run that trained it next to its checkpoint folder
+# (checkpoints/NAME.sweep/<digest>.rows.json): a resume finds the points that finished in
+# jobs even when the launcher that waited for them did not live to write the table.
+ROWS_SUFFIX = ".rows.json"
+
+
+class JobsFailedError(RuntimeError):
+    """Grid points whose jobs failed (not diverged: crashed, cancelled, out of time)."""
 
 
 def parse_sweep(items: list[str]) -> dict[str, list[str]]:
@@ -125,6 +142,62 @@ def _point_rows(values: dict, point, learning_rates, seeds, final_LxGxS) -> list
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class PointRun:
+    """One grid point's training, the unit both launchers run: calling it trains the point
+    (all its learning rates and seeds in one compiled call) with checkpoints in
+    `out_dir/checkpoints/NAME.sweep/<digest>/`, saves its rows to `<digest>.rows.json`
+    beside them and returns them. A module-level dataclass, so submitit can pickle it; its
+    `checkpoint` lets submitit requeue a job that reached its time limit or was preempted,
+    and the requeued job resumes from the point's latest checkpoint.
+    """
+
+    name: str  # the experiment
+    values: dict  # the point's value of every sequential axis
+    point: object  # the experiment's config at this point
+    learning_rates: list | None  # the vmapped learning rates (None: the config's)
+    seeds: list | None  # the vmapped base seeds (None: the config's)
+    out_dir: str  # absolute, so a job started in another folder writes to the same place
+    resume: bool = False  # continue from this point's checkpoints
+    quiet: bool = False  # no progress bar
+
+    @property
+    def digest(self) -> str:
+        return config_digest((self.point, self.learning_rates, self.seeds))
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.out_dir) / "checkpoints" / f"{self.name}.sweep" / self.digest
+
+    @property
+    def rows_path(self) -> Path:
+        return self.checkpoint_dir.with_name(self.digest + ROWS_SUFFIX)
+
+    def __call__(self) -> list[dict]:
+        checkpoint_dir = self.checkpoint_dir
+        options = RunOptions(
+            checkpoint_dir=str(checkpoint_dir),
+            resume=continues(checkpoint_dir, self.resume),
+            progress=not self.quiet,
+        )
+        try:
+            final = _train_point(self.point, self.learning_rates, self.seeds, options)
+            rows = _point_rows(self.values, self.point, self.learning_rates, self.seeds, final)
+            mark_finished(checkpoint_dir)
+        except NonFiniteLossError as error:
+            rows = [{**self.values, "status": "diverged", "error": str(error)}]
+        for row in rows:
+            row["digest"] = self.digest
+        atomic_write_bytes(self.rows_path, json.dumps(to_jsonable(rows), indent=2).encode())
+        return rows
+
+    def checkpoint(self):
+        """submitit's hook before a requeue: the same point, resuming its checkpoints."""
+        import submitit  # only ever called inside a submitit job
+
+        return submitit.helpers.DelayedSubmission(dataclasses.replace(self, resume=True))
+
+
 def run_sweep(
     name: str,
     config,
@@ -134,15 +207,25 @@ def run_sweep(
     quiet: bool = False,
     resume: bool = False,
     fresh: bool = False,
-    echo=lambda _: None,
+    executor=None,
+    num_devices: int | None = None,
+    echo: Callable[[str], None] = lambda _: None,
 ) -> list[dict]:
     """Train every grid point of `axes` on top of `config`; write and return the table rows.
 
-    Every point is validated before the first trains. Each point trains with checkpoints
-    in `out_dir/checkpoints/NAME.sweep/<point digest>/` and its rows are written as soon as
-    it finishes, so an interrupted sweep loses at most the point in progress; `resume`
-    skips finished points and continues the interrupted one. A point that diverges is
-    recorded with status "diverged" (and its error) and the others still run.
+    Every point is validated, and its checkpoint folder prepared, before the first trains.
+    Each point trains with checkpoints in `out_dir/checkpoints/NAME.sweep/<point digest>/`
+    and the table is rewritten as soon as a point finishes, so an interrupted sweep loses at
+    most the points in progress; `resume` skips finished points and continues interrupted
+    ones. A point that diverges is recorded with status "diverged" (and its error) and the
+    others still run.
+
+    `executor`: None trains the points here, one after another; a submitit executor (Slurm,
+    or `submitit.LocalExecutor`) runs each as a job of one job array and waits for them.
+    The rows, files and table are the same either way. Jobs that fail raise
+    `JobsFailedError` once the others have finished and their rows are written.
+    `num_devices`: the devices each point trains on, for the batch checks (default: the
+    devices JAX sees here).
     """
     parsed = check_axes(config, axes)
     learning_rates = parsed.get("train.learning_rate")
@@ -150,41 +233,81 @@ def run_sweep(
     points = grid_points(config, axes)
     out_dir = Path(out_dir)
     for _, point in points:
-        check_run(point, out_dir, len(jax.devices()))
+        check_run(point, out_dir, num_devices or len(jax.devices()))
     sweep_name = f"{name}.sweep"
+    runs = [
+        PointRun(name, values, point, learning_rates, seeds, str(out_dir.absolute()), resume, quiet)
+        for values, point in points
+    ]
     with ResultsLock(out_dir, f"icl-toy run {name} --sweep"):
-        saved = _load_rows(out_dir / f"{sweep_name}.json", config, axes) if resume else {}
-        rows = []
-        for values, point in points:
-            digest = config_digest((point, learning_rates, seeds))
-            if digest in saved and saved[digest][0]["status"] == "done":
-                echo(f"{name}: grid point {_label(values)} finished before, kept")
-                rows += saved[digest]
+        saved = _saved_rows(out_dir, name, config, axes, runs) if resume else {}
+        pending = []
+        for run in runs:
+            if run.digest in saved:
+                echo(f"{name}: grid point {_label(run.values)} finished before, kept")
                 continue
-            checkpoint_dir, _ = prepare_checkpoints(
+            prepare_checkpoints(
                 out_dir / "checkpoints" / sweep_name,
-                (point, learning_rates, seeds),
+                (run.point, learning_rates, seeds),
                 resume=resume,
                 fresh=fresh,
                 adopt=False,
             )
-            options = RunOptions(
-                checkpoint_dir=str(checkpoint_dir.absolute()),
-                resume=continues(checkpoint_dir, resume),
-                progress=not quiet,
+            run.rows_path.unlink(missing_ok=True)
+            pending.append(run)
+        finished = dict(saved)
+
+        def table() -> list[dict]:
+            return [row for run in runs for row in finished.get(run.digest, [])]
+
+        failures = []
+        if executor is None:
+            launched = _run_here(pending)
+        else:
+            launched = slurm.run_jobs(executor, pending, echo)
+        # Closed on the way out, so an error or Ctrl-C here cancels the unfinished jobs.
+        with contextlib.closing(launched):
+            for run, rows, failure in launched:
+                if failure is not None:
+                    echo(f"{name}: grid point {_label(run.values)}: {failure}")
+                    failures.append(f"{_label(run.values)} ({failure})")
+                    continue
+                if rows[0]["status"] == "diverged":
+                    echo(f"{name}: grid point {_label(run.values)} diverged: {rows[0]['error']}")
+                finished[run.digest] = rows
+                _write(name, config, axes, table(), out_dir)
+        if not pending and finished:
+            _write(name, config, axes, table(), out_dir)
+        if failures:
+            raise JobsFailedError(
+                f"{len(failures)} of {len(pending)} grid point jobs failed: "
+                + "; ".join(failures)
+                + "; --resume continues them from their checkpoints"
             )
-            try:
-                final = _train_point(point, learning_rates, seeds, options)
-                point_rows = _point_rows(values, point, learning_rates, seeds, final)
-                mark_finished(checkpoint_dir)
-            except NonFiniteLossError as error:
-                echo(f"{name}: grid point {_label(values)} diverged: {error}")
-                point_rows = [{**values, "status": "diverged", "error": str(error)}]
-            for row in point_rows:
-                row["digest"] = digest
-            rows += point_rows
-            _write(name, config, axes, rows, out_dir)
-    return rows
+    return table()
+
+
+def _run_here(runs: list[PointRun]) -> Iterator[tuple[PointRun, list[dict], None]]:
+    """The local launcher: each point in this process, one after another."""
+    for run in runs:
+        yield run, run(), None
+
+
+def _saved_rows(out_dir: Path, name: str, config, axes, runs: list[PointRun]) -> dict:
+    """Rows of this sweep's finished points, by point digest: from the table of an earlier
+    run of the same sweep, else from the rows a point's own run saved."""
+    saved = _load_rows(out_dir / f"{name}.sweep.json", config, axes)
+    found = {}
+    for run in runs:
+        rows = saved.get(run.digest)
+        if rows is None and run.rows_path.exists():
+            rows = json.loads(run.rows_path.read_text())
+            values = to_jsonable(run.values)
+            if any({k: row.get(k) for k in values} != values for row in rows):
+                rows = None  # saved by a sweep over other axes: retrain
+        if rows and all(row["status"] == "done" for row in rows):
+            found[run.digest] = rows
+    return found
 
 
 def _load_rows(path: Path, config, axes) -> dict[str, list[dict]]:
