@@ -121,10 +121,7 @@ def test_multi_layer_gdpp_plots_the_committed_full_results(tmp_path):
 
 
 # Studies whose committed full run predates the convergence record (rerun them to add it).
-WITHOUT_RECORD = {
-    "forward_only",
-    "which_algorithm",
-}
+WITHOUT_RECORD: set[str] = set()
 
 
 @pytest.mark.parametrize(
