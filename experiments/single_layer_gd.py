@@ -7,11 +7,13 @@ Full: 10 seeds x 5000 steps, ~2.5 min on 2 CPU cores.
 
 Trains one linear self-attention layer on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5),
 noiseless), 10 seeds vmapped, and compares it on the same 10,000 held-out tasks with the GD
-construction at the closed-form best step η* = 200/33. Writes `single_layer_gd.{png,pdf,json,npz}`
-to `figures/` (full) or `figures/quick/` (--quick): training loss vs GD(η*) with seed bands,
-sensitivity cosine and model difference over training, loss against OOD input scale α for
-trained, GD and interpolated models, and heatmaps of trained vs constructed W_KQ and W_PV
-after β-rescaling. Losses are half-MSE; η has the 1/N inside.
+construction at the closed-form best step η* = 200/33. Writes `single_layer_gd.{png,pdf}`
+(main figure: (a) held-out loss during training against GD(η*), (b) each seed's final gap
+to GD(η*) in percent with its 95% t-interval, (c) 1 − sensitivity cosine to GD during
+training), `single_layer_gd_supplement.{png,pdf}` (loss, sensitivity cosine and model
+difference, implied step size, loss against OOD input scale α for trained, GD and midpoint
+models, and heatmaps of trained vs constructed W_KQ and W_PV after β-rescaling) and
+`single_layer_gd.{json,npz}` to `figures/` (full) or `figures/quick/` (--quick). Losses are half-MSE; η has the 1/N inside.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, input_shifts, metrics
-from icl_toy.analysis.stats import seed_stats
+from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
@@ -34,7 +36,13 @@ from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
-from icl_toy.runs.plotting import heatmap_pair, save_figure, seed_band
+from icl_toy.runs.plotting import (
+    heatmap_pair,
+    interval_errors,
+    paper_figure,
+    save_figures,
+    seed_band,
+)
 from icl_toy.runs.results import Results
 from icl_toy.training.train import (
     RunOptions,
@@ -166,58 +174,101 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, jax.tree.map(np.asarray, arrays))
 
 
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (loss, final gap to GD, alignment) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+def _main_figure(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    gd_loss, steps = s["gd_loss"], a["eval_steps"]
+    num_seeds = len(a["eval_loss"])
+    fig, ((loss_ax, gap_ax, cos_ax),) = paper_figure(3)
+
+    seed_band(loss_ax, steps, a["eval_loss"], f"trained LSA ({num_seeds} seeds)")
+    loss_ax.axhline(gd_loss, color="k", ls="--", label=r"GD($\eta^*$)")
+    loss_ax.set(yscale="log", xlabel="training step", ylabel="held-out loss (half-MSE)")
+    loss_ax.set_title("(a) loss during training")
+    loss_ax.legend()
+
+    # The claim is "trained = GD": the final gap, per seed, in percent on a linear axis.
+    gaps = 100 * (np.asarray(s["per_seed"]["trained_loss"]) / gd_loss - 1.0)
+    jitter = np.linspace(-0.15, 0.15, gaps.size)
+    gap_ax.plot(jitter, gaps, "o", color="C0", alpha=0.6, label="trained, one seed each")
+    interval = mean_ci(gaps)
+    gap_ax.errorbar(
+        [0.45],
+        [interval["mean"]],
+        yerr=interval_errors([interval]),
+        fmt="s",
+        color="C3",
+        label="mean, 95% t-interval",
+    )
+    gap_ax.axhline(0.0, color="k", ls="--", label=r"GD($\eta^*$) (paper: trained = GD)")
+    low, high = min(gaps.min(), 0.0), gaps.max()
+    gap_ax.set_ylim(low - 0.1 * (high - low), high + 0.6 * (high - low))  # room for the legend
+    gap_ax.set(xlim=(-0.5, 1.0), xticks=[], ylabel=r"loss / GD($\eta^*$) − 1  (%)")
+    gap_ax.set_title("(b) final gap to one GD step")
+    gap_ax.legend(loc="upper right", fontsize=6.5)
+
+    seed_band(
+        cos_ax, steps, 1.0 - a["eval_sensitivity_cosine"], "trained vs GD($\\eta^*$)", color="C2"
+    )
+    cos_ax.set(
+        yscale="log", xlabel="training step", ylabel=r"1 − cos($\partial\hat y/\partial x_q$)"
+    )
+    cos_ax.set_title("(c) sensitivity misalignment")
+    cos_ax.legend()
+    return fig
+
+
+def _dashboard(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
     gd_loss, eta_star = s["gd_loss"], s["eta_star"]
-    fig = plt.figure(figsize=(16, 7.5))
-    grid = fig.add_gridspec(2, 4, height_ratios=[1.0, 1.0], hspace=0.35, wspace=0.5)
+    fig = plt.figure(figsize=(11, 5.2))
+    grid = fig.add_gridspec(2, 4)
     steps = a["eval_steps"]
 
     ax = fig.add_subplot(grid[0, 0])
-    seed_band(ax, steps, a["eval_loss"], "trained LSA (eval)")
-    ax.axhline(gd_loss, color="k", ls="--", label=f"GD(η*={eta_star:.3f}) {gd_loss:.4f}")
-    ax.set(yscale="log", xlabel="training step", ylabel="half-MSE", title="Loss on held-out tasks")
-    ax.legend(fontsize=8)
+    seed_band(ax, steps, a["eval_loss"], "trained LSA")
+    ax.axhline(gd_loss, color="k", ls="--", label=rf"GD($\eta^*$={eta_star:.3f})")
+    ax.set(yscale="log", xlabel="training step", ylabel="half-MSE", title="held-out loss")
+    ax.legend()
 
     ax = fig.add_subplot(grid[0, 1])
     seed_band(ax, steps, a["eval_sensitivity_cosine"], "sensitivity cosine", color="C2")
-    ax.set(xlabel="training step", ylabel="cos(∂ŷ/∂x_q, GD)", title="Alignment with GD")
-    ax.set_ylim(min(0.0, float(np.nanmin(a["eval_sensitivity_cosine"]))), 1.02)
-    twin = ax.twinx()
-    seed_band(twin, steps, a["eval_model_difference"], "model difference", color="C3")
-    twin.set_ylabel("||Δ ∂ŷ/∂x_q||", color="C3")
-    ax.legend(handles=ax.get_lines() + twin.get_lines(), fontsize=8, loc="center right")
+    seed_band(ax, steps, a["eval_model_difference"], "model difference", color="C3")
+    ax.set(xlabel="training step", ylabel="value", title="alignment with GD")
+    ax.legend()
 
     ax = fig.add_subplot(grid[0, 2])
-    seed_band(ax, steps, a["eval_implied_eta"], "implied η of trained layer", color="C4")
-    ax.axhline(eta_star, color="k", ls="--", label="η* (closed form)")
-    ax.set(xlabel="training step", ylabel="η", title="Implied step size tr(Γ)/d")
-    ax.legend(fontsize=8)
+    seed_band(ax, steps, a["eval_implied_eta"], "implied η, tr(Γ)/d", color="C4")
+    ax.axhline(eta_star, color="k", ls="--", label=r"$\eta^*$ (closed form)")
+    ax.set(xlabel="training step", ylabel=r"$\eta$", title="implied step size")
+    ax.legend()
 
     ax = fig.add_subplot(grid[0, 3])
     alphas = a["ood_scales"]
     seed_band(ax, alphas, a["ood_trained"], "trained", marker="o", ms=3)
-    ax.plot(alphas, a["ood_gd"], "k--", label="GD(η*)")
-    seed_band(ax, alphas, a["ood_interpolated"], "interpolated", ls=":", color="C1")
+    ax.plot(alphas, a["ood_gd"], "k--", label=r"GD($\eta^*$)")
+    seed_band(ax, alphas, a["ood_interpolated"], "midpoint", ls=":", color="C1")
     ax.axvline(s["config"]["task"]["input_high"], color="gray", lw=0.8)
-    ax.set_yscale("log")
-    ax.set(xlabel="input half-width α, x ~ U(−α, α)", ylabel="half-MSE", title="OOD input scale")
-    ax.legend(fontsize=8)
+    ax.set(yscale="log", xlabel=r"input half-width $\alpha$", ylabel="half-MSE")
+    ax.set_title("inputs $x \\sim U(-\\alpha, \\alpha)$")
+    ax.legend()
 
     for col, (block, rescaled, name) in enumerate(
-        (("kq", "W_KQ / β", "W_KQ"), ("pv", "β·W_PV", "W_PV"))
+        (("kq", r"$W_{KQ}/\beta$", r"$W_{KQ}$"), ("pv", r"$\beta W_{PV}$", r"$W_{PV}$"))
     ):
         axes = [fig.add_subplot(grid[1, 2 * col + i]) for i in range(2)]
         titles = (f"trained {rescaled} (seed 0)", f"GD construction {name}")
         heatmap_pair(axes, a[f"w_{block}_trained"][0], a[f"w_{block}_gd"], titles)
-    gap = s["relative_gap_to_gd"]
-    fig.suptitle(
-        f"One trained LSA layer vs one GD step: {len(a['eval_loss'])} seeds, trained/GD − 1 = "
-        f"{gap['mean']:+.2%} ± {gap['std']:.2%}, sensitivity cosine "
-        f"{s['seed_stats']['sensitivity_cosine']['mean']:.4f}"
-    )
-    return save_figure(fig, out_dir, NAME)
+    return fig
 
 
 # --- Hypothesis: one trained LSA layer is one GD step (von Oswald et al.) -------------------

@@ -299,6 +299,7 @@ def test_every_stage_batch_is_checked_against_the_device_count():
         guard.check_devices(apply_overrides(config, ["train.batch_size=6"]), 4)
 
 
+@pytest.mark.slow  # ~20 s: a subprocess on 4 devices; data parallelism itself is in test_train
 def test_checkpoints_restore_on_another_device_count(tmp_path, capsys):
     """Interrupted on 4 (virtual CPU) devices, resumed on 1; the results record both."""
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FOUR_DEVICES}"}

@@ -192,6 +192,8 @@ def test_tuned_gd_and_gdpp_never_get_worse_with_more_steps_up_to_ten():
         assert all(b <= a for a, b in itertools.pairwise(losses)), (name, losses)
         for k, rung in enumerate(ladder, start=1):
             assert rung[name]["eta"].shape == (k,)
+            if k not in (1, 2, 5, 10):  # each K compiles its own learner: a few suffice
+                continue
             recomputed = float(batch_half_mse(learner(rung[name]), held_out))
             # The same float32 mean over 2048 tasks, reduced in another order: round-off.
             np.testing.assert_allclose(recomputed, rung[name]["held_out_loss"], rtol=1e-4)

@@ -1,9 +1,20 @@
-"""Plot helpers shared by experiments. They draw from saved arrays only."""
+"""Plot helpers shared by experiments. They draw from saved arrays only.
+
+Every study draws its figures with one function, `figures(results) -> {name: Figure}`: the
+main figure `NAME` (7 in wide, one to three panels that show the study's claim) and the
+dashboard `NAME_supplement` (every diagnostic the run saved). `save_figures` draws them in
+the package's paper style (`paper.mplstyle`) and writes each as PNG and PDF;
+`text_collisions` lists text that overlaps other text or leaves the canvas, which the
+suite checks on every committed figure.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib
@@ -12,13 +23,46 @@ matplotlib.use("Agg")  # experiments write files; no display is assumed
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import Bbox
 
 from icl_toy.analysis.stats import mean_ci
 from icl_toy.runs.results import atomic_write_bytes
 
+STYLE = Path(__file__).with_name("paper.mplstyle")
+PAPER_WIDTH = 7.0  # inches: a main figure spans a two-column page's text width
+BANDS = {  # what a shaded band means, as its legend entry says
+    "range": "band: seed min–max",
+    "ci": "band: 95% t-interval",
+    "sd": "band: ±1 sd of seeds",
+}
+BAND_ALPHA = 0.25
+
+
+def paper_figure(ncols: int = 1, nrows: int = 1, height: float = 2.4, **subplots_kwargs):
+    """(fig, axes) of a main figure: PAPER_WIDTH wide, an (nrows, ncols) array of axes.
+
+    Call it inside the paper style (`save_figures` and `drawn_figures` enter it).
+    """
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(PAPER_WIDTH, height), squeeze=False, **subplots_kwargs
+    )
+    return fig, axes
+
+
+def band_key(ax, band: str) -> None:
+    """Add the legend entry that says what the shaded bands on `ax` mean, once per axes."""
+    note = BANDS[band]
+    if any(patch.get_label() == note for patch in ax.patches):
+        return
+    # A zero-size rectangle is left out of the data limits but shows in the legend.
+    ax.add_patch(Rectangle((0, 0), 0, 0, color="0.5", alpha=2 * BAND_ALPHA, lw=0, label=note))
+
 
 def seed_band(ax, x, values_SxX, label: str, color=None, **line_kwargs) -> None:
-    """Mean over seeds as a line, min-max over seeds as a shaded band."""
+    """Mean over seeds as a line, min-max over seeds as a shaded band (keyed in the
+    legend)."""
     values_SxX = np.asarray(values_SxX, dtype=float)
     mean = np.nanmean(values_SxX, axis=0)
     (line,) = ax.plot(x, mean, label=label, color=color, **line_kwargs)
@@ -27,25 +71,28 @@ def seed_band(ax, x, values_SxX, label: str, color=None, **line_kwargs) -> None:
         np.nanmin(values_SxX, axis=0),
         np.nanmax(values_SxX, axis=0),
         color=line.get_color(),
-        alpha=0.25,
+        alpha=BAND_ALPHA,
         linewidth=0,
     )
+    band_key(ax, "range")
 
 
 def interval_band(
-    ax, x, record, label: str, color=None, log_axis: bool = False, **line_kwargs
+    ax, x, record, label: str, color=None, log_axis: bool = False, band="ci", **line_kwargs
 ) -> None:
     """An interval record with lists over `x`: "mean" as a line, [low, high] as a band.
 
     A None (a non-finite value saved as JSON null) leaves a gap. With `log_axis`, an
     interval reaching 0 (low <= 0, e.g. OLS near n = d, whose noisy risk is infinite) says
-    nothing on the axis and is left undrawn rather than filled to the bottom.
+    nothing on the axis and is left undrawn rather than filled to the bottom. `band` names
+    what the interval is (a key of BANDS) for the legend.
     """
     mean, low, high = (np.asarray(record[k], dtype=float) for k in ("mean", "low", "high"))
     (line,) = ax.plot(x, mean, label=label, color=color, **line_kwargs)
     if log_axis:
         low, high = np.where(low > 0, low, np.nan), np.where(low > 0, high, np.nan)
-    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+    band_key(ax, band)
 
 
 def interval_errors(records) -> np.ndarray:
@@ -61,10 +108,12 @@ def heatmap(ax, matrix, title: str, vmax: float | None = None) -> None:
     matrix = np.asarray(matrix, dtype=float)
     vmax = float(np.nanmax(np.abs(matrix))) if vmax is None else vmax
     image = ax.imshow(matrix, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.grid(False)
+    colorbar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    colorbar.ax.grid(False)
 
 
 def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -72,12 +121,95 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight")
+        fig.savefig(buffer, format=ext)
         path = Path(out_dir) / f"{name}.{ext}"
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+@contextlib.contextmanager
+def drawn_figures(draw: Callable[..., dict[str, Figure]], *args) -> Iterator[dict[str, Figure]]:
+    """`draw(*args)` in the paper style: {name: Figure}, closed on exit."""
+    with plt.style.context(STYLE):
+        figures = draw(*args)
+        try:
+            yield figures
+        finally:
+            for fig in figures.values():
+                plt.close(fig)
+
+
+def save_figures(draw: Callable[..., dict[str, Figure]], *args, out_dir) -> list[Path]:
+    """Draw `draw(*args)` in the paper style and write each figure as NAME.png and NAME.pdf.
+
+    The style stays on while saving: tick labels are made when the figure is drawn.
+    """
+    with drawn_figures(draw, *args) as figures:
+        return [path for name, fig in figures.items() for path in save_figure(fig, out_dir, name)]
+
+
+def _text_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
+    """(description, window extent) of every visible, non-empty text of `fig`: figure texts,
+    axes titles, axis labels, offset texts, the tick labels inside the view, in-axes texts,
+    and each legend as one box."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [("figure text", t) for t in fig.texts]
+    for name in ("_suptitle", "_supxlabel", "_supylabel"):
+        if getattr(fig, name, None) is not None:
+            texts.append((name.strip("_"), getattr(fig, name)))
+    boxes = [
+        (f"figure legend {i}", legend.get_window_extent(renderer))
+        for i, legend in enumerate(fig.legends)
+    ]
+    for index, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        where = f"axes {index} ({ax.get_title() or ax.get_label() or 'untitled'})"
+        texts += [(f"{where} title", t) for t in (ax.title, ax._left_title, ax._right_title)]
+        texts += [(f"{where} text", t) for t in ax.texts]
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.get_visible():
+                continue
+            name = axis.axis_name
+            texts += [(f"{where} {name} label", axis.label), (f"{where} offset", axis.offsetText)]
+            low, high = sorted(axis.get_view_interval())
+            span = (high - low) * 1e-6
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - span <= tick.get_loc() <= high + span:
+                    continue
+                for label in (tick.label1, tick.label2):
+                    texts.append((f"{where} {name} tick {label.get_text()!r}", label))
+        if ax.get_legend() is not None and ax.get_legend().get_visible():
+            boxes.append((f"{where} legend", ax.get_legend().get_window_extent(renderer)))
+    for description, text in texts:
+        if text.get_visible() and text.get_text().strip():
+            boxes.append((description, text.get_window_extent(renderer)))
+    return boxes
+
+
+def text_collisions(fig: Figure, tolerance_px: float = 1.5) -> list[str]:
+    """Every pair of text boxes of `fig` that overlap, and every box that leaves the canvas.
+
+    Boxes are shrunk by `tolerance_px` on each side first: a text's box includes its ascent
+    and descent, so neighbours that only touch are not collisions. Empty: a clean figure.
+    """
+    canvas = fig.bbox
+    boxes = [(d, b.padded(-tolerance_px)) for d, b in _text_boxes(fig)]
+    problems = [
+        f"{d} leaves the canvas"
+        for d, b in boxes
+        if b.x0 < canvas.x0 - 1
+        or b.y0 < canvas.y0 - 1
+        or b.x1 > canvas.x1 + 1
+        or b.y1 > canvas.y1 + 1
+    ]
+    for (d1, b1), (d2, b2) in itertools.combinations(boxes, 2):
+        if b1.width > 0 and b1.height > 0 and b2.width > 0 and b2.height > 0 and b1.overlaps(b2):
+            problems.append(f"{d1} overlaps {d2}")
+    return problems
 
 
 def finish_axes(
