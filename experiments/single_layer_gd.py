@@ -13,7 +13,8 @@ to GD(η*) in percent with its 95% t-interval, (c) 1 − sensitivity cosine to G
 training), `single_layer_gd_supplement.{png,pdf}` (loss, sensitivity cosine and model
 difference, implied step size, loss against OOD input scale α for trained, GD and midpoint
 models, and heatmaps of trained vs constructed W_KQ and W_PV after β-rescaling) and
-`single_layer_gd.{json,npz}` to `figures/` (full) or `figures/quick/` (--quick). Losses are half-MSE; η has the 1/N inside.
+`single_layer_gd.{json,npz}` to `figures/` (full) or `figures/quick/` (--quick). Losses
+are half-MSE; η has the 1/N inside.
 """
 
 from __future__ import annotations
