@@ -2,11 +2,13 @@
 figure PAPER_WIDTH wide and a supplement, with no text that overlaps other text or leaves the
 canvas."""
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 
+from icl_toy.runs import hypotheses
 from icl_toy.runs.plotting import PAPER_WIDTH, drawn_figures, paper_figure, text_collisions
 from icl_toy.runs.results import load_results
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment
@@ -36,3 +38,12 @@ def test_the_collision_check_finds_overlapping_and_clipped_text():
         plt.close(fig)
     assert any(" text overlaps " in p for p in problems), problems
     assert any("leaves the canvas" in p for p in problems), problems
+
+
+def test_committed_hypotheses_forest_plot_is_paper_sized_and_no_text_collides():
+    entries = json.loads((FIGURES / "hypotheses.json").read_text())["hypotheses"]
+    with drawn_figures(hypotheses.figures, entries) as figures:
+        (fig,) = figures.values()
+        assert fig.get_figwidth() == pytest.approx(PAPER_WIDTH)
+        assert len(fig.axes) == 2 * sum(len(e["criteria"]) for e in entries.values())
+        assert not text_collisions(fig), text_collisions(fig)

@@ -56,12 +56,13 @@ from typing import Any, Literal
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from icl_toy.analysis.stats import bootstrap_ci, interval, mean_ci, sign_flip_p_value
 from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig
 from icl_toy.runs import guard, runner
-from icl_toy.runs.plotting import interval_errors, save_figure
+from icl_toy.runs.plotting import PAPER_WIDTH, interval_errors, save_figures
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
 from icl_toy.training import convergence, nulls
 from icl_toy.training.train import RunOptions, TrainConfig, train
@@ -399,54 +400,83 @@ def _null_means(criterion: dict) -> str:
 
 
 _COLOURS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:orange"}
+_NULL_MARKERS = ("o", "s")  # per nulls.KINDS
 
 
-def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
-    """A forest plot: per criterion the seeds, the mean with its t and bootstrap CIs, the
-    threshold."""
+def figures(entries: dict[str, dict]) -> dict[str, plt.Figure]:
+    """A forest plot, one row per criterion: on the left the seeds, the mean with its
+    Student-t 95% interval (which decides) and the bootstrap interval, against the threshold;
+    on the right the same trained interval beside those of its nulls (untrained models of the
+    same init law, permuted weights)."""
     rows = [(name, c) for name, e in entries.items() for c in e["criteria"]]
     if not rows:
-        return []
-    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows) + 0.6), squeeze=False)
-    for ax, (name, c) in zip(axes[:, 0], rows, strict=True):
+        return {}
+    fig, axes = plt.subplots(
+        len(rows),
+        2,
+        figsize=(PAPER_WIDTH, 0.62 * len(rows) + 0.55),
+        squeeze=False,
+        width_ratios=(3, 2),
+    )
+    for (ax, null_ax), (name, c) in zip(axes, rows, strict=True):
         colour = _COLOURS[c["verdict"]]
         seeds = np.asarray(c["per_seed"], dtype=float)
-        ax.plot(seeds, np.full_like(seeds, 0.4), "o", color="0.5", markersize=3)
         t, boot = c["interval"], c["bootstrap_interval"]
+        ax.plot(seeds, np.full_like(seeds, 0.45), "o", color="0.55", ms=2.5, label="seeds")
         ax.errorbar(
             [_number(t["mean"])],
             [0],
             xerr=interval_errors([t]),
             fmt="D",
             color=colour,
-            capsize=4,
-            label="mean, t 95% CI (decides)",
+            ms=3.5,
+            label="mean, 95% t-interval (decides)",
         )
         ax.errorbar(
             [_number(boot["mean"])],
-            [-0.3],
+            [-0.4],
             xerr=interval_errors([boot]),
             fmt="none",
             ecolor="0.4",
-            capsize=3,
-            label="bootstrap 95% CI",
+            label="95% bootstrap interval",
         )
-        ax.set_ylim(-0.6, 0.8)
-        ax.axvline(c["threshold"], color="k", linestyle="--", linewidth=1)
-        ax.set_yticks([])
+        ax.axvline(c["threshold"], color="k", ls="--", lw=0.9, label="threshold")
         ax.set_title(
-            f"{name}: {c['statistic']} {c['direction']} {c['threshold']:g}  →  {c['verdict']}"
-            f"  (sign-flip p = {_number(c['sign_flip_p']):.3g}; null means, untrained / "
-            f"permuted: {_null_means(c)})",
-            fontsize=8,
+            f"{name}: {c['statistic']} {c['direction']} {c['threshold']:g} → {c['verdict']}"
+            f" ({t['n']} seeds)",
             loc="left",
             color=colour,
+            fontsize=7,
         )
-        ax.tick_params(axis="x", labelsize=7)
-    fig.suptitle(
-        "Hypotheses: per-seed values (grey dots), mean with Student-t 95% CI (diamond, decides), "
-        "bootstrap 95% CI (grey bar), threshold (dashed); * a null the trained CI does not clear",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    return save_figure(fig, out_dir, NAME)
+        null_ax.errorbar(
+            [_number(t["mean"])], [0], xerr=interval_errors([t]), fmt="D", color=colour, ms=3.5
+        )
+        for i, kind in enumerate(nulls.KINDS):
+            null = (c.get("nulls") or {}).get(kind)
+            if null is not None:
+                null_ax.errorbar(
+                    [_number(null["interval"]["mean"])],
+                    [0.45 * (i + 1)],
+                    xerr=interval_errors([null["interval"]]),
+                    fmt=_NULL_MARKERS[i],
+                    color="0.3",
+                    mfc="none",
+                    ms=3.5,
+                    label=f"null: {kind}",
+                )
+        for a in (ax, null_ax):
+            a.xaxis.set_major_locator(MaxNLocator(5))  # tick labels of small ranges are wide
+            a.set_ylim(-0.75, 1.2)
+            a.set_yticks([])
+            a.grid(False)
+    axes[0, 1].set_title("trained beside its nulls", loc="left", fontsize=7)
+    handles = dict(zip(*reversed(axes[0, 0].get_legend_handles_labels()), strict=True))
+    for a in axes[:, 1]:
+        handles |= dict(zip(*reversed(a.get_legend_handles_labels()), strict=True))
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=3)
+    return {NAME: fig}
+
+
+def plot(entries: dict[str, dict], out_dir: str | Path) -> list[Path]:
+    """Draw the forest plot of `entries` (see `figures`) as NAME.{png,pdf}."""
+    return save_figures(figures, entries, out_dir=out_dir)
