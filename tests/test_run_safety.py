@@ -362,6 +362,7 @@ def test_hypotheses_rerun_and_fresh_into_a_folder_they_ran_in(tmp_path, monkeypa
     from icl_toy.core.models import ModelConfig, make_model
     from icl_toy.core.tasks import TaskConfig
     from icl_toy.runs import hypotheses
+    from icl_toy.runs.metrics_log import read_jsonl
     from icl_toy.training.train import TrainConfig, train
 
     @dataclasses.dataclass(frozen=True)
@@ -385,6 +386,9 @@ def test_hypotheses_rerun_and_fresh_into_a_folder_they_ran_in(tmp_path, monkeypa
     )
     monkeypatch.setattr(hypotheses, "registry", lambda: {"tiny": claim})
     first = hypotheses.run_hypotheses(None, tmp_path)["tiny"]["criteria"][0]["per_seed"]
+    # Its in-scan evaluations were logged as they happened, one record per seed each.
+    logged = read_jsonl(tmp_path / "hypotheses.tiny.metrics.jsonl")
+    assert logged[-1]["step"] == 20 and len(logged[-1]["metrics"]["train_loss"]["per_seed"]) == 2
     again = hypotheses.run_hypotheses(None, tmp_path, rerun=True)["tiny"]["criteria"][0]
     fresh = hypotheses.run_hypotheses(None, tmp_path, fresh=True)["tiny"]["criteria"][0]
     assert again["per_seed"] == first and fresh["per_seed"] == first

@@ -8,6 +8,7 @@ from icl_toy.experiments import single_layer_gd
 
 from icl_toy.runs import cli
 from icl_toy.runs.config import apply_overrides
+from icl_toy.runs.metrics_log import read_jsonl
 from icl_toy.runs.sweep import parse_sweep, run_sweep
 from icl_toy.training import train as train_module
 
@@ -45,6 +46,11 @@ def test_learning_rate_sweep_is_one_compiled_call(tiny_config, trainer_builds, t
         rows[1]["final_loss_mean"]
     )
     assert (tmp_path / "single_layer_gd.sweep.png").exists()
+    # The point's in-scan evaluations, logged while it trained: 3 rates x 2 seeds per record.
+    (log,) = (tmp_path / "checkpoints" / "single_layer_gd.sweep").glob("*.metrics.jsonl")
+    last = read_jsonl(log)[-1]
+    assert last["step"] == tiny_config.train.steps
+    assert len(last["metrics"]["loss"]["per_seed"]) == 6
 
 
 def test_shape_changing_axes_run_in_sequence(tiny_config, trainer_builds, tmp_path):

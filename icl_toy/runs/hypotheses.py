@@ -61,7 +61,7 @@ from matplotlib.ticker import MaxNLocator
 from icl_toy.analysis.stats import bootstrap_ci, interval, mean_ci, sign_flip_p_value
 from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig
-from icl_toy.runs import guard, runner
+from icl_toy.runs import guard, metrics_log, runner
 from icl_toy.runs.plotting import PAPER_WIDTH, interval_errors, save_figures
 from icl_toy.runs.results import atomic_write_bytes, git_commit, to_json_text, to_jsonable
 from icl_toy.training import convergence, nulls
@@ -346,10 +346,18 @@ def run_hypotheses(
                 fresh=fresh,
                 adopt=False,
             )
-            options = RunOptions(
-                checkpoint_dir=str(checkpoints.absolute()), resume=True, progress=progress
+            # Each hypothesis's in-scan evaluations, as they happen: NAME.HYPOTHESIS.metrics.jsonl
+            log = metrics_log.open_log(
+                out_dir, f"{NAME}.{hypothesis.name}", config, append=not fresh
             )
-            entries[hypothesis.name] = run_hypothesis(hypothesis, config, options)
+            options = RunOptions(
+                checkpoint_dir=str(checkpoints.absolute()),
+                resume=True,
+                progress=progress,
+                metrics_hook=log,
+            )
+            with log:
+                entries[hypothesis.name] = run_hypothesis(hypothesis, config, options)
             runner.mark_finished(checkpoints)
             _save(out_dir, entries, quick)
         plot(entries, out_dir)

@@ -40,6 +40,7 @@ from icl_toy.runs.guard import (
     config_differences,
     config_digest,
 )
+from icl_toy.runs.metrics_log import JsonlWriter, MetricsLog
 from icl_toy.runs.plotting import save_figure
 from icl_toy.runs.results import atomic_write_bytes, to_jsonable
 from icl_toy.runs.runner import continues, mark_finished, prepare_checkpoints
@@ -173,15 +174,24 @@ class PointRun:
     def rows_path(self) -> Path:
         return self.checkpoint_dir.with_name(self.digest + ROWS_SUFFIX)
 
+    @property
+    def metrics_path(self) -> Path:
+        return self.checkpoint_dir.with_name(self.digest + ".metrics.jsonl")
+
     def __call__(self) -> list[dict]:
         checkpoint_dir = self.checkpoint_dir
+        resume = continues(checkpoint_dir, self.resume)
+        # The point's in-scan evaluations as they happen, beside its rows.
+        log = MetricsLog([JsonlWriter(self.metrics_path, append=resume)])
         options = RunOptions(
             checkpoint_dir=str(checkpoint_dir),
-            resume=continues(checkpoint_dir, self.resume),
+            resume=resume,
             progress=not self.quiet,
+            metrics_hook=log,
         )
         try:
-            final = _train_point(self.point, self.learning_rates, self.seeds, options)
+            with log:
+                final = _train_point(self.point, self.learning_rates, self.seeds, options)
             rows = _point_rows(self.values, self.point, self.learning_rates, self.seeds, final)
             mark_finished(checkpoint_dir)
         except NonFiniteLossError as error:
