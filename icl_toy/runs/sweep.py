@@ -41,7 +41,7 @@ from icl_toy.runs.guard import (
     config_digest,
 )
 from icl_toy.runs.metrics_log import JsonlWriter, MetricsLog
-from icl_toy.runs.plotting import save_figure
+from icl_toy.runs.plotting import save_figures
 from icl_toy.runs.results import atomic_write_bytes, to_jsonable
 from icl_toy.runs.runner import continues, mark_finished, prepare_checkpoints
 from icl_toy.training.train import NonFiniteLossError, RunOptions, batch_loss, train
@@ -350,9 +350,15 @@ def _write(name: str, config, axes: dict[str, list[str]], rows: list[dict], out_
     rows = [r for r in rows if r["status"] == "done"]
     if not rows:
         return
+    save_figures(_sweep_figure, name, axes, rows, out_dir=out_dir)
+
+
+def _sweep_figure(name: str, axes: dict[str, list[str]], rows: list[dict]) -> dict:
+    """Final held-out loss (mean ± sd over seeds) against the sweep's first axis, one line per
+    value of the others."""
     x_key = next(iter(axes))
     others = [k for k in rows[0] if k in axes and k != x_key]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(3.4, 2.6))  # one column of a two-column page
     for label, group in itertools.groupby(
         sorted(rows, key=lambda r: tuple(str(r[k]) for k in others)),
         key=lambda r: tuple(r[k] for k in others),
@@ -362,10 +368,10 @@ def _write(name: str, config, axes: dict[str, list[str]], rows: list[dict], out_
         y = np.array([r["final_loss_mean"] for r in group])
         err = np.array([r["final_loss_std"] for r in group])
         name_ = ", ".join(f"{k}={v}" for k, v in zip(others, label, strict=True)) or None
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=name_)
+        ax.errorbar(x, y, yerr=err, marker="o", label=name_)
     if x_key == "train.learning_rate":
         ax.set_xscale("log")
-    ax.set(xlabel=x_key, ylabel="final half-MSE (held-out)", title=f"{name}: sweep")
+    ax.set(xlabel=x_key, ylabel="final held-out half-MSE", title=f"{name}: mean ± sd of seeds")
     if others:
-        ax.legend(fontsize=8)
-    save_figure(fig, out_dir, f"{name}.sweep")
+        ax.legend()
+    return {f"{name}.sweep": fig}
