@@ -156,10 +156,15 @@ def _text_boxes(fig: Figure) -> list[tuple[str, Bbox]]:
     and each legend as one box."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    texts = [("figure text", t) for t in fig.texts]
+    # Newer matplotlib keeps the suptitle (and sup-labels) in fig.texts too: each text once.
+    special = {
+        id(getattr(fig, n, None)): n.strip("_") for n in ("_suptitle", "_supxlabel", "_supylabel")
+    }
+    texts = [(special.get(id(t), "figure text"), t) for t in fig.texts]
     for name in ("_suptitle", "_supxlabel", "_supylabel"):
-        if getattr(fig, name, None) is not None:
-            texts.append((name.strip("_"), getattr(fig, name)))
+        text = getattr(fig, name, None)
+        if text is not None and all(text is not t for t in fig.texts):
+            texts.append((name.strip("_"), text))
     boxes = [
         (f"figure legend {i}", legend.get_window_extent(renderer))
         for i, legend in enumerate(fig.legends)
