@@ -18,7 +18,14 @@ the training length; at test length M we scale W_PV by N/M, i.e. we evaluate the
 normalised layer ŷ = x_qᵀ Γ (1/M) Σ_i y_i x_i of Zhang et al. (without it ŷ grows as M/N).
 The M grid starts at 10 > d + 1 because the OLS risk with noisy labels is infinite for
 M ≤ d + 1 (docs/theory.md §8). Losses are MSE.
-Writes `covariate_shift.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+
+Writes `covariate_shift.{png,pdf}` (main figure: (a) MSE against the test length M at
+c = 1 beside the closed form, its M → ∞ limit and OLS, (b) MSE against the shift c at
+M = N and the longest M, (c) the seed-mean relative error to the closed form at every
+(M, c)), `covariate_shift_supplement.{png,pdf}` (panels (a) and (b) with Bayes ridge, the
+relative error to R(Γ*) and to each seed's own R(Γ_fit) as heatmaps, MSE against M at
+every c, the training loss) and `covariate_shift.{json,npz}` to `figures/` (full) or
+`figures/quick/`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import learners
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.plotting import paper_figure, save_figures, seed_band
 from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, batch_predict, train
 
@@ -190,74 +197,146 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, {**arrays, "train_half_mse": result.train_loss})
 
 
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (risk against prompt length and shift beside the closed form, the
+    relative error) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+# One encoding in both panels: C0 the trained LSA, black its closed form, C3 OLS (markers
+# measured, line closed form), C2 ridge; at two lengths M, filled markers are the first.
+LSA = dict(color="C0", marker="o")
+RIDGE = r"ridge, $\lambda = \sigma^2/\tau^2$"
+LIMIT = r"LSA, $M \to \infty$: $\tau^2\,\mathrm{tr}(\Omega(\Gamma^*\Omega - I)^2)$"
+
+
+def _length_panel(ax, s, a, with_ridge: bool) -> None:
+    """MSE against the test length M at c = 1: LSA, its closed form and limit, OLS."""
+    lengths, scales = a["test_lengths"], a["shift_scales"]
+    j = int(np.argmin(np.abs(scales - 1.0)))
+    seed_band(ax, lengths, a["lsa_empirical"][:, :, j], "trained LSA", **LSA)
+    ax.plot(lengths, a["lsa_closed_form"][:, j], "k--", label=r"LSA at $\Gamma^*$, closed form")
+    ax.axhline(a["lsa_limit_closed_form"][j], color="gray", ls=":", label=LIMIT)
+    ax.plot(lengths, a["ols_empirical"][:, j], "s", color="C3", label="OLS (line: closed form)")
+    ax.plot(lengths, a["ols_closed_form"][:, j], "-", color="C3", lw=0.8)
+    if with_ridge:
+        ax.plot(lengths, a["ridge_empirical"][:, j], "^-", color="C2", label=RIDGE)
+    ax.axvline(s["config"]["task"]["n_context"], color="gray", lw=0.8, label="training length N")
+    ax.set(xscale="log", yscale="log", xlabel="test prompt length M", ylabel="MSE")
+
+
+def _shift_panel(ax, a, rows, with_ridge: bool) -> None:
+    """MSE against the shift c at two test lengths `rows` (indices into M), filled markers
+    at the first, open at the second."""
+    lengths, scales = a["test_lengths"], a["shift_scales"]
+    for row, fill in zip(rows, ("full", "none"), strict=True):
+        kwargs = dict(fillstyle=fill, ls="")
+        seed_band(ax, scales, a["lsa_empirical"][:, row, :], None, **LSA, **kwargs)
+        ax.plot(scales, a["lsa_closed_form"][row], "k--", lw=0.9)
+        ax.plot(scales, a["ols_empirical"][row], "s", color="C3", **kwargs)
+        ax.plot(scales, a["ols_closed_form"][row], "-", color="C3", lw=0.8)
+        if with_ridge:
+            ax.plot(scales, a["ridge_empirical"][row], "^", color="C2", **kwargs)
+        ax.plot([], [], "o", color="0.4", label=f"M = {lengths[row]}", **kwargs)
+    ax.plot(scales, a["lsa_limit_closed_form"], ":", color="gray")
+    ax.set(
+        xscale="log", yscale="log", xlabel=r"shift c: inputs $\sim N(0, c\Lambda)$", ylabel="MSE"
+    )
+    ax.set_xticks(scales, [f"{c:g}" for c in scales], minor=False)
+    ax.set_xticks([], minor=True)
+
+
+def _shift_rows(a, n_train: int) -> list[int]:
+    """Indices of the training length N and of the longest test length."""
+    lengths = a["test_lengths"]
+    return [int(np.argmin(np.abs(lengths - n_train))), len(lengths) - 1]
+
+
+def _main_figure(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
     lengths, scales = a["test_lengths"], a["shift_scales"]
     n_train = s["config"]["task"]["n_context"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    fig, ((length_ax, shift_ax, error_ax),) = paper_figure(3, height=2.9)
 
-    ax = axes[0]
-    j = int(np.argmin(np.abs(scales - 1.0)))
-    seed_band(ax, lengths, a["lsa_empirical"][:, :, j], "trained LSA", marker="o", ms=4)
-    ax.plot(lengths, a["lsa_closed_form"][:, j], "k--", label="R(Γ*; Λ, M), closed form")
-    ax.axhline(a["lsa_limit_closed_form"][j], color="gray", ls=":", label="M → ∞ limit")
-    ax.plot(lengths, a["ols_empirical"][:, j], "s", color="C3", label="OLS")
-    ax.plot(lengths, a["ols_closed_form"][:, j], "-", color="C3", lw=0.8, label="OLS closed form")
-    ax.plot(lengths, a["ridge_empirical"][:, j], "^-", color="C2", label="ridge λ = σ²/τ²")
-    ax.axvline(n_train, color="gray", lw=0.8)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="test prompt length M",
-        ylabel="MSE",
-        title=f"Prompt length (c = {scales[j]:g}, trained at N = {n_train})",
-    )
-    ax.legend(fontsize=7)
+    _length_panel(length_ax, s, a, with_ridge=False)
+    length_ax.set_title(f"(a) test length M (c = 1, trained at N = {n_train})")
+    fig.legend(*length_ax.get_legend_handles_labels(), loc="outside lower center", ncols=3)
 
-    ax = axes[1]
-    i = len(lengths) - 1
-    for row, ls in ((int(np.argmin(np.abs(lengths - n_train))), "-"), (i, "--")):
-        m = lengths[row]
-        seed_band(
-            ax,
-            scales,
-            a["lsa_empirical"][:, row, :],
-            f"trained LSA, M = {m}",
-            marker="o",
-            ms=4,
-            ls=ls,
-        )
-        ax.plot(
-            scales, a["lsa_closed_form"][row], "k", ls=ls, lw=0.8, label=f"closed form, M = {m}"
-        )
-        ax.plot(scales, a["ols_empirical"][row], "s", color="C3", ls=ls, label=f"OLS, M = {m}")
-        ax.plot(scales, a["ridge_empirical"][row], "^", color="C2", ls=ls, label=f"ridge, M = {m}")
-    ax.plot(scales, a["lsa_limit_closed_form"], ":", color="gray", label="LSA, M → ∞")
-    ax.set(xscale="log", yscale="log")
-    ax.set_xticks(scales, [f"{c:g}" for c in scales], minor=False)
-    ax.set_xticks([], minor=True)
-    ax.set(xlabel="shift c, inputs ~ N(0, cΛ)", ylabel="MSE", title="Covariate shift Ω = cΛ")
-    ax.legend(fontsize=6)
+    _shift_panel(shift_ax, a, _shift_rows(a, n_train), with_ridge=False)
+    shift_ax.set_title(r"(b) covariate shift $\Omega = c\Lambda$")
+    shift_ax.legend(loc="upper left")
 
-    ax = axes[2]
-    rel = a["lsa_empirical"].mean(axis=0) / a["lsa_closed_form"] - 1.0
-    vmax = max(float(np.abs(rel).max()), 0.03)
-    image = ax.imshow(rel, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-    for (r, col), value in np.ndenumerate(rel):
-        ax.text(col, r, f"{value:+.1%}", ha="center", va="center", fontsize=7)
+    # The claim is "empirical = closed form": the relative error on a linear axis.
+    relative = 100 * (a["lsa_empirical"].mean(axis=0) / a["lsa_closed_form"] - 1.0)
+    for j, c in enumerate(scales):
+        error_ax.plot(lengths, relative[:, j], "o-", ms=3, color=f"C{j}", label=f"{c:g}")
+    error_ax.axhline(0.0, color="k", ls="--", lw=0.8)
+    error_ax.set(xscale="log", xlabel="test prompt length M", ylabel="MSE / closed form − 1 (%)")
+    error_ax.set_title("(c) LSA against its closed form")
+    top = np.abs(relative).max()
+    error_ax.set_ylim(-1.3 * top, 2.2 * top)  # room for the legend
+    error_ax.legend(loc="upper center", ncols=3, title="shift c (mean of seeds)")
+    return fig
+
+
+def _relative_heatmap(ax, relative_MxC, lengths, scales, title: str) -> None:
+    """A heatmap of relative errors over (M, c), each cell labelled with its value."""
+    vmax = max(float(np.abs(relative_MxC).max()), 0.03)
+    image = ax.imshow(relative_MxC, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    for (r, col), value in np.ndenumerate(relative_MxC):
+        ax.text(col, r, f"{value:+.1%}", ha="center", va="center")
     ax.set_xticks(range(len(scales)), [f"{c:g}" for c in scales])
     ax.set_yticks(range(len(lengths)), [str(m) for m in lengths])
-    ax.set(
-        xlabel="shift c", ylabel="test length M", title="empirical / closed form − 1 (seed mean)"
-    )
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(
-        f"One LSA layer trained at N = {n_train}: its risk tends to τ² tr(Ω(ΓΩ − I)²) > 0 "
-        "as M → ∞ while OLS → 0; max |empirical / closed form − 1| = "
-        f"{s['max_abs_relative_error_vs_closed_form']:.2%}"
-    )
-    return save_figure(fig, out_dir, NAME)
+    ax.set(xlabel="shift c", ylabel="test length M", title=title)
+    ax.grid(False)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.grid(False)
+
+
+def _dashboard(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    lengths, scales = a["test_lengths"], a["shift_scales"]
+    n_train = s["config"]["task"]["n_context"]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+
+    ax = axes[0, 0]
+    _length_panel(ax, s, a, with_ridge=True)
+    ax.set_title(f"test length M (c = 1, trained at N = {n_train})")
+    ax.legend()
+
+    ax = axes[0, 1]
+    _shift_panel(ax, a, _shift_rows(a, n_train), with_ridge=True)
+    ax.set_title(r"covariate shift $\Omega = c\Lambda$ (colours as left)")
+    ax.legend(loc="upper left")
+
+    ax = axes[0, 2]
+    relative = a["lsa_empirical"].mean(axis=0) / a["lsa_closed_form"] - 1.0
+    _relative_heatmap(ax, relative, lengths, scales, r"seed-mean MSE / $R(\Gamma^*)$ − 1")
+
+    ax = axes[1, 0]
+    for j, c in enumerate(scales):
+        seed_band(ax, lengths, a["lsa_empirical"][:, :, j], f"c = {c:g}", color=f"C{j}", marker="o")
+        ax.plot(lengths, a["lsa_closed_form"][:, j], "k--", lw=0.8)
+    ax.plot([], [], "k--", lw=0.8, label=r"closed form at $\Gamma^*$")
+    ax.set(xscale="log", yscale="log", xlabel="test prompt length M", ylabel="MSE")
+    ax.set_ylim(top=20 * ax.get_ylim()[1])  # room for the legend above the curves
+    ax.set_title("trained LSA at every shift")
+    ax.legend(loc="upper center", ncols=3)
+
+    ax = axes[1, 1]
+    relative_fit = (a["lsa_empirical"] / a["lsa_closed_form_at_fitted"] - 1.0).mean(axis=0)
+    _relative_heatmap(ax, relative_fit, lengths, scales, r"MSE / $R(\hat\Gamma)$ − 1, seed mean")
+
+    ax = axes[1, 2]
+    train = a["train_half_mse"]
+    seed_band(ax, np.arange(1, train.shape[1] + 1), train, "trained LSA, training batch")
+    ax.set(xlabel="training step", ylabel="half-MSE", title="training loss at N")
+    ax.legend()
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,16 @@ Each trained model is drawn "raw" (the trained weights: a GD layer steps η·n/N
 and "normalised" (W_PV × N/n, `learning_curves.length_normalised`), the convention of the GD
 and GD++ baselines (1/n inside η, γ = γ̂/n). Baselines keep the parameters tuned for the
 training law under every shift. Losses are half-MSE against the noiseless query label.
-Bands are 95% Student-t intervals: over seeds for trained models, over tasks for baselines.
-Writes `learning_curves.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+Bands and error bars are 95% Student-t intervals: over seeds for trained models, over tasks
+for baselines.
+
+Writes `learning_curves.{png,pdf}` (main figure: (a) in distribution, half-MSE against n of
+the trained LSAs (K = 2 raw and normalised, K = 1 raw) beside tuned GD++, 2-step GD, OLS,
+Bayes ridge and the zero predictor, (b) each learner at n = N on a linear axis (OLS, whose
+noisy risk is infinite at n = d, is left out), (c) the same curves with inputs ×2 at test),
+`learning_curves_supplement.{png,pdf}` (one panel per test law with every learner and the
+closed forms of OLS and one GD step) and `learning_curves.{json,npz}` to `figures/` (full)
+or `figures/quick/`.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.predictors import seeded_model_predictor
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import interval_band, save_figure
+from icl_toy.runs.plotting import interval_band, interval_errors, paper_figure, save_figures
 from icl_toy.runs.results import Results
 from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions, TrainConfig, train
@@ -229,10 +237,27 @@ STYLE = {
     "GD K=3": dict(color="C5", ls="--", lw=1.0),
     "GD++": dict(color="C6", ls="-.", lw=1.0),
     "NN": dict(color="C8", ls="-.", lw=1.0),
-    "LSA K=1 (normalised)": dict(color="C0", lw=2.0),
-    "LSA K=1 (raw)": dict(color="C0", lw=1.2, ls=(0, (4, 2)), marker="."),
-    "LSA K=2 (normalised)": dict(color="C3", lw=2.0),
-    "LSA K=2 (raw)": dict(color="C3", lw=1.2, ls=(0, (4, 2)), marker="."),
+    "LSA K=1 (normalised)": dict(color="C0", lw=1.6),
+    "LSA K=1 (raw)": dict(color="C0", lw=1.0, ls=(0, (4, 2)), marker="."),
+    "LSA K=2 (normalised)": dict(color="C3", lw=1.6),
+    "LSA K=2 (raw)": dict(color="C3", lw=1.0, ls=(0, (4, 2)), marker="."),
+}
+MAIN_LEARNERS = (  # the curves of the main figure; every learner is in the supplement
+    "LSA K=1 (raw)",
+    "LSA K=2 (raw)",
+    "LSA K=2 (normalised)",
+    "GD++ K=2",
+    "GD K=2",
+    "OLS",
+    "ridge",
+    "zero",
+)
+LAWS = {  # test-law labels -> titles, filled with the law's parameter
+    "in_distribution": "in distribution",
+    "input_scale": "inputs ×{}",
+    "weight_scale": "teacher w ×{}",
+    "skewed_covariance": "skewed covariance, condition number {}",
+    "label_noise": "label noise σ = {}",
 }
 
 
@@ -243,8 +268,111 @@ def _style(name: str) -> dict:
     return {}
 
 
+def display_name(name: str) -> str:
+    """The name a reader knows for a learner of the saved curves."""
+    if name.startswith("LSA"):
+        depth = name.split("=")[1][0]
+        scaled = r", $W_{PV} \times N/n$" if "normalised" in name else ""
+        return f"trained LSA, K = {depth}{scaled}"
+    if name.startswith("GD++"):
+        return f"GD++, {name.split('=')[1]} steps, tuned"
+    if name.startswith("GD K="):
+        steps = int(name.split("=")[1])
+        return f"GD, {steps} step{'s' if steps > 1 else ''}"
+    if name.startswith("ridge"):
+        return r"ridge, Bayes $\lambda$"
+    return {"zero": "zero predictor"}.get(name, name)
+
+
+def _law_title(law: str) -> str:
+    name, _, value = law.partition("=")
+    return LAWS.get(name, name.replace("_", " ")).format(value)
+
+
+def _curves(ax, a, law_index: int, names: list[str], chosen) -> None:
+    """Each chosen learner's curve over n with its 95% t-interval, on a log axis clipped
+    at 3x the zero predictor."""
+    for ci, name in enumerate(names):
+        if chosen is not None and not any(name.startswith(c) for c in chosen):
+            continue
+        band = {field: a[field][law_index, ci] for field in ("mean", "low", "high")}
+        interval_band(
+            ax, a["lengths"], band, display_name(name), log_axis=True, ms=4, **_style(name)
+        )
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    finite = a["mean"][law_index][np.isfinite(a["mean"][law_index])]
+    bottom = max(1e-3, 0.5 * float(finite[finite > 0].min()))
+    ax.set_ylim(bottom, 3 * a["closed_zero"][law_index, 0])
+    ax.set(xlabel="context length n", ylabel="half-MSE")
+
+
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (curves in distribution, every learner at n = N, curves under
+    inputs ×2) and the dashboard of every law."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """One panel per test law: every learner's curve with its 95% band, log y axis."""
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+def _main_figure(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    laws, names, lengths = s["laws"], s["learners"], list(a["lengths"])
+    n_train = s["config"]["task"]["n_context"]
+    fig, ((curve_ax, at_n_ax, shift_ax),) = paper_figure(3, height=2.9)
+
+    _curves(curve_ax, a, laws.index(IN_DISTRIBUTION), names, MAIN_LEARNERS)
+    curve_ax.axvline(n_train, color="gray", lw=0.8, label="training length N")
+    curve_ax.set_title("(a) in distribution")
+    handles, labels = curve_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=5)
+
+    if n_train in lengths:
+        _at_training_length(at_n_ax, a, laws.index(IN_DISTRIBUTION), names, lengths, n_train)
+    else:
+        at_n_ax.set_visible(False)
+
+    shifted = [law for law in laws if law.startswith("input_scale")]
+    if shifted:
+        li = laws.index(shifted[0])
+        _curves(shift_ax, a, li, names, MAIN_LEARNERS)
+        # Here the GD-like learners leave the clipped axis; show how far.
+        top = float(np.nanmax(a["mean"][li][np.isfinite(a["mean"][li])]))
+        shift_ax.set_ylim(top=3 * top)
+        shift_ax.axvline(n_train, color="gray", lw=0.8)
+        shift_ax.set_title(f"(c) test {_law_title(shifted[0])}")
+    else:
+        shift_ax.set_visible(False)
+    return fig
+
+
+def _at_training_length(ax, a, law: int, names: list[str], lengths: list[int], n_train) -> None:
+    """Each learner's mean at n = N with its 95% t-interval, on a linear axis: there the gap
+    between the LSA and GD++ is one a log axis hides."""
+    i_n = lengths.index(n_train)
+    # OLS has an infinite risk at n = d with noise; at n = N a normalised LSA is its raw one.
+    shown = [n for n in names if n != "OLS" and "normalised" not in n]
+    order = sorted(shown, key=lambda n: a["mean"][law, names.index(n), i_n])
+    for row, name in enumerate(order):
+        record = {f: a[f][law, names.index(name), i_n] for f in ("mean", "low", "high")}
+        color = _style(name).get("color", "k")
+        ax.errorbar([record["mean"]], [row], xerr=interval_errors([record]), fmt="o", color=color)
+    ax.set_yticks(range(len(order)), [display_name(n) for n in order])
+    ax.errorbar([], [], xerr=[], fmt="o", color="0.3", label="mean, 95% t-interval")
+    if "OLS" in names:
+        ols = a["mean"][law, names.index("OLS"), i_n]
+        ax.plot([], [], " ", label=f"OLS: {ols:.2g}, off scale")
+    ax.set(xlabel=f"half-MSE at n = N = {n_train}")
+    ax.set_title("(b) in distribution at n = N")
+    ax.set_xlim(right=1.25 * ax.get_xlim()[1])  # room for the legend
+    ax.legend(loc="lower right", fontsize=6.5)
+
+
+def _dashboard(results: Results) -> plt.Figure:
+    """One panel per test law: every learner's curve with its 95% t-interval."""
     s, a = results.summary, results.arrays
     laws, names, lengths = s["laws"], s["learners"], a["lengths"]
     task = s["config"]["task"]
@@ -252,39 +380,24 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
     num_cols = min(3, len(laws) + 1)
     num_rows = -(-(len(laws) + 1) // num_cols)  # one more cell for the legend
     fig, axes = plt.subplots(
-        num_rows, num_cols, figsize=(5.2 * num_cols, 4.3 * num_rows), squeeze=False
+        num_rows, num_cols, figsize=(3.8 * num_cols, 3.2 * num_rows), squeeze=False
     )
     axes = axes.ravel()
     for li, (law, ax) in enumerate(zip(laws, axes, strict=False)):
-        for ci, name in enumerate(names):
-            band = {field: a[field][li, ci] for field in ("mean", "low", "high")}
-            interval_band(ax, lengths, band, name, log_axis=True, ms=4, **_style(name))
-        closed_ols = a["closed_ols"][li]
-        ax.plot(lengths, closed_ols, "k*", ms=5, label="OLS closed form (docs/theory.md §8)")
-        ax.plot(lengths, a["closed_gd"][li], "x", color="C1", ms=4, label="GD K=1 closed form")
+        _curves(ax, a, li, names, None)
+        ax.plot(lengths, a["closed_ols"][li], "k*", ms=5, label="OLS, closed form")
+        ax.plot(lengths, a["closed_gd"][li], "x", color="C1", ms=4, label="GD 1 step, closed form")
         ols = a["mean"][li, names.index("OLS")]
         peak = int(np.nanargmax(ols))
-        ax.axvline(n_train, color="gray", lw=0.8)
+        ax.axvline(n_train, color="gray", lw=0.8, label="training length N")
         if d != n_train:
-            ax.axvline(d, color="gray", lw=0.8, ls=":")
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        finite = a["mean"][li][np.isfinite(a["mean"][li])]
-        ax.set_ylim(max(1e-3, 0.5 * float(finite[finite > 0].min())), 3 * a["closed_zero"][li, 0])
-        title = f"{law.replace('_', ' ')}\nOLS mean peaks at {ols[peak]:.3g} (n = {lengths[peak]})"
-        ax.set(xlabel="context length n", ylabel="half-MSE (log scale)", title=title)
+            ax.axvline(d, color="gray", lw=0.8, ls=":", label="dimension d")
+        ax.set_title(f"{_law_title(law)}\n(OLS mean peaks at {ols[peak]:.3g}, n = {lengths[peak]})")
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[len(laws) :]:
         ax.axis("off")
-    axes[len(laws)].legend(handles, labels, loc="center", fontsize=9, frameon=False)
-    lines = "N = d (grey line)" if d == n_train else "N (grey line), d (dotted)"
-    fig.suptitle(
-        f"Learning curves of LSA models trained at N = {n_train}, d = {d}; {lines}.\n"
-        "Bands: 95% CIs over seeds (LSA) or tasks (baselines), omitted where they reach 0 "
-        "(OLS at n ≈ d, infinite mean). y clipped at 3x the zero predictor."
-    )
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return save_figure(fig, out_dir, NAME)
+    axes[len(laws)].legend(handles, labels, loc="center")
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

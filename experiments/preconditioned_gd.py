@@ -20,7 +20,13 @@ Losses are **MSE**, E(ŷ − y_q)²; training minimises half-MSE, reported along
 
 The layer starts from the GD construction's zero blocks (`preconditioning.LayerConfig` says
 why; `--set model.init=dense` for the fan-in init).
-Writes `preconditioned_gd.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+Writes `preconditioned_gd.{png,pdf}` (main figure: (a) every seed's Γ entries against Γ*'s,
+(b) held-out MSE during training against the closed-form risks of preconditioned GD at Γ*
+and of GD at the best scalar step, (c) each seed's final MSE gap to Γ* on the same tasks in
+percent, with the 95% t-interval of their mean), `preconditioned_gd_supplement.{png,pdf}`
+(heatmaps of Γ*, the seed-mean Γ and their difference; Γ against Γ* per seed; held-out MSE
+beside R(Γ_fit), R(Γ*) and R(η*I) during training; 1 − R² during training) and
+`preconditioned_gd.{json,npz}` to `figures/` (full) or `figures/quick/`.
 """
 
 from __future__ import annotations
@@ -36,13 +42,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, metrics, preconditioning
-from icl_toy.analysis.stats import seed_stats
+from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core import learners
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
-from icl_toy.runs.plotting import heatmap_pair, save_figure, seed_band
+from icl_toy.runs.plotting import (
+    heatmap,
+    heatmap_pair,
+    interval_errors,
+    paper_figure,
+    save_figures,
+    seed_band,
+)
 from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, train
 
@@ -144,55 +157,113 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, jax.tree.map(np.asarray, arrays))
 
 
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (Γ against Γ*, loss against GD and preconditioned GD, final gap to
+    preconditioned GD) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+PGD = r"$R(\Gamma^*)$: preconditioned GD"  # closed-form risks
+GD = r"$R(\eta^* I)$: GD, best step"
+
+
+def _gamma_scatter(ax, gamma_star, gamma_fit, labels, **scatter_kwargs) -> None:
+    """Each seed's Γ entries against Γ*'s: on the identity line where Γ = Γ*."""
+    for gamma, label in zip(gamma_fit, labels, strict=True):
+        ax.scatter(gamma_star.ravel(), gamma.ravel(), s=10, label=label, **scatter_kwargs)
+    lim = [min(gamma_star.min(), gamma_fit.min()), max(gamma_star.max(), gamma_fit.max())]
+    ax.plot(lim, lim, "k--", lw=0.8, label=r"$\hat\Gamma = \Gamma^*$")
+    ax.set(xlabel=r"entry of $\Gamma^*$ (closed form)", ylabel=r"entry of trained $\hat\Gamma$")
+
+
+def _risk_lines(ax, s) -> None:
+    """The closed-form risks of preconditioned GD at Γ* and of GD at the best scalar step."""
+    ax.axhline(s["closed_form_risk"], color="k", ls="--", label=PGD)
+    ax.axhline(s["scalar_step"]["closed_form_risk"], color="C3", ls="--", label=GD)
+
+
+def _main_figure(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
     gamma_star, gamma_fit = a["gamma_star"], a["gamma_fitted"]
     r2 = np.asarray(s["r2"])
-    fig = plt.figure(figsize=(17, 4.2))
-    grid = fig.add_gridspec(1, 5, wspace=0.6)
-    axes = [fig.add_subplot(grid[0, i]) for i in range(2)]
-    titles = ("Γ* (closed form, docs/theory.md §5)", "trained Γ (mean of seeds)")
-    heatmap_pair(axes, gamma_star, gamma_fit.mean(axis=0), titles)
+    fig, ((gamma_ax, loss_ax, gap_ax),) = paper_figure(3, height=2.5)
 
-    ax = fig.add_subplot(grid[0, 2])
-    for i, gamma in enumerate(gamma_fit):
-        ax.scatter(gamma_star.ravel(), gamma.ravel(), s=12, alpha=0.7, label=f"seed {i}")
-    lim = [
-        float(min(gamma_star.min(), gamma_fit.min())),
-        float(max(gamma_star.max(), gamma_fit.max())),
-    ]
-    ax.plot(lim, lim, "k--", lw=0.8)
-    ax.set(
-        xlabel="Γ* entry",
-        ylabel="trained Γ entry",
-        title=f"R² = {r2.mean():.4f} (min {r2.min():.4f})",
-    )
-    ax.legend(fontsize=7)
+    labels = [rf"{len(r2)} seeds, $R^2 \geq {r2.min():.5f}$"] + [None] * (len(r2) - 1)
+    _gamma_scatter(gamma_ax, gamma_star, gamma_fit, labels, color="C0", alpha=0.5)
+    gamma_ax.set_title(r"(a) trained $\hat\Gamma$ against $\Gamma^*$")
+    gamma_ax.legend(loc="upper left")
 
-    ax = fig.add_subplot(grid[0, 3])
     steps = a["eval_steps"]
-    seed_band(ax, steps, a["eval_mse"], "trained LSA (held-out MSE)")
-    seed_band(ax, steps, a["eval_closed_form_risk_at_fitted"], "R(Γ_fit), closed form", ls=":")
-    ax.axhline(
-        s["closed_form_risk"], color="k", ls="--", label=f"R(Γ*) = {s['closed_form_risk']:.4f}"
-    )
-    scalar = s["scalar_step"]["closed_form_risk"]
-    ax.axhline(scalar, color="C3", ls="--", label=f"best scalar GD step {scalar:.4f}")
-    ax.set(yscale="log", xlabel="training step", ylabel="MSE", title="Loss vs closed-form risk")
-    ax.legend(fontsize=7)
+    seed_band(loss_ax, steps, a["eval_mse"], "trained LSA")
+    _risk_lines(loss_ax, s)
+    loss_ax.set(xlabel="training step", ylabel="held-out MSE")
+    loss_ax.set_title("(b) loss during training")
+    loss_ax.legend(loc="upper right")
 
-    ax = fig.add_subplot(grid[0, 4])
-    seed_band(ax, steps, 1.0 - a["eval_r2"], "1 − R²(Γ_fit, Γ*)", color="C2")
-    ax.set(yscale="log", xlabel="training step", ylabel="1 − R²", title="Γ_fit → Γ*")
-    ax.legend(fontsize=7)
-    gap = s["seed_stats"]["trained_loss_relative_to_closed_form"]
-    fig.suptitle(
-        f"One LSA layer on anisotropic Gaussian inputs (d={gamma_star.shape[0]}): "
-        f"trained MSE / R(Γ*) − 1 = {gap['mean']:+.2%} ± {gap['std']:.2%} over "
-        f"{len(r2)} seeds; R(Γ*) = {s['closed_form_risk']:.4f} vs best scalar step {scalar:.4f}"
+    # Γ* on the same 10^5 tasks is the reference: it removes their Monte Carlo error.
+    reference = s["gamma_star_empirical_mse"]
+    gaps = 100 * (np.asarray(s["trained_loss"]) / reference - 1.0)
+    jitter = np.linspace(-0.15, 0.15, gaps.size)
+    gap_ax.plot(jitter, gaps, "o", color="C0", alpha=0.6, label="trained LSA, each seed")
+    interval = mean_ci(gaps)
+    gap_ax.errorbar(
+        [0.45],
+        [interval["mean"]],
+        yerr=interval_errors([interval]),
+        fmt="s",
+        color="C3",
+        label="mean, 95% t-interval",
     )
-    return save_figure(fig, out_dir, NAME)
+    gap_ax.axhline(0.0, color="k", ls="--", label=r"$\Gamma^*$ on the same tasks")
+    scalar_gap = 100 * (s["scalar_step"]["empirical_mse"] / reference - 1.0)
+    gap_ax.plot([], [], "^", color="C3", label=rf"GD($\eta^*$): {scalar_gap:+.1f}%, off scale")
+    low, high = min(gaps.min(), 0.0), gaps.max()
+    gap_ax.set_ylim(low - 0.15 * (high - low), high + 0.9 * (high - low))  # room for the legend
+    gap_ax.set(xlim=(-0.5, 1.0), xticks=[], ylabel=r"MSE / MSE of $\Gamma^*$ − 1  (%)")
+    gap_ax.set_title(r"(c) final gap to $\Gamma^*$")
+    gap_ax.legend(loc="upper right", fontsize=6.5)
+    return fig
+
+
+def _dashboard(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    gamma_star, gamma_fit = a["gamma_star"], a["gamma_fitted"]
+    fig = plt.figure(figsize=(11, 6))
+    grid = fig.add_gridspec(2, 3)
+    axes = [fig.add_subplot(grid[0, i]) for i in range(3)]
+    titles = (r"$\Gamma^*$ (closed form)", r"trained $\hat\Gamma$ (mean of seeds)")
+    heatmap_pair(axes[:2], gamma_star, gamma_fit.mean(axis=0), titles)
+    heatmap(
+        axes[2], gamma_fit.mean(axis=0) - gamma_star, r"mean $\hat\Gamma$ − $\Gamma^*$ (own scale)"
+    )
+
+    ax = fig.add_subplot(grid[1, 0])
+    labels = [f"seed {i}" for i in range(len(gamma_fit))]
+    _gamma_scatter(ax, gamma_star, gamma_fit, labels, alpha=0.7)
+    ax.set_title(r"$\hat\Gamma$ against $\Gamma^*$, each seed")
+    ax.legend(ncols=2, fontsize=6.5)
+
+    ax = fig.add_subplot(grid[1, 1])
+    steps = a["eval_steps"]
+    seed_band(ax, steps, a["eval_mse"], "trained LSA, held-out MSE")
+    seed_band(
+        ax, steps, a["eval_closed_form_risk_at_fitted"], r"$R(\hat\Gamma)$, closed form", ls=":"
+    )
+    _risk_lines(ax, s)
+    ax.set(xlabel="training step", ylabel="MSE", title="loss against closed-form risk")
+    ax.legend()
+
+    ax = fig.add_subplot(grid[1, 2])
+    seed_band(ax, steps, 1.0 - a["eval_r2"], r"$1 - R^2(\hat\Gamma, \Gamma^*)$", color="C2")
+    ax.set(yscale="log", xlabel="training step", ylabel=r"$1 - R^2$")
+    ax.set_title(r"$\hat\Gamma \to \Gamma^*$ during training")
+    ax.legend()
+    return fig
 
 
 # --- Hypothesis: on anisotropic inputs one layer is preconditioned GD with Γ* (Ahn et al.) ---

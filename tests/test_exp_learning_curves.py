@@ -12,6 +12,7 @@ from icl_toy.experiments import learning_curves
 
 from icl_toy.analysis.learning_curves import Shift
 from icl_toy.core.tasks import sample_batch
+from icl_toy.runs.plotting import drawn_figures
 from icl_toy.runs.results import load_results
 from icl_toy.training import tuning
 
@@ -55,6 +56,7 @@ def test_learning_curves_quick_end_to_end(tmp_path):
     (tmp_path / "learning_curves.png").unlink()
     learning_curves.plot(results, tmp_path)
     assert (tmp_path / "learning_curves.png").exists()
+    assert (tmp_path / "learning_curves_supplement.png").exists()
 
 
 def test_learning_curves_config_rejects_bad_values():
@@ -99,3 +101,19 @@ def test_learning_curves_plots_the_committed_full_results(tmp_path):
     results = load_results(ROOT / "figures", "learning_curves")
     learning_curves.plot(results, tmp_path)
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    assert (tmp_path / "learning_curves_supplement.png").stat().st_size > 0
+
+
+def test_learning_curves_legends_use_display_names():
+    """Every learner is drawn under the name a reader knows, never the code's key."""
+    results = load_results(ROOT / "figures", "learning_curves")
+    with drawn_figures(learning_curves.figures, results) as figures:
+        labels = [
+            text.get_text()
+            for fig in figures.values()
+            for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+            if legend is not None
+            for text in legend.get_texts()
+        ]
+    assert "trained LSA, K = 2" in labels and "GD++, 2 steps, tuned" in labels
+    assert not [label for label in labels if "(raw)" in label or "K=" in label], labels

@@ -45,6 +45,7 @@ def test_preconditioned_gd_quick_end_to_end(tmp_path):
     (tmp_path / "preconditioned_gd.png").unlink()
     preconditioned_gd.plot(results, tmp_path)
     assert (tmp_path / "preconditioned_gd.png").exists()
+    assert (tmp_path / "preconditioned_gd_supplement.png").exists()
 
 
 def test_covariate_shift_quick_end_to_end(tmp_path):
@@ -68,6 +69,7 @@ def test_covariate_shift_quick_end_to_end(tmp_path):
     (tmp_path / "covariate_shift.png").unlink()
     covariate_shift.plot(results, tmp_path)
     assert (tmp_path / "covariate_shift.png").exists()
+    assert (tmp_path / "covariate_shift_supplement.png").exists()
 
 
 def test_configs_reject_what_the_closed_forms_do_not_cover():
