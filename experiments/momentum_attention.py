@@ -9,7 +9,13 @@ values, learned μ) and depth momentum (`DepthMomentumLSA`: heavy ball across la
 v_l = Δ_l + β v_{l−1}, learned β) at K layers; reports held-out half-MSE with 95% t-intervals,
 momentum − plain per K, a sweep with μ or β fixed, tuned GD / heavy-ball / Nesterov learners
 (η has the 1/N inside) and the loss at every context length of the K = 1 layer read causally.
-Writes `momentum_attention.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+Writes `momentum_attention.{png,pdf}` (main figure: (a) final loss against K of the plain,
+token- and depth-momentum LSA, each seed a dot, hollow where it had not converged, with the
+mean's 95% t-interval, beside tuned GD (η per step; one η) and tuned heavy ball; (b), (c)
+token and depth momentum − plain on paired seeds), `momentum_attention_supplement.{png,pdf}`
+(final losses beside every tuned learner, momentum − plain, learned μ and β against the tuned
+β, μ and β during training, the fixed-momentum sweep, and the loss at every context length)
+and `momentum_attention.{json,npz}` to `figures/` (full) or `figures/quick/`.
 Owns the hypothesis `momentum_attention`.
 """
 
@@ -20,6 +26,7 @@ import time
 from pathlib import Path
 
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import paired
@@ -33,7 +40,7 @@ from icl_toy.runs import plotting
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.config import require_at_least, require_distinct_depths, require_positive
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
-from icl_toy.runs.momentum_plots import momentum_figure
+from icl_toy.runs.momentum_plots import momentum_main_figure, momentum_supplement
 from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 from icl_toy.training.tuned_learners import fit_and_score, momentum_family
@@ -208,12 +215,19 @@ def closing_note(per_k: dict) -> str:
     return paired.verdict_note(lines, claim, lower, condition)
 
 
-def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results; intervals are recomputed from the seeds."""
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (final loss against K, momentum − plain) and the dashboard."""
     s = results.summary
-    fig = momentum_figure(s["per_K"], s["sweep"], results.arrays)
-    fig.text(0.5, 0.005, s["closing_note"], ha="center", va="bottom", fontsize=7, wrap=True)
-    return plotting.save_figure(fig, out_dir, NAME)
+    main = momentum_main_figure(s["per_K"], s.get("convergence", {}))
+    return {
+        NAME: main,
+        f"{NAME}_supplement": momentum_supplement(s["per_K"], s["sweep"], results.arrays),
+    }
+
+
+def plot(results: Results, out_dir: str | Path) -> list[Path]:
+    """Draw the study's figures from saved results."""
+    return plotting.save_figures(figures, results, out_dir=out_dir)
 
 
 # --- Hypothesis: momentum attention improves in-context learning (Dai et al.) ---------------

@@ -50,6 +50,7 @@ def test_momentum_attention_quick_end_to_end(tmp_path):
     (tmp_path / "momentum_attention.png").unlink()
     momentum_attention.plot(results, tmp_path)
     assert (tmp_path / "momentum_attention.png").exists()
+    assert (tmp_path / "momentum_attention_supplement.png").exists()
 
 
 def test_config_validation():
@@ -70,7 +71,8 @@ def test_committed_full_run(tmp_path):
     assert saved["config"] == to_jsonable(momentum_attention.get_config(quick=False))
     # plot() redraws the committed figure from the saved results alone.
     momentum_attention.plot(load_results(ROOT / "figures", "momentum_attention"), tmp_path)
-    assert (tmp_path / "momentum_attention.png").stat().st_size > 0
+    for name in ("momentum_attention", "momentum_attention_supplement"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
 def test_owns_its_hypothesis():

@@ -39,6 +39,7 @@ def test_nonlinear_regression_quick_end_to_end(tmp_path):
     (tmp_path / "nonlinear_regression.png").unlink()
     nonlinear_regression.plot(results, tmp_path)
     assert (tmp_path / "nonlinear_regression.png").exists()
+    assert (tmp_path / "nonlinear_regression_supplement.png").exists()
 
 
 def test_nonlinear_regression_config_rejects_bad_values():

@@ -37,6 +37,7 @@ def test_standard_tokens_quick_end_to_end(tmp_path):
     (tmp_path / "standard_tokens.png").unlink()
     standard_tokens.plot(results, tmp_path)
     assert (tmp_path / "standard_tokens.png").exists()
+    assert (tmp_path / "standard_tokens_supplement.png").exists()
 
 
 def test_standard_tokens_config_rejects_bad_values():

@@ -11,9 +11,9 @@ def kernel_slices(ax, grid_G, kernel_GxG, ylabel: str, title: str) -> None:
     grid_G, kernel_GxG = np.asarray(grid_G), np.asarray(kernel_GxG)
     g = len(grid_G)
     for j in (g // 4, g // 2, 3 * g // 4):
-        ax.plot(grid_G, kernel_GxG[:, j], label=f"x' = {grid_G[j]:.1f}")
-    ax.set(xlabel="x", ylabel=ylabel, title=title)
-    ax.legend(fontsize=7)
+        ax.plot(grid_G, kernel_GxG[:, j], label=f"$x'$ = {grid_G[j]:.1f}")
+    ax.set(xlabel="$x$", ylabel=ylabel, title=title)
+    ax.legend()
 
 
 def function_fit(ax, grid_G, truth_G, context_x, context_y, predictions: dict, title: str) -> None:
@@ -22,7 +22,7 @@ def function_fit(ax, grid_G, truth_G, context_x, context_y, predictions: dict, t
     `predictions` maps a legend label to (ŷ over the grid (G,), matplotlib format string).
     """
     ax.plot(grid_G, truth_G, "k", lw=2, alpha=0.4, label="true function")
-    ax.plot(context_x, context_y, "ko", ms=4, label="context")
+    ax.plot(context_x, context_y, "ko", ms=3, label="context pairs")
     for label, (curve_G, fmt) in predictions.items():
         ax.plot(grid_G, curve_G, fmt, label=label)
-    ax.set(xlabel="x_q", ylabel="ŷ", title=title)
+    ax.set(xlabel="query $x_q$", ylabel=r"$\hat y$", title=title)
