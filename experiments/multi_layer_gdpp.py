@@ -8,7 +8,14 @@ von Oswald preset (d = N = 10, noiseless), K = 1..3 (K = 1..5 with `--paper`):
 per-layer and recurrent LSA stacks against K-step GD and GD++ fitted on their own loss and
 built as weights, layer by layer on shared held-out tasks (`icl_toy.analysis.layerwise`);
 recurrent 2-layer models at N = 10..100 (fitted vs implied γ); softmax heads beside one LSA
-layer; the hypothesis `deep_lsa_gdpp`. Writes `multi_layer_gdpp.{png,pdf,json,npz}`.
+layer; the hypothesis `deep_lsa_gdpp`. Writes `multi_layer_gdpp.{png,pdf}` (main figure:
+(a) tuned GD++ γ and the trained recurrent 2-layer γ̂ (mean, 95% t-interval) against N, (b)
+each seed's γ̂ / γ_GD++ − 1 in percent, hollow where the seed did not converge, (c) the final
+loss of per-layer and recurrent models against K beside tuned K-step GD and GD++),
+`multi_layer_gdpp_supplement.{png,pdf}` (loss vs K for each kind, loss after each layer,
+sensitivity cosines to GD and GD++, damped iteration past the training depth, γ and loss vs
+N, softmax heads against one LSA layer, per-layer training curves) and
+`multi_layer_gdpp.{json,npz}`.
 """
 
 from __future__ import annotations
@@ -304,37 +311,99 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, jax.tree.map(np.asarray, arrays))
 
 
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (γ̂ vs N, loss vs depth) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
+    """Draw the study's figures from saved results."""
+    return plotting.save_figures(figures, results, out_dir=out_dir)
+
+
+def _softmax_name(name: str) -> str:
+    if name == "lsa":
+        return "LSA, 1 layer"
+    heads = int(name.removeprefix("softmax_").removesuffix("h"))
+    return f"softmax, {heads} head{'s' if heads > 1 else ''}"
+
+
+def _main_figure(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    depths, records = [int(k) for k in a["depths"]], s.get("convergence", {})
+    ratios = {"width_ratios": (1, 1, 1.2)}
+    fig, ((gamma_ax, gap_ax, loss_ax),) = plotting.paper_figure(3, height=2.7, gridspec_kw=ratios)
+
+    depth_plots.gamma_vs_context(gamma_ax, s["by_context"])
+    gamma_ax.set_title("(a) γ of recurrent K = 2 vs N")
+    gamma_ax.legend(loc="lower left")
+
+    # γ̂ and γ differ by a few percent at most: their gap on a linear axis shows it.
+    by_n = {n: records.get(f"recurrent_N{n}") for n in s["by_context"]}
+    depth_plots.gamma_gap(gap_ax, s["by_context"], by_n)
+    gap_ax.set_title(r"(b) $\hat\gamma$ relative to tuned GD++")
+    bottom, top = gap_ax.get_ylim()
+    gap_ax.set_ylim(bottom - 0.5 * (top - bottom), top)  # room for the legend
+    gap_ax.legend(loc="lower right")
+
+    series = {}
+    for kind, color, marker in zip(KINDS, ("C0", "C1"), "os", strict=True):
+        tags = [f"{kind}_K{k}" for k in depths]
+        trained = np.stack([a[f"{tag}_trained_layer_losses"][:, -1] for tag in tags], 1)
+        converged = np.stack(
+            [depth_plots.converged_flags(records.get(tag), len(trained)) for tag in tags], 1
+        )
+        series[f"trained {depth_plots.KIND_NAMES[kind]}"] = {
+            "trained": trained,
+            "converged": converged,
+            "gd": [s["per_depth"][tag]["gd_loss"] for tag in tags],
+            "gdpp": [s["per_depth"][tag]["gdpp_loss"] for tag in tags],
+            "color": color,
+            "marker": marker,
+        }
+    depth_plots.trained_vs_tuned_by_depth(loss_ax, depths, series)
+    loss_ax.set_title("(c) loss vs depth")
+    loss_ax.plot([], [], " ", label="OLS: 0 (N = d)")
+    bottom, top = loss_ax.get_ylim()
+    loss_ax.set_ylim(bottom, top + 0.7 * (top - bottom))  # room for the legend
+    loss_ax.legend(loc="upper right", fontsize=6.5)
+    return fig
+
+
+def _dashboard(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
     depths, steps = [int(k) for k in a["depths"]], a["eval_steps"]
-    fig, axes = plt.subplots(2, 4, figsize=(20, 9), gridspec_kw={"hspace": 0.4, "wspace": 0.45})
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6))
+    ols = f"OLS: {s['ols_loss']:.1e} (exact, N = d)"  # named, not drawn
     for ax, kind in zip(axes[0, :2], KINDS, strict=True):
         rows = [s["per_depth"][f"{kind}_K{k}"] for k in depths]
         trained = np.stack([a[f"{kind}_K{k}_trained_layer_losses"][:, -1] for k in depths], 1)
-        ols = f"OLS {s['ols_loss']:.1e}"  # exact here (N = d, noiseless): named, not drawn
-        depth_plots.loss_vs_depth(ax, depths, trained, rows, f"Loss vs depth, {kind}", ols)
+        title = f"Loss vs depth, {depth_plots.KIND_NAMES[kind]}"
+        depth_plots.loss_vs_depth(ax, depths, trained, rows, title, ols)
     k = f"per_layer_K{max(depths)}"
     layer_losses = (a[f"{k}_{key}_layer_losses"] for key in ("trained", "gd", "gdpp"))
-    depth_plots.loss_per_layer(axes[0, 2], *layer_losses, "Loss per layer (per-layer)")
+    depth_plots.loss_per_layer(axes[0, 2], *layer_losses, "Loss after each layer, per-layer")
     cos = {}
     for kind, key in itertools.product(KINDS, ("gd", "gdpp")):
         cos[kind, key] = np.stack([a[f"{kind}_K{k}_cos_{key}"] for k in depths], 1)
     depth_plots.sensitivity_cosines(axes[0, 3], depths, cos, KINDS)
-    trained = {f"trained K={k}": a[f"recurrent_K{k}_iterated_trained"] for k in depths}
-    gdpp = {f"trained K={k}": a[f"recurrent_K{k}_iterated_gdpp"] for k in depths}
+    trained = {f"trained K = {k}": a[f"recurrent_K{k}_iterated_trained"] for k in depths}
+    gdpp = {f"trained K = {k}": a[f"recurrent_K{k}_iterated_gdpp"] for k in depths}
     depth_plots.damped_iterations(axes[1, 0], trained, gdpp, s["config"]["damping"])
     depth_plots.fitted_vs_implied_gamma(axes[1, 1], s["by_context"])
-    plotting.seed_bands(axes[1, 2], steps, {n: a[f"softmax_{n}_eval_loss"] for n in s["softmax"]})
-    axes[1, 2].axhline(s["gd_1_step_loss"], color="k", ls="--", label="1-step GD(η*)")
-    curves = {f"K={k}": a[f"per_layer_K{k}_eval_loss"] for k in depths}
+    curves = {_softmax_name(n): a[f"softmax_{n}_eval_loss"] for n in s["softmax"]}
+    plotting.seed_bands(axes[1, 2], steps, curves)
+    axes[1, 2].axhline(s["gd_1_step_loss"], color="k", ls="--", label=r"GD($\eta^*$), 1 step")
+    curves = {f"K = {k}": a[f"per_layer_K{k}_eval_loss"] for k in depths}
     plotting.seed_bands(axes[1, 3], steps, curves)
-    titles = ("Softmax vs linear attention, K = 1", "Training (per-layer, held-out)")
+    titles = ("Softmax vs linear attention, K = 1", "Training, per-layer")
     for ax, title in zip(axes[1, 2:], titles, strict=True):
-        plotting.finish_axes(ax, title, "training step", "half-MSE", log_y=True)
-    seeds = f"{s['config']['train']['num_seeds']} seeds; bands: min–max"
-    fig.suptitle(f"K trained LSA layers vs K steps of tuned GD and GD++ ({seeds})")
-    return plotting.save_figure(fig, out_dir, NAME)
+        ax.set(yscale="log", xlabel="training step", ylabel="held-out half-MSE", title=title)
+    bottom, top = axes[1, 2].get_ylim()
+    axes[1, 2].set_ylim(bottom, top * (top / bottom))  # the legend goes above the bands
+    for ax in axes[1, 2:]:
+        ax.legend(loc="upper right")
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,14 @@ Departures: one token per (x, y) pair, the loss on the query at one N = 16 = 2d
 (overdetermined: noiseless OLS is exact, so σ = 0.5 with Bayes λ = 1/4 separates OLS from
 ridge), width 32 and 1000 steps of batch 32 (not ≥ 256 and 500k). The study owns the
 hypotheses `depth_phases_noiseless` and `depth_phases_noisy` (`HYPOTHESES`).
-Writes `which_algorithm.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+Writes `which_algorithm.{png,pdf}` (main figure, one panel per noise level σ: (a), (b) SPD / d
+to one tuned GD step, OLS and Bayes ridge by depth (mean, 95% t-interval), the closest
+learner of the whole family marked and named under each depth, the converged seed runs in
+the title; then the held-out loss of each seed by depth, hollow where it did not converge,
+beside GD and OLS; a legend says that the CPU run is not a result),
+`which_algorithm_supplement.{png,pdf}` (per σ: SPD to the learners and the best-fitting
+ridge λ by depth, probe R² by layer of the deepest model; loss by depth, training curves)
+and `which_algorithm.{json,npz}` to `figures/` (full) or `figures/quick/`.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from pathlib import Path
 
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis.depth_alignment import (
@@ -43,9 +51,9 @@ from icl_toy.core.models import ModelConfig
 from icl_toy.core.tasks import TaskConfig, sample_batch
 from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.config import require_at_least, require_distinct_depths
-from icl_toy.runs.depth_plots import depth_sweep_figure
+from icl_toy.runs.depth_plots import depth_sweep_figure, depth_sweep_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds
-from icl_toy.runs.plotting import save_figure
+from icl_toy.runs.plotting import save_figures
 from icl_toy.runs.results import Results
 from icl_toy.training.depth_sweep import train_depths
 from icl_toy.training.train import RunOptions, TrainConfig
@@ -178,14 +186,19 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, arrays)
 
 
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (closest learners and loss by depth) and the dashboard."""
+    s, train = results.summary, results.summary["config"]["train"]
+    budget = f"CPU budget, {train['steps']} steps × batch {train['batch_size']}"
+    records = s.get("convergence", {})
+    main = depth_sweep_main(s["settings"], records, budget)
+    dashboard = depth_sweep_figure(s["settings"], results.arrays, train["eval_every"], records)
+    return {NAME: main, f"{NAME}_supplement": dashboard}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
-    s, config = results.summary, results.summary["config"]
-    title = "Which algorithm does a trained softmax transformer implement? "
-    title += f"(d = {config['d']}, N = {config['n_context']})"
-    every = config["train"]["eval_every"]
-    fig = depth_sweep_figure(s["settings"], results.arrays, every, title)
-    return save_figure(fig, out_dir, NAME)
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

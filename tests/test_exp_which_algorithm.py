@@ -39,6 +39,7 @@ def test_which_algorithm_quick_end_to_end(tmp_path):
     (tmp_path / "which_algorithm.png").unlink()
     which_algorithm.plot(results, tmp_path)
     assert (tmp_path / "which_algorithm.png").exists()
+    assert (tmp_path / "which_algorithm_supplement.png").exists()
 
 
 def test_config_rejects_bad_values():

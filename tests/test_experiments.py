@@ -85,6 +85,7 @@ def test_multi_layer_gdpp_quick_end_to_end(tmp_path):
     (tmp_path / "multi_layer_gdpp.png").unlink()
     multi_layer_gdpp.plot(results, tmp_path)
     assert (tmp_path / "multi_layer_gdpp.png").exists()
+    assert (tmp_path / "multi_layer_gdpp_supplement.png").exists()
 
 
 @pytest.mark.slow
@@ -117,7 +118,9 @@ def test_deep_lsa_gdpp_hypothesis_lives_in_its_study():
 def test_multi_layer_gdpp_plots_the_committed_full_results(tmp_path):
     results = load_results(ROOT / "figures", "multi_layer_gdpp")
     multi_layer_gdpp.plot(results, tmp_path)
-    assert (tmp_path / "multi_layer_gdpp.png").stat().st_size > 0
+    for name in ("multi_layer_gdpp", "multi_layer_gdpp_supplement"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / f"{name}.{ext}").stat().st_size > 0
 
 
 # Studies whose committed full run predates the convergence record (rerun them to add it).
