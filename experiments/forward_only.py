@@ -21,7 +21,14 @@ Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; d
    (exactly minibatch SGD at lr η*), and the LSAs trained in study 1. Against backprop
    minibatch SGD on the same chunks at several learning rates.
    Population half-MSE ½ s ||W − W*||² against examples seen.
-Writes `forward_only.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/` (--quick).
+Writes `forward_only.{png,pdf}` (main figure: (a) held-out loss of every seed run of the
+three methods, (b) each run's final gap to GD(η*) in percent, (c) the stream's population loss
+for the construction, SGD at η* and the trained LSAs; runs the convergence record does not
+call converged are dotted and hollow, and the legend gives each method's converged count),
+`forward_only_supplement.{png,pdf}` (seed bands of loss against steps and wall-clock, the
+stream against SGD at every learning rate, each run's change over its last 10% against the
+tolerance, steps/s, and final stream loss against the SGD learning rate) and
+`forward_only.{json,npz}` to `figures/` (full) or `figures/quick/` (--quick).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
 from icl_toy.analysis import duality
 from icl_toy.analysis.stats import seed_stats
@@ -43,7 +51,7 @@ from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.predictors import batch_half_mse
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.plotting import paper_figure, save_figures, seed_band
 from icl_toy.runs.results import Results
 from icl_toy.training import forward_only, timing
 from icl_toy.training.train import (
@@ -237,48 +245,171 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, arrays)
 
 
+METHOD_NAMES = {"backprop": "backprop", "forward_gradient": "forward gradient", "spsa": "SPSA"}
+COLORS = {"backprop": "C0", "forward_gradient": "C1", "spsa": "C2"}
+# A seed run the convergence record does not call converged is drawn dotted and hollow:
+# its numbers are where a budget ran out, not results.
+CONVERGED_STYLE = {True: dict(ls="-", alpha=0.9), False: dict(ls=":", alpha=0.9)}
+
+
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (training curves, final gaps, the ICL stream) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
-    s, a = results.summary, results.arrays
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    fig.subplots_adjust(wspace=0.3)
-    labels = {"backprop": "backprop", "forward_gradient": "forward gradient (jvp)", "spsa": "SPSA"}
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+def _converged(results: Results, method: str) -> list[bool]:
+    """Per seed, whether the convergence record calls the method's run converged (a run
+    without a record counts as not converged)."""
+    num_seeds = results.summary["config"]["train"]["num_seeds"]
+    record = results.summary.get("convergence", {}).get(method)
+    if record is None:
+        return [False] * num_seeds
+    return [bool(seed["converged"]) for seed in record["per_seed"]]
+
+
+def _method_label(results: Results, method: str) -> str:
+    converged = _converged(results, method)
+    return f"{METHOD_NAMES[method]} ({sum(converged)}/{len(converged)} converged)"
+
+
+def _figure_key(fig, results: Results) -> None:
+    """One legend above the panels: each method's colour with its converged count, GD(η*),
+    and how converged and unconverged runs are drawn."""
+    handles = [Line2D([], [], color=COLORS[m], marker="o") for m in METHODS]
+    labels = [_method_label(results, m) for m in METHODS]
+    handles += [
+        Line2D([], [], color="k", ls="--", lw=0.9),
+        Line2D([], [], color="0.4", marker="o", ms=5, **CONVERGED_STYLE[True]),
+        Line2D([], [], color="0.4", marker="o", ms=5, mfc="none", **CONVERGED_STYLE[False]),
+    ]
+    labels += [r"GD($\eta^*$)", "converged run", "run not converged"]
+    fig.legend(handles, labels, loc="outside upper center", ncols=3)
+
+
+def _seed_curves(ax, results: Results, x, prefix: str) -> None:
+    """Each method's seed runs as lines in its colour, styled by whether they converged."""
+    a = results.arrays
     for method in METHODS:
-        rate, lr = s["steps_per_second"][method], s["learning_rates"][method]
-        label = f"{labels[method]} (lr {lr:g}, {rate:.0f} steps/s)"
-        seed_band(axes[0], a["eval_steps"], a[f"loss_{method}"], label)
-        seed_band(axes[1], a["eval_steps"] / rate, a[f"loss_{method}"], label)
-    for ax, xlabel in ((axes[0], "training step"), (axes[1], "wall-clock seconds (compiled)")):
-        ax.axhline(s["gd_loss"], color="k", ls="--", label=f"GD(η*) {s['gd_loss']:.3f}")
-        ax.set(yscale="log", xlabel=xlabel, ylabel="held-out half-MSE")
-        ax.legend(fontsize=8)
-    axes[0].set_title("Training one LSA layer: loss vs steps")
-    axes[1].set_title("... vs wall-clock")
+        for curve, converged in zip(
+            a[f"{prefix}{method}"], _converged(results, method), strict=True
+        ):
+            ax.plot(x, curve, color=COLORS[method], **CONVERGED_STYLE[converged])
+
+
+def _main_figure(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    fig, (axes,) = paper_figure(3, height=2.9, gridspec_kw={"width_ratios": [1.15, 0.85, 1.15]})
+    _figure_key(fig, results)
+
+    ax = axes[0]
+    _seed_curves(ax, results, a["eval_steps"], "loss_")
+    ax.axhline(s["gd_loss"], color="k", ls="--", lw=0.9)
+    ax.set(xlabel="training step", ylabel="held-out loss (half-MSE)")
+    ax.set_title("(a) training one LSA layer")
+
+    # The gap to one GD step per seed run, on a linear axis; hollow = not converged.
+    ax = axes[1]
+    for i, method in enumerate(METHODS):
+        gaps = 100 * (np.asarray(s["final_loss_per_seed"][method]) / s["gd_loss"] - 1)
+        jitter = i + np.linspace(-0.15, 0.15, gaps.size)
+        for x, gap, converged in zip(jitter, gaps, _converged(results, method), strict=True):
+            face = COLORS[method] if converged else "none"
+            ax.plot(x, gap, "o", ms=5, color=COLORS[method], mfc=face)
+    ax.axhline(0.0, color="k", ls="--", lw=0.9)
+    ax.set_xticks(range(len(METHODS)), [METHOD_NAMES[m].replace(" ", "\n") for m in METHODS])
+    ax.set(xlim=(-0.5, len(METHODS) - 0.5), ylabel=r"final loss / GD($\eta^*$) $-$ 1  (%)")
+    ax.set_title("(b) final gap per seed run")
 
     ax = axes[2]
     x = a["stream_examples"]
+    exact = np.flatnonzero(np.isclose(a["sgd_learning_rates"], s["eta_star"]))
+    for i in exact:
+        ax.plot(x, a["stream_sgd"][i], color="0.6", lw=3, label=r"SGD, lr $\eta^*$")
+    ax.plot(x, a["stream_construction"], "k--", label=r"ICL of LSA = GD($\eta^*$)")
+    _seed_curves(ax, results, x, "stream_")
+    ax.plot([], [], color="0.4", label="ICL of trained LSAs")
+    ax.set(yscale="log", xlabel="examples seen", ylabel="population half-MSE")
+    ax.set_title("(c) ICL as weight updates")
+    ax.legend(loc="lower left")
+    return fig
+
+
+def _dashboard(results: Results) -> plt.Figure:
+    s, a = results.summary, results.arrays
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.8))
+    for ax, seconds in ((axes[0, 0], False), (axes[0, 1], True)):
+        for method in METHODS:
+            rate, lr = s["steps_per_second"][method], s["learning_rates"][method]
+            x = a["eval_steps"] / rate if seconds else a["eval_steps"]
+            label = f"{_method_label(results, method)}, lr {lr:g}"
+            seed_band(ax, x, a[f"loss_{method}"], label, color=COLORS[method])
+        ax.axhline(s["gd_loss"], color="k", ls="--", label=r"GD($\eta^*$)")
+        xlabel = "wall-clock seconds (compiled)" if seconds else "training step"
+        # Linear: the curves span a factor of two; the headroom keeps the legend off them.
+        ax.set(xlabel=xlabel, ylabel="held-out half-MSE", ylim=(0.19, 0.55))
+        ax.set_title("loss against wall-clock" if seconds else "loss against steps")
+        ax.legend(loc="upper right", fontsize=6.5)
+
+    ax = axes[0, 2]
+    x = a["stream_examples"]
     for i, lr in enumerate(a["sgd_learning_rates"]):
-        ax.plot(
-            x,
-            a["stream_sgd"][i],
-            color="gray",
-            alpha=0.4 + 0.6 * i / len(a["stream_sgd"]),
-            lw=1,
-            label=f"backprop SGD lr {lr:.3g}",
+        shade = 0.75 - 0.5 * i / max(len(a["sgd_learning_rates"]) - 1, 1)
+        ax.plot(x, a["stream_sgd"][i], color=str(shade), lw=0.9, label=f"backprop SGD, lr {lr:.3g}")
+    ax.plot(x, a["stream_construction"], "k--", lw=1.6, label=r"ICL of LSA = GD($\eta^*$)")
+    for method in METHODS:
+        label = f"ICL, LSA by {METHOD_NAMES[method]}"
+        seed_band(ax, x, a[f"stream_{method}"], label, color=COLORS[method])
+    ax.set(yscale="log", xlabel="examples seen", ylabel="population half-MSE")
+    ax.set_ylim(bottom=1e-24)  # room below the curves for the legend
+    ax.set_title("ICL stream against backprop SGD")
+    ax.legend(loc="lower left", ncols=2, fontsize=6.5)
+
+    # Why runs are or are not converged: the change over the last 10% against its tolerance.
+    ax = axes[1, 0]
+    for i, method in enumerate(METHODS):
+        record = s.get("convergence", {}).get(method, {"per_seed": []})
+        for j, seed in enumerate(record["per_seed"]):
+            face = COLORS[method] if seed["converged"] else "none"
+            x = i + 0.12 * (j - (len(record["per_seed"]) - 1) / 2)
+            ax.plot(x, 100 * seed["relative_change"], "o", ms=5, color=COLORS[method], mfc=face)
+            ax.plot([x - 0.05, x + 0.05], [100 * seed["change_tolerance"]] * 2, color="k", lw=0.8)
+            ax.plot([x - 0.05, x + 0.05], [-100 * seed["change_tolerance"]] * 2, color="k", lw=0.8)
+    ax.plot([], [], color="k", lw=0.8, label="± tolerance")
+    ax.plot([], [], "o", ms=5, color="0.4", label="converged")
+    ax.plot([], [], "o", ms=5, color="0.4", mfc="none", label="not converged")
+    ax.axhline(0.0, color="0.5", lw=0.6)
+    ax.set_xticks(range(len(METHODS)), [METHOD_NAMES[m] for m in METHODS])
+    ax.set(ylabel="improvement over last 10% of steps (%)")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.4)  # room for the legend
+    ax.set_title("convergence: still moving at the end?")
+    ax.legend(loc="upper left", ncols=3)
+
+    ax = axes[1, 1]
+    rates = [s["steps_per_second"][m] for m in METHODS]
+    ax.bar(range(len(METHODS)), rates, color=[COLORS[m] for m in METHODS])
+    ax.set_xticks(range(len(METHODS)), [METHOD_NAMES[m] for m in METHODS])
+    ax.set(ylabel="steps / s (all seeds, compiled)", title="speed per step")
+
+    ax = axes[1, 2]
+    sgd_final = np.asarray(list(s["stream"]["sgd_final"].values()), dtype=float)
+    ax.plot(a["sgd_learning_rates"], sgd_final, "o-", color="0.4", label="backprop SGD")
+    at_eta = np.isclose(a["sgd_learning_rates"], s["eta_star"])
+    ax.plot(a["sgd_learning_rates"][at_eta], sgd_final[at_eta], "k*", ms=8, label=r"lr $\eta^*$")
+    for method in METHODS:
+        ax.axhline(
+            s["stream"]["trained_icl_final"][method]["mean"],
+            color=COLORS[method],
+            label=f"ICL, LSA by {METHOD_NAMES[method]}",
         )
-    ax.plot(x, a["stream_construction"], "k--", lw=2, label="ICL: GD construction (η*)")
-    for method, color in zip(METHODS, ("C0", "C1", "C2"), strict=True):
-        seed_band(
-            ax, x, a[f"stream_{method}"], f"ICL: LSA trained by {labels[method]}", color=color
-        )
-    ax.set_yscale("log")
-    ax.set(xlabel="examples seen", ylabel="population half-MSE", title="ICL baked into weights")
-    ax.legend(fontsize=7)
-    fig.suptitle(
-        "Forward-only learning: final loss / GD(η*) − 1 = "
-        + ", ".join(f"{labels[m]} {s['final_relative_gap_to_gd'][m]['mean']:+.1%}" for m in METHODS)
-    )
-    return save_figure(fig, out_dir, NAME)
+    ax.set(yscale="log", xlabel="SGD learning rate", ylabel="population half-MSE")
+    ax.set_title(f"after {s['stream']['examples_seen']} examples (ICL: seed means)")
+    ax.legend(loc="center", fontsize=6.5)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,14 @@ The GD construction at η* is measured the same way; for it
 Reports per model the ΔW cosine, norm ratio ||ΔW_ICL||/||ΔW_FT|| and relative error against
 k, and toy Rec2FTP and SimAOU (definitions in `icl_toy.analysis.duality`) with random-update
 baselines.
-Writes `icl_vs_finetuning.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+Writes `icl_vs_finetuning.{png,pdf}` (main figure: (a) cos(ΔW_ICL, ΔW_FT) and (b) the norm
+ratio against k and the SGD epoch, trained LSAs beside the construction, (c) toy Rec2FTP
+and SimAOU of trained LSAs, the construction and random updates beside Dai et al.'s GPT
+values), `icl_vs_finetuning_supplement.{png,pdf}` (cosine to one GD step and loss during
+training, cosine, norm ratio and relative error against k, per-prompt histograms, Rec2FTP
+at every margin with SimAOU, and the construction's float64/float32 exactness and
+linearity gaps) and `icl_vs_finetuning.{json,npz}` to `figures/` (full) or
+`figures/quick/`.
 """
 
 from __future__ import annotations
@@ -31,13 +38,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import duality
-from icl_toy.analysis.stats import seed_stats
+from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import optimal_gd_eta
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, prompt_tokens, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import save_figure, seed_band
+from icl_toy.runs.plotting import interval_errors, paper_figure, save_figures, seed_band
 from icl_toy.runs.results import Results
 from icl_toy.training.train import (
     RunOptions,
@@ -176,85 +183,202 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, arrays)
 
 
+ICL, FT = r"$\Delta W_{\mathrm{ICL}}$", r"$\Delta W_{\mathrm{FT}}$"
+METRIC_NAMES = {  # summary key prefix -> axis label
+    "cosine": rf"cos({ICL}, {FT})",
+    "norm_ratio": rf"$\|${ICL}$\|$ / $\|${FT}$\|$",
+    "relative_error": rf"$\|${ICL} $-$ {FT}$\|$ / $\|${FT}$\|$",
+}
+# Dai et al. 2022 (GPT on six classification tasks), as the README quotes them.
+PAPER = {"rec2ftp": 0.87, "simaou": 0.2}
+TRAINED_BARS = "trained LSA, mean\nand 95% t-interval"
+
+
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (cosine and norm ratio against k, Dai's metrics) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
-    """Draw the study's figure from saved results."""
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+def _trained(results: Results, key: str) -> dict:
+    """Mean and 95% t-interval over seeds of a trained-LSA summary value."""
+    return mean_ci(np.asarray(results.summary["trained_per_seed"][key], dtype=float))
+
+
+def _against_k(ax, results: Results, metric: str) -> None:
+    """A ΔW metric against the fine-tuning steps k, and against the SGD epoch at the right."""
+    ks = np.asarray(results.arrays["finetune_steps"])
+    cons = results.summary["construction"]
+    keys = [f"{metric}_k{k}" for k in ks] + [f"{metric}_sgd"]
+    # The SGD epoch is not a k: it sits apart, right of a separator.
+    x = np.append(ks, 4 * ks.max())
+    records = [_trained(results, key) for key in keys]
+    ax.errorbar(
+        x[:-1],
+        [r["mean"] for r in records[:-1]],
+        yerr=interval_errors(records[:-1]),
+        fmt="o-",
+        color="C0",
+        label=TRAINED_BARS,
+    )
+    ax.errorbar(
+        x[-1:], [records[-1]["mean"]], yerr=interval_errors(records[-1:]), fmt="o", color="C0"
+    )
+    ax.plot(
+        x[:-1],
+        [cons[k] for k in keys[:-1]],
+        "k--",
+        marker="x",
+        ms=5,
+        label=r"LSA = GD($\eta^*$)",
+    )
+    ax.plot(x[-1:], [cons[keys[-1]]], "kx", ms=5)
+    ax.axvline(np.sqrt(x[-2] * x[-1]), color="0.6", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xticks(x, [str(k) for k in ks] + ["SGD\nepoch"])
+    ax.minorticks_off()
+    ax.set(xlabel=r"fine-tuning GD steps k at $\eta^*$", ylabel=METRIC_NAMES[metric])
+
+
+def _dai_metrics(ax, results: Results, margin: float) -> None:
+    """Toy Rec2FTP (at `margin`) and SimAOU of each learner, and the paper's LM values."""
+    cons, stats = results.summary["construction"], results.summary["trained_seed_stats"]
+    trained = [_trained(results, m) for m in (f"rec2ftp_m{margin}", "simaou")]
+    bars = {  # learner -> (Rec2FTP, SimAOU)
+        "trained\nLSA": [r["mean"] for r in trained],
+        "LSA =\nGD($\\eta^*$)": [cons[f"rec2ftp_m{margin}"], cons["simaou"]],
+        "random\nupdate": [
+            stats[f"rec2ftp_random_m{margin}"]["mean"],
+            stats["simaou_random"]["mean"],
+        ],
+        "paper\n(GPT)": list(PAPER.values()),
+    }
+    x = np.arange(len(bars))
+    values = np.array(list(bars.values()))
+    for j, (label, color) in enumerate(((f"Rec2FTP (margin {margin:g})", "C0"), ("SimAOU", "C1"))):
+        offset = (j - 0.5) * 0.38
+        ax.bar(x[:-1] + offset, values[:-1, j], 0.38, color=color, label=label)
+        ax.bar(x[-1] + offset, values[-1, j], 0.38, color=color, alpha=0.45, hatch="///")
+        ax.text(x[-1] + offset, values[-1, j] + 0.02, f"~{values[-1, j]:g}", ha="center")
+        ax.errorbar(
+            [offset],
+            [trained[j]["mean"]],
+            yerr=interval_errors(trained[j : j + 1]),
+            fmt="none",
+            color="k",
+            label="95% t-interval over seeds" if j else None,
+        )
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(x, list(bars))
+    ax.set(ylabel="score", ylim=(-0.05, 1.4), yticks=np.arange(0, 1.01, 0.2))
+
+
+def _main_figure(results: Results) -> plt.Figure:
+    fig, (axes,) = paper_figure(3, height=2.6, gridspec_kw={"width_ratios": [1, 1, 1.15]})
+    _against_k(axes[0], results, "cosine")
+    axes[0].set_title(f"(a) {ICL} is one GD step")
+
+    _against_k(axes[1], results, "norm_ratio")
+    axes[1].set_title("(b) ... and of one step's size")
+    axes[1].legend(loc="center right")  # keys (a) too
+    _dai_metrics(axes[2], results, results.summary["config"]["rec2ftp_margins"][0])
+    axes[2].set_title("(c) Dai et al.'s metrics")
+    axes[2].legend(loc="upper right", fontsize=6.5)
+    return fig
+
+
+def _dashboard(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
-    ks = a["finetune_steps"]
     stats, cons = s["trained_seed_stats"], s["construction"]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
-    fig.subplots_adjust(hspace=0.4, wspace=0.55)
+    fig, axes = plt.subplots(2, 4, figsize=(12, 5.8))
 
     ax = axes[0, 0]
-    seed_band(ax, a["eval_steps"], a["eval_cosine_k1"], "cos(ΔW_ICL, ΔW_FT k=1)", color="C2")
-    ax.set(xlabel="training step", ylabel="mean cosine", title="Trained LSA during training")
-    twin = ax.twinx()
-    seed_band(twin, a["eval_steps"], a["eval_loss"], "eval half-MSE", color="C0")
-    twin.set_yscale("log")
-    twin.set_ylabel("half-MSE", color="C0")
-    ax.legend(handles=ax.get_lines() + twin.get_lines(), fontsize=8, loc="center right")
+    seed_band(ax, a["eval_steps"], a["eval_cosine_k1"], f"trained LSA vs {FT}, k = 1", color="C2")
+    ax.set(xlabel="training step", ylabel=f"mean cos({ICL}, {FT})")
+    ax.set_title("alignment during training")
+    ax.legend(loc="center right")
+    ax = axes[0, 1]
+    seed_band(ax, a["eval_steps"], a["eval_loss"], "trained LSA")
+    ax.set(yscale="log", xlabel="training step", ylabel="held-out half-MSE")
+    ax.set_title("loss during training")
+    ax.legend()
 
-    for ax, metric, label in (
-        (axes[0, 1], "cosine", "cos(ΔW_ICL, ΔW_FT)"),
-        (axes[0, 2], "norm_ratio", "||ΔW_ICL|| / ||ΔW_FT||"),
-    ):
-        mean = [stats[f"{metric}_k{k}"]["mean"] for k in ks]
-        std = [stats[f"{metric}_k{k}"]["std"] for k in ks]
-        ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label="trained LSA (seeds)")
-        ax.plot(
-            ks, [cons[f"{metric}_k{k}"] for k in ks], "k--", marker="x", label="GD construction"
-        )
-        ax.errorbar(
-            [1.1],
-            [stats[f"{metric}_sgd"]["mean"]],
-            yerr=[stats[f"{metric}_sgd"]["std"]],
-            marker="s",
-            color="C3",
-            ls="none",
-            capsize=3,
-            label="vs SGD epoch (trained)",
-        )
-        ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.minorticks_off()
-        ax.set(xlabel="fine-tuning GD steps k (η*)", ylabel=label, title=f"{label} against k")
-        ax.legend(fontsize=8)
+    titles = {"cosine": "cosine", "norm_ratio": "norm ratio", "relative_error": "relative error"}
+    for ax, metric in zip((axes[0, 2], axes[0, 3], axes[1, 0]), METRIC_NAMES, strict=True):
+        _against_k(ax, results, metric)
+        ax.set_title(f"{titles[metric]} against k")
+        where = {
+            "cosine": "lower left",
+            "norm_ratio": "upper center",
+            "relative_error": "lower right",
+        }
+        ax.legend(loc=where[metric], fontsize=6.5)
 
-    ax = axes[1, 0]
-    bins = np.linspace(-1, 1, 81)
-    ax.hist(a["trained_cosine_k1"][0], bins=bins, alpha=0.7, label="trained (seed 0) vs FT k=1")
-    ax.hist(a["random_simaou"], bins=bins, alpha=0.5, label="random update: SimAOU")
-    ax.hist(a["trained_simaou"][0], bins=bins, alpha=0.5, label="trained (seed 0): SimAOU")
-    ax.set(yscale="log", xlabel="cosine per prompt", ylabel="prompts", title="Per-prompt agreement")
-    ax.legend(fontsize=8)
-
-    margins = s["config"]["rec2ftp_margins"]
     ax = axes[1, 1]
-    x = np.arange(len(margins))
-    for i, (name, get) in enumerate(
-        (
-            ("trained LSA", lambda m: stats[f"rec2ftp_m{m}"]["mean"]),
-            ("GD construction", lambda m: cons[f"rec2ftp_m{m}"]),
-            ("random update", lambda m: stats[f"rec2ftp_random_m{m}"]["mean"]),
-        )
-    ):
-        ax.bar(x + (i - 1) * 0.27, [get(m) for m in margins], width=0.27, label=name)
-    ax.set_xticks(x, [f"margin {m}" for m in margins])
-    ax.set(ylabel="Rec2FTP", title="Toy Rec2FTP (FT = one GD step)", ylim=(0, 1.05))
-    ax.legend(fontsize=8)
-
-    ax = axes[1, 2]
-    names = ["trained LSA", "GD\nconstruction", "random\nupdate"]
-    values = [stats["simaou"]["mean"], cons["simaou"], stats["simaou_random"]["mean"]]
-    ax.bar(names, values, color=["C0", "C1", "C2"], yerr=[stats["simaou"]["std"], 0, 0])
-    ax.set(ylabel="SimAOU", title="Toy SimAOU (query-token update vs FT)", ylim=(-0.1, 1.05))
-
-    f64 = s["construction_float64"]
-    fig.suptitle(
-        f"ICL vs fine-tuning: trained cos(ΔW_ICL, ΔW_FT k=1) = {stats['cosine_k1']['mean']:.4f} ± "
-        f"{stats['cosine_k1']['std']:.4f} ({len(a['eval_loss'])} seeds); construction float64 "
-        f"max|ΔW_ICL − ΔW_FT| = {f64['max_abs_delta_w_difference']:.1e}"
+    bins = np.linspace(-1, 1, 81)
+    hists = (
+        (a["trained_cosine_k1"][0], "C0", f"trained: cos({ICL}, {FT}, k = 1)"),
+        (a["trained_simaou"][0], "C2", "trained: SimAOU"),
+        (a["random_simaou"], "C7", "random update: SimAOU"),
     )
-    return save_figure(fig, out_dir, NAME)
+    for values, color, label in hists:
+        ax.hist(values, bins=bins, alpha=0.6, color=color, label=label)
+    ax.set(yscale="log", xlabel="cosine per prompt (seed 0)", ylabel="prompts")
+    ax.set_title("per-prompt agreement")
+    ax.set_ylim(top=ax.get_ylim()[1] * 30)  # room for the legend
+    ax.legend(loc="upper left", fontsize=6.5)
+
+    # Rec2FTP at every margin and SimAOU, for each learner.
+    ax = axes[1, 2]
+    metrics = [f"rec2ftp_m{m}" for m in s["config"]["rec2ftp_margins"]] + ["simaou"]
+    random = [stats[f"rec2ftp_random_m{m}"]["mean"] for m in s["config"]["rec2ftp_margins"]]
+    x = np.arange(len(metrics))
+    trained = [_trained(results, m) for m in metrics]
+    ax.bar(
+        x - 0.27,
+        [r["mean"] for r in trained],
+        0.27,
+        yerr=interval_errors(trained),
+        label=TRAINED_BARS,
+    )
+    ax.bar(x, [cons[m] for m in metrics], 0.27, color="0.3", label=r"LSA = GD($\eta^*$)")
+    ax.bar(
+        x + 0.27, [*random, stats["simaou_random"]["mean"]], 0.27, color="C7", label="random update"
+    )
+    for i, value in ((0, PAPER["rec2ftp"]), (len(metrics) - 1, PAPER["simaou"])):
+        ax.hlines(value, i - 0.45, i + 0.45, color="C3", ls="--", lw=1.4)
+    ax.plot([], [], color="C3", ls="--", label="paper (GPT): ~0.87, ~0.2")
+    ax.axhline(0.0, color="k", lw=0.6)
+    names = [f"Rec2FTP\nm = {m:g}" for m in s["config"]["rec2ftp_margins"]] + ["SimAOU"]
+    ax.set_xticks(x, names)
+    ax.set(ylabel="score", ylim=(-0.05, 1.6), yticks=np.arange(0, 1.01, 0.2))
+    ax.set_title("toy Rec2FTP at margin m, SimAOU")
+    ax.legend(loc="upper center", ncols=2, fontsize=6.5)
+
+    # How exact the construction's equality with one GD step is, and ŷ's linearity in x_q.
+    f64 = s["construction_float64"]
+    gaps = {
+        rf"$|${ICL} $-$ {FT}$|$ max, float64": (f64["max_abs_delta_w_difference"], "0.3"),
+        r"$|1 - \cos|$ max, float64": (f64["max_abs_one_minus_cosine"], "0.3"),
+        "relative error, float32": (cons["relative_error_k1"], "0.3"),
+        "relative error, trained": (stats["relative_error_k1"]["mean"], "C0"),
+        "linearity gap, float32": (cons["linearity_gap"], "0.3"),
+        "linearity gap, trained": (stats["linearity_gap"]["mean"], "C0"),
+    }
+    ax = axes[1, 3]
+    for i, (value, color) in enumerate(gaps.values()):
+        ax.plot([value], [i], "o", color=color, ms=5)
+    ax.plot([], [], "o", color="0.3", label=r"LSA = GD($\eta^*$)")
+    ax.plot([], [], "o", color="C0", label="trained LSA")
+    ax.set_yticks(range(len(gaps)), list(gaps))
+    ax.set(xscale="log", xlabel="value, k = 1", ylim=(len(gaps) - 0.5, -1.6))
+    ax.set_title(f"{ICL} against one GD step")
+    ax.legend(loc="upper left", ncols=2, fontsize=6.5)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,12 @@ tasks that no fit saw. The per-step family contains its K − 1 solution (η_K =
 so its selected loss never rises with K; a baseline that got worse with more steps would
 not be at its optimum. Losses are reported on a second held-out set (the selection set
 would flatter the chosen θ) and are **half-MSE**, ½ E(ŷ − y_q)².
-Writes `tuned_baselines.{png,pdf,json,npz}` to `figures/` (full) or `figures/quick/`.
+Writes `tuned_baselines.{png,pdf}` (main figure: (a) held-out loss of tuned GD and GD++,
+per-step and shared scalars, against K, (b) the relative change of each from K − 1 to K
+steps on a linear axis, where a rise would lie above 0), `tuned_baselines_supplement.{png,pdf}`
+(held-out and selection-set losses per family, the fitted shared η and GD++ γ against K, and
+the per-step η_k and γ_k at the largest K) and `tuned_baselines.{json,npz}` to `figures/`
+(full) or `figures/quick/`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from icl_toy.core.losses import HALF_MSE_NOTE
 from icl_toy.core.tasks import TaskConfig, sample_batch, von_oswald_preset
 from icl_toy.runs.cli import experiment_main
-from icl_toy.runs.plotting import finish_axes, save_figure
+from icl_toy.runs.plotting import paper_figure, save_figures
 from icl_toy.runs.results import Results
 from icl_toy.training import tuning
 from icl_toy.training.train import RunOptions
@@ -126,29 +131,104 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
     return Results(summary, arrays)
 
 
+FAMILIES = {  # (kind, learner) -> (display name, colour, line style, marker face)
+    ("per_layer", "gd"): (r"GD, per-step $\eta_k$", "C0", "-", "full"),
+    ("per_layer", "gdpp"): (r"GD++, per-step $\eta_k, \gamma_k$", "C1", "-", "full"),
+    ("recurrent", "gd"): (r"GD, shared $\eta$", "C0", "--", "none"),
+    ("recurrent", "gdpp"): (r"GD++, shared $\eta, \gamma$", "C1", "--", "none"),
+}
+KIND_NAMES = {"per_layer": r"per-step $\eta_k, \gamma_k$", "recurrent": r"shared $\eta, \gamma$"}
+MARKERS = {"gd": "o", "gdpp": "s"}
+
+
+def figures(results: Results) -> dict[str, plt.Figure]:
+    """The main figure (loss against K, its change per added step) and the dashboard."""
+    return {NAME: _main_figure(results), f"{NAME}_supplement": _dashboard(results)}
+
+
 def plot(results: Results, out_dir: str | Path) -> list[Path]:
+    """Draw the study's figures from saved results."""
+    return save_figures(figures, results, out_dir=out_dir)
+
+
+def _families(results: Results):
+    """(kind, learner, display name, line kwargs) of every family the run fitted."""
+    for kind in ("per_layer", "recurrent"):
+        if kind not in results.summary["by_kind"]:
+            continue
+        for name in ("gd", "gdpp"):
+            label, color, ls, face = FAMILIES[(kind, name)]
+            style = dict(color=color, ls=ls, marker=MARKERS[name], fillstyle=face)
+            yield kind, name, label, style
+
+
+def _main_figure(results: Results) -> plt.Figure:
+    a = results.arrays
+    ks = a["K"]
+    fig, ((loss_ax, change_ax),) = paper_figure(2, height=2.6)
+    for kind, name, label, style in _families(results):
+        loss = a[f"{kind}_{name}_eval_loss"]
+        loss_ax.plot(ks, loss, label=label, **style)
+        # A baseline at its optimum never gets worse with a step more: every point <= 0.
+        change_ax.plot(ks[1:], 100 * (loss[1:] / loss[:-1] - 1), **style)
+    loss_ax.set(yscale="log", xlabel="steps K", ylabel="held-out loss (half-MSE)", xticks=ks)
+    loss_ax.set_title("(a) tuned K-step GD and GD++")
+    loss_ax.legend()  # it keys (b) too
+    change_ax.axhline(0.0, color="k", lw=0.8, label="0: no change; a rise would lie above")
+    bottom = change_ax.get_ylim()[0]
+    change_ax.set_ylim(bottom, -0.2 * bottom)  # room above 0, where a rise would show
+    change_ax.set(xlabel="steps K", ylabel=r"loss(K) / loss(K$-$1) $-$ 1  (%)", xticks=ks[1:])
+    change_ax.set_title("(b) change from K$-$1 to K steps: never a rise")
+    change_ax.legend(loc="upper left")
+    return fig
+
+
+def _dashboard(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
-    kinds = list(s["by_kind"])
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.5 * len(kinds), 3.0), squeeze=False)
-    labels = {
-        "per_layer": r"per-step $\eta_k, \gamma_k$",
-        "recurrent": r"shared $\eta, \gamma$ (recurrent)",
-    }
-    for ax, kind in zip(axes[0], kinds, strict=True):
-        for name, label, marker in (("gd", "GD", "o"), ("gdpp", "GD++", "s")):
-            ax.plot(a["K"], a[f"{kind}_{name}_eval_loss"], marker=marker, label=f"tuned {label}")
-        finish_axes(
-            ax,
-            labels[kind],
-            "steps K",
-            "held-out half-MSE",
-            log_y=True,
-            xticks=a["K"],
-            legend_fontsize=8,
-        )
-    fig.suptitle("Tuned K-step GD and GD++ at their optimum (von Oswald preset)", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, out_dir, NAME)
+    ks = a["K"]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.6))
+    for ax, kind in zip(axes[0, :2], ("recurrent", "per_layer"), strict=True):
+        for _, name, label, style in (f for f in _families(results) if f[0] == kind):
+            ax.plot(ks, a[f"{kind}_{name}_eval_loss"], label=f"{label}, held-out", **style)
+            ax.plot(
+                ks,
+                a[f"{kind}_{name}_selection_loss"],
+                color=style["color"],
+                ls=":",
+                marker="x",
+                label=f"{label}, selection set",
+            )
+        ax.set(yscale="log", xlabel="steps K", ylabel="half-MSE", xticks=ks)
+        ax.set_title(f"loss, {KIND_NAMES[kind]}")
+        ax.legend(fontsize=6.5)
+
+    # The fitted scalars: shared ones against K, per-step schedules at the largest K.
+    rows = s["by_kind"].get("recurrent", [])
+    ax = axes[0, 2]
+    for name in ("gd", "gdpp"):
+        label, color, _, _ = FAMILIES[("recurrent", name)]
+        ax.plot(ks, [r[name]["eta"] for r in rows], marker=MARKERS[name], color=color, label=label)
+    ax.set(xlabel="steps K", ylabel=r"fitted $\eta$", xticks=ks, title=r"shared step size $\eta$")
+    ax.legend()
+    ax = axes[1, 0]
+    ax.plot(ks, [r["gdpp"]["gamma"] for r in rows], "s-", color="C1", label="GD++, shared")
+    ax.set(xlabel="steps K", ylabel=r"fitted $\gamma$", xticks=ks, title=r"shared GD++ $\gamma$")
+    ax.legend()
+    # Per-step schedules at the largest K: GD and GD++ step sizes, GD++'s γ_k.
+    for row in s["by_kind"].get("per_layer", [])[-1:]:
+        steps = np.arange(1, row["K"] + 1)
+        panels = ((axes[1, 1], "eta", ("gd", "gdpp")), (axes[1, 2], "gamma", ("gdpp",)))
+        for ax, key, learners in panels:
+            symbol = {"eta": r"$\eta_k$", "gamma": r"$\gamma_k$"}[key]
+            for learner in learners:
+                label, color, _, _ = FAMILIES[("per_layer", learner)]
+                name = label.split(",")[0]
+                ax.plot(steps, row[learner][key], marker=MARKERS[learner], color=color, label=name)
+            ax.set(xlabel="step k", ylabel=f"fitted {symbol}", xticks=steps)
+            ax.set_title(f"per-step {symbol} at K = {row['K']}")
+            ax.legend()
+        axes[1, 1].set_yscale("log")
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ def _check_files_and_redraw(module, tmp_path):
     (tmp_path / f"{name}.png").unlink()
     module.plot(results, tmp_path)
     assert (tmp_path / f"{name}.png").exists()
+    assert (tmp_path / f"{name}_supplement.png").stat().st_size > 0
     return results.summary
 
 

@@ -38,6 +38,12 @@ def test_committed_losses_never_rise_with_k_and_per_step_contains_shared(committ
 
 def test_the_figure_redraws_from_the_committed_results(committed, tmp_path):
     paths = tuned_baselines.plot(committed, tmp_path)
+    names = {
+        f"{tuned_baselines.NAME}{part}.{ext}"
+        for part in ("", "_supplement")
+        for ext in ("png", "pdf")
+    }
+    assert {p.name for p in paths} == names
     assert all(p.stat().st_size > 0 for p in paths)
 
 
