@@ -217,19 +217,6 @@ def text_collisions(fig: Figure, tolerance_px: float = 1.5) -> list[str]:
     return problems
 
 
-def finish_axes(
-    ax, title: str, xlabel: str, ylabel: str, *, log_y=False, xticks=None, legend_fontsize=8
-) -> None:
-    """Labels, title, optional log y axis and x ticks, then the legend (none if 0)."""
-    if log_y:
-        ax.set_yscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if xticks is not None:
-        ax.set_xticks(xticks)
-    if legend_fontsize:
-        ax.legend(fontsize=legend_fontsize)
-
-
 def clip_top(ax, limit: float) -> None:
     """Cap the y axis at `limit` if it reaches above, saying so in the title."""
     bottom, top = ax.get_ylim()
@@ -238,25 +225,10 @@ def clip_top(ax, limit: float) -> None:
         ax.set_title(ax.get_title() + " (clipped)")
 
 
-def merged_legend(ax, *others, fontsize=8) -> None:
-    """One legend on `ax` for the lines of `ax` and of `others` (e.g. its `twinx`)."""
-    handles, labels = ax.get_legend_handles_labels()
-    for other in others:
-        more_handles, more_labels = other.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, fontsize=fontsize)
-
-
 def seed_bands(ax, x, curves_SxX: dict, **line_kwargs) -> None:
     """`seed_band` of every entry of {label: (S, X) values}, in colours C0, C1, ..."""
     for i, (label, values_SxX) in enumerate(curves_SxX.items()):
         seed_band(ax, x, values_SxX, label, color=f"C{i}", **line_kwargs)
-
-
-def stats_errorbar(ax, x, stats: list[dict], fmt: str, label: str) -> None:
-    """Mean ± std of `seed_stats` records (one per x) as error bars."""
-    mean, std = [s["mean"] for s in stats], [s["std"] for s in stats]
-    ax.errorbar(x, mean, yerr=std, fmt=fmt, capsize=3, label=label)
 
 
 def seed_lines(ax, x, values_SxX, label: str | None, **line_kwargs) -> None:
@@ -290,29 +262,12 @@ def offset_errorbars(ax, x, series: dict[str, tuple[list, str]], spread: float) 
     ax.set_xticks(x)
 
 
-def label_panels(axes, labels) -> None:
-    """Set (xlabel, ylabel, title) on each axis in turn; a legend on each that shows data."""
-    for ax, (xlabel, ylabel, title) in zip(axes, labels, strict=True):
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        if ax.has_data():
-            ax.legend(fontsize=7)
-
-
 POSITION_CURVES = {  # the curves of `one_layer_position_curves`: (format, label)
     "trained_causal": ("o-", "trained K=1 LSA, causal readout"),
     "trained_prefix": ("x", "same, label-free prefix prompts"),
     "gd_construction": ("k--", "GD construction η*, causal"),
     "gd_best_per_length": ("k:", "best 1-step GD η*(n)"),
 }
-
-
-def position_curves(ax, arrays, prefix: str = "position_") -> None:
-    """The `one_layer_position_curves` saved as `prefix + name`, each averaged over seeds,
-    against the position t (the number of earlier pairs)."""
-    for name, (fmt, label) in POSITION_CURVES.items():
-        if prefix + name in arrays:
-            curve = np.atleast_2d(arrays[prefix + name]).mean(axis=0)
-            ax.plot(np.arange(curve.size), curve, fmt, label=label)
 
 
 def interval_errorbar(ax, x, intervals: list[dict], **errorbar_kwargs) -> None:
@@ -335,11 +290,3 @@ def reference_lines(ax, references: dict[str, float], linestyles, color="k") -> 
     legend."""
     for (label, value), ls in zip(references.items(), linestyles, strict=True):
         ax.axhline(value, color=color, ls=ls, label=f"{label} {value:.3f}")
-
-
-def value_bars(ax, labels: list[str], values, errors) -> None:
-    """Horizontal bars (colours C0, C1, ...) with ± `errors`, each annotated with its value."""
-    ax.barh(range(len(labels)), values, xerr=errors, color=[f"C{i}" for i in range(len(labels))])
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    for i, value in enumerate(values):
-        ax.text(value, i, f" {value:.3g}", va="center", fontsize=7)
