@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, metrics, preconditioning
-from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import learners
 from icl_toy.core.models import ModelConfig, make_model
 from icl_toy.core.tasks import TaskConfig, anisotropic_task, sample_batch
@@ -51,10 +51,10 @@ from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_see
 from icl_toy.runs.plotting import (
     heatmap,
     heatmap_pair,
-    interval_errors,
     paper_figure,
     save_figures,
     seed_band,
+    seed_strip,
 )
 from icl_toy.runs.results import Results
 from icl_toy.training.train import RunOptions, TrainConfig, train
@@ -208,17 +208,7 @@ def _main_figure(results: Results) -> plt.Figure:
     # Γ* on the same 10^5 tasks is the reference: it removes their Monte Carlo error.
     reference = s["gamma_star_empirical_mse"]
     gaps = 100 * (np.asarray(s["trained_loss"]) / reference - 1.0)
-    jitter = np.linspace(-0.15, 0.15, gaps.size)
-    gap_ax.plot(jitter, gaps, "o", color="C0", alpha=0.6, label="trained LSA, each seed")
-    interval = mean_ci(gaps)
-    gap_ax.errorbar(
-        [0.45],
-        [interval["mean"]],
-        yerr=interval_errors([interval]),
-        fmt="s",
-        color="C3",
-        label="mean, 95% t-interval",
-    )
+    seed_strip(gap_ax, gaps, "trained LSA, each seed")
     gap_ax.axhline(0.0, color="k", ls="--", label=r"$\Gamma^*$ on the same tasks")
     scalar_gap = 100 * (s["scalar_step"]["empirical_mse"] / reference - 1.0)
     gap_ax.plot([], [], "^", color="C3", label=rf"GD($\eta^*$): {scalar_gap:+.1f}%, off scale")

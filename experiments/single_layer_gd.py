@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from icl_toy.analysis import alignment, input_shifts, metrics
-from icl_toy.analysis.stats import mean_ci, seed_stats
+from icl_toy.analysis.stats import seed_stats
 from icl_toy.core import learners
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.learners import line_search_eta, optimal_gd_eta
@@ -39,10 +39,10 @@ from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.plotting import (
     heatmap_pair,
-    interval_errors,
     paper_figure,
     save_figures,
     seed_band,
+    seed_strip,
 )
 from icl_toy.runs.results import Results
 from icl_toy.training.train import (
@@ -199,17 +199,7 @@ def _main_figure(results: Results) -> plt.Figure:
 
     # The claim is "trained = GD": the final gap, per seed, in percent on a linear axis.
     gaps = 100 * (np.asarray(s["per_seed"]["trained_loss"]) / gd_loss - 1.0)
-    jitter = np.linspace(-0.15, 0.15, gaps.size)
-    gap_ax.plot(jitter, gaps, "o", color="C0", alpha=0.6, label="trained, one seed each")
-    interval = mean_ci(gaps)
-    gap_ax.errorbar(
-        [0.45],
-        [interval["mean"]],
-        yerr=interval_errors([interval]),
-        fmt="s",
-        color="C3",
-        label="mean, 95% t-interval",
-    )
+    seed_strip(gap_ax, gaps, "trained, one seed each")
     gap_ax.axhline(0.0, color="k", ls="--", label=r"GD($\eta^*$) (paper: trained = GD)")
     low, high = min(gaps.min(), 0.0), gaps.max()
     gap_ax.set_ylim(low - 0.1 * (high - low), high + 0.6 * (high - low))  # room for the legend

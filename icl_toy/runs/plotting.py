@@ -95,6 +95,23 @@ def interval_band(
     band_key(ax, band)
 
 
+def seed_strip(ax, values_S, label: str, color="C0", x: float = 0.0) -> None:
+    """Each seed's value as a dot (spread sideways around `x`), and beside them the mean with
+    its 95% t-interval (`mean_ci`): a final gap in percent reads on a linear axis."""
+    values_S = np.asarray(values_S, dtype=float)
+    jitter = x + np.linspace(-0.15, 0.15, values_S.size)
+    ax.plot(jitter, values_S, "o", color=color, alpha=0.6, label=label)
+    interval = mean_ci(values_S)
+    ax.errorbar(
+        [x + 0.45],
+        [interval["mean"]],
+        yerr=interval_errors([interval]),
+        fmt="s",
+        color="C3",
+        label="mean, 95% t-interval",
+    )
+
+
 def interval_errors(records) -> np.ndarray:
     """(2, R) distances [mean − low; high − mean] of interval records: errorbar's xerr/yerr."""
     mean, low, high = (
