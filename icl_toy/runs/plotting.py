@@ -138,7 +138,9 @@ def save_figure(fig, out_dir: str | os.PathLike, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext)
+        # No creation date in the PDF: a redraw of the same results gives the same bytes.
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+        fig.savefig(buffer, format=ext, metadata=metadata)
         path = Path(out_dir) / f"{name}.{ext}"
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
