@@ -110,7 +110,7 @@ class Config:
     # seeds; 0.00243 at 5e-4) with only 0.3-0.8% change over its last 10%, so a rate too
     # low for the budget passes the convergence flag; read `gap` beside it. At 5e-4, 1 of 5
     # seeds at N = 50 and 2 of 5 at N = 100 were still falling 1.2-3.3% at the end: longer
-    # runs at 5e-4 are the next thing to try (N = 100 costs ~40 min per 24k steps here).
+    # runs at 5e-4 are the next thing to try.
     recurrent_contexts: tuple[int, ...] = (10, 25, 50, 100)
     context_steps: tuple[int, ...] = (6000, 10_000, 16_000, 24_000)
     context_train: TrainConfig = dataclasses.field(
