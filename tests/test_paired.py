@@ -32,9 +32,9 @@ SAME = {"mean": 0.1, "low": -1.0, "high": 1.2}
 def test_describe_differences_sorts_by_sign_and_significance():
     text = describe_differences("a - b", {"K1": LOWER, "K2": SAME, "K3": HIGHER}, none="no K")
     assert text == (
-        "a - b: lower at ['K1 -1.00e+00 [-1.50e+00, -5.00e-01]']; higher at "
-        "['K3 +1.00e+00 [+5.00e-01, +1.50e+00]']; not significant at "
-        "['K2 +1.00e-01 [-1.00e+00, +1.20e+00]']."
+        "a - b: lower at K1 (-1.00e+00 [-1.50e+00, -5.00e-01]); higher at "
+        "K3 (+1.00e+00 [+5.00e-01, +1.50e+00]); not significant at "
+        "K2 (+1.00e-01 [-1.00e+00, +1.20e+00])."
     )
     assert describe_differences("a", {"K1": SAME}).startswith("a: lower at none; higher at none")
 
@@ -42,7 +42,7 @@ def test_describe_differences_sorts_by_sign_and_significance():
 def test_describe_all_lower_skips_only_the_exempt_places():
     diffs = {"a": {"K1": LOWER, "K2": LOWER}, "b": {"K1": SAME, "K2": LOWER}}
     lines, lower = describe_all_lower(diffs, "ref", exempt={("b", "K1")}, none="no K")
-    assert lower and lines[0].startswith("a - ref (half-MSE, 95% CI): lower at ['K1")
+    assert lower and lines[0].startswith("a - ref (half-MSE, 95% CI): lower at K1 (")
     assert not describe_all_lower(diffs, "ref")[1]
     assert not describe_all_lower({"a": {"K1": HIGHER}}, "ref")[1]
 

@@ -43,16 +43,15 @@ def describe_differences(label: str, differences: dict[str, dict], none: str = "
     """Where interval records of paired differences are lower, higher or not significant.
 
     `differences` maps a place (e.g. "K2") to its record; the line reads "LABEL: lower at
-    [...]; higher at [...]; not significant at [...]." with `none` for an empty list.
+    K1 (-1.00e+00 [-1.50e+00, -5.00e-01]); higher at none; not significant at K2 (...),
+    K3 (...)." with `none` for an empty group.
     """
     lower, higher, same = [], [], []
     for name, diff in differences.items():
-        text = f"{name} {interval_text(diff)}"
+        text = f"{name} ({interval_text(diff)})"
         (same if not excludes_zero(diff) else lower if diff["mean"] < 0 else higher).append(text)
-    return (
-        f"{label}: lower at {lower or none}; higher at {higher or none}; "
-        f"not significant at {same or none}."
-    )
+    lower, higher, same = (", ".join(group) or none for group in (lower, higher, same))
+    return f"{label}: lower at {lower}; higher at {higher}; not significant at {same}."
 
 
 def describe_all_lower(
