@@ -53,9 +53,6 @@ def test_learning_curves_quick_end_to_end(tmp_path):
     # k-NN has no prediction for n < k.
     knn = curves[f"{config.knn_k}-NN"]
     assert all(str(n) in knn["undefined"] for n in lengths if n < config.knn_k)
-    (tmp_path / "learning_curves.png").unlink()
-    learning_curves.plot(results, tmp_path)
-    assert (tmp_path / "learning_curves.png").exists()
     assert (tmp_path / "learning_curves_supplement.png").exists()
 
 
@@ -95,13 +92,6 @@ def test_learning_curves_gdpp_is_the_held_out_ladder_read_per_length():
     want = tuning.learner_half_mse(gdpp, theta, selection)
     assert np.isclose(rung["held_out_loss"], float(want), rtol=1e-5)
     assert tuned["gdpp"]["held_out_loss"] == rung["held_out_loss"]
-
-
-def test_learning_curves_plots_the_committed_full_results(tmp_path):
-    results = load_results(ROOT / "figures", "learning_curves")
-    learning_curves.plot(results, tmp_path)
-    assert (tmp_path / "learning_curves.png").stat().st_size > 0
-    assert (tmp_path / "learning_curves_supplement.png").stat().st_size > 0
 
 
 def test_learning_curves_legends_use_display_names():
