@@ -61,6 +61,11 @@ def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsy
     metadata = json.loads((out_dir / "single_layer_gd.config.json").read_text())
     assert {"icl_toy_version", "git_commit", "jax_version", "device", "config"} <= set(metadata)
     assert metadata["config"]["train"]["steps"] == 200
+    # The results JSON itself carries the versions and devices behind its numbers.
+    environment = json.loads((out_dir / "single_layer_gd.json").read_text())["environment"]
+    assert environment["versions"]["jax"] == metadata["jax_version"]
+    assert environment["device_count"] == metadata["device_count"] >= 1
+    assert environment["git_commit"] == metadata["git_commit"]
     assert cli.main(["reproduce", "--quick", "--quiet", "single_layer_gd"]) == 0
     assert "complete" in capsys.readouterr().out
     assert sorted(p.name for p in out_dir.glob("*.json")) == [

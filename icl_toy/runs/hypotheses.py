@@ -300,7 +300,12 @@ def load_entries(out_dir: str | Path) -> dict[str, dict]:
 
 
 def _save(out_dir: Path, entries: dict[str, dict], quick: bool) -> None:
-    summary = {"quick": quick, "git_commit": git_commit(), "hypotheses": entries}
+    summary = {
+        "quick": quick,
+        "git_commit": git_commit(),
+        "environment": runner.environment(),
+        "hypotheses": entries,
+    }
     atomic_write_bytes(out_dir / f"{NAME}.json", (to_json_text(summary) + "\n").encode())
 
 

@@ -352,6 +352,9 @@ def run_experiment(
         # Every training run's convergence record; a study's own record of a stage (with its
         # reference learner's gap) replaces the collected one.
         results.summary["convergence"] = runs | results.summary.get("convergence", {})
+        # The versions and devices behind the numbers travel with them (NAME.config.json,
+        # which has them too, is not committed beside the figures).
+        results.summary["environment"] = {**environment(), "git_commit": metadata["git_commit"]}
         save_results(out_dir, name, results)
         module.plot(load_results(out_dir, name), out_dir)
         line = convergence.summary_line(results.summary["convergence"])
