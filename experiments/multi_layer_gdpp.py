@@ -109,8 +109,10 @@ class Config:
     # Lower is not better: at 2.5e-4, N = 50 ended at 0.0083-0.0111 after 16k steps (5
     # seeds; 0.00243 at 5e-4) with only 0.3-0.8% change over its last 10%, so a rate too
     # low for the budget passes the convergence flag; read `gap` beside it. At 5e-4, 1 of 5
-    # seeds at N = 50 and 2 of 5 at N = 100 were still falling 1.2-3.3% at the end: longer
-    # runs at 5e-4 are the next thing to try.
+    # seeds at N = 50 and 2 of 5 at N = 100 still fell 1.2-3.3% over the last 10%. Longer is
+    # not the cure either: N = 100 at 5e-4 for 36k steps (5 seeds) ends at 3.527e-4 to
+    # 3.540e-4, the 24k run's final loss to 0.4%, with 3 of 5 seeds still falling 1.4-1.7%
+    # over the last 10%: Adam's noise excess, shed as the rate decays, not learning left.
     recurrent_contexts: tuple[int, ...] = (10, 25, 50, 100)
     context_steps: tuple[int, ...] = (6000, 10_000, 16_000, 24_000)
     context_train: TrainConfig = dataclasses.field(
