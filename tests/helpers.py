@@ -1,7 +1,10 @@
 """Assertions shared by several test files."""
 
+import dataclasses
 import math
 from typing import Any
+
+from icl_toy.runs.results import to_jsonable
 
 
 def _config_differences(saved: Any, current: Any, rtol: float, path: str):
@@ -31,12 +34,43 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def assert_config_matches(saved: Any, current: Any, rtol: float = 1e-9) -> None:
-    """Assert two JSON configs are equal: floats to `rtol` (relative), all else exactly.
+def _class_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise AssertionError(f"{field.name} has no default: a saved config cannot lack it")
 
-    A committed config's derived floats (a covariance built by an eigendecomposition) may
-    differ from a fresh install's in the last digit; any other difference is a changed config.
-    The message names each differing field by its path, with both values.
+
+def _with_added_fields(saved: Any, config: Any) -> Any:
+    """`saved` (JSON) with every field of the config object `config` that it lacks set to
+    that field's class default (not `config`'s value): a field added to a config class
+    after a run was saved reads as its default, which is the behaviour before it existed."""
+    if dataclasses.is_dataclass(config) and isinstance(saved, dict):
+        filled = dict(saved)
+        for field in dataclasses.fields(config):
+            if field.name in saved:
+                value = getattr(config, field.name)
+                filled[field.name] = _with_added_fields(saved[field.name], value)
+            else:
+                filled[field.name] = to_jsonable(_class_default(field))
+        return filled
+    if isinstance(saved, list) and isinstance(config, list | tuple) and len(saved) == len(config):
+        return [_with_added_fields(s, c) for s, c in zip(saved, config, strict=True)]
+    return saved
+
+
+def assert_config_matches(saved: Any, current: Any, rtol: float = 1e-9) -> None:
+    """Assert two configs are equal: floats to `rtol` (relative), all else exactly.
+
+    `saved` is JSON; `current` is JSON or the config object itself. A committed config's
+    derived floats (a covariance built by an eigendecomposition) may differ from a fresh
+    install's in the last digit; any other difference is a changed config. Given the object,
+    a field the saved config lacks counts as that field's class default (`_with_added_fields`):
+    it matches only where today's config leaves the new field at its default. The message
+    names each differing field by its path, with both values.
     """
+    if dataclasses.is_dataclass(current):
+        saved, current = _with_added_fields(saved, current), to_jsonable(current)
     differences = list(_config_differences(saved, current, rtol, "config"))
     assert not differences, "saved config differs from the current one:\n" + "\n".join(differences)

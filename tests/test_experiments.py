@@ -12,7 +12,7 @@ from icl_toy.experiments import multi_layer_gdpp, single_layer_gd
 
 from icl_toy.analysis.stats import mean_ci, seed_stats
 from icl_toy.core.models import ModelConfig
-from icl_toy.runs.results import load_results, to_jsonable
+from icl_toy.runs.results import load_results
 from icl_toy.runs.runner import EXPERIMENTS, get_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +53,7 @@ def test_committed_figure_comes_from_the_current_full_config(name):
     assert path.exists(), f"no committed full run of {name}: run `icl-toy run {name}`"
     assert (ROOT / "figures" / f"{name}.png").exists()
     saved = json.loads(path.read_text())
-    current = to_jsonable(get_experiment(name).get_config(quick=False))
-    assert_config_matches(saved["config"], current)
+    assert_config_matches(saved["config"], get_experiment(name).get_config(quick=False))
 
 
 @pytest.mark.slow  # ~80 s on 2 cores: five trainings, two learner fits, compile-bound
@@ -104,7 +103,7 @@ def test_deep_lsa_gdpp_hypothesis_lives_in_its_study():
         dataclasses.replace(hypothesis.get_config(True), num_layers=1)
     saved = json.loads((ROOT / "figures" / "hypotheses.json").read_text())["hypotheses"]
     entry = saved[hypothesis.name]
-    assert entry["config"] == to_jsonable(hypothesis.get_config(False))
+    assert_config_matches(entry["config"], hypothesis.get_config(False), rtol=0.0)
     assert (entry["claim"], entry["source"]) == (hypothesis.claim, hypothesis.source)
     fields = ("statistic", "meaning", "direction", "threshold")
     assert [tuple(c[f] for f in fields) for c in entry["criteria"]] == [

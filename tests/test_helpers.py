@@ -1,5 +1,7 @@
 """The shared test assertions can fail: a real config change is caught, a last-digit one is not."""
 
+import dataclasses
+
 import pytest
 from helpers import assert_config_matches
 
@@ -43,3 +45,29 @@ def test_last_digit_float_differences_match():
 def test_real_differences_fail_and_name_the_field(current, field):
     with pytest.raises(AssertionError, match=field):
         assert_config_matches(SAVED, current)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fit:
+    steps: int = 100
+    schedule: str = "constant"  # a field added after SAVED_FIT was written
+
+
+@dataclasses.dataclass(frozen=True)
+class _Study:
+    fit: _Fit = dataclasses.field(default_factory=_Fit)
+    seeds: tuple[int, ...] = (0, 1)
+
+
+SAVED_FIT = {"fit": {"steps": 100}, "seeds": [0, 1]}
+
+
+def test_a_field_added_since_the_run_reads_as_its_class_default():
+    assert_config_matches(SAVED_FIT, _Study())
+    # Today's config sets the new field away from its default: the saved run is not of it.
+    with pytest.raises(AssertionError, match=r"fit\.schedule: saved 'constant', current 'cosine'"):
+        assert_config_matches(SAVED_FIT, _Study(fit=_Fit(schedule="cosine")))
+    with pytest.raises(AssertionError, match=r"fit\.steps: saved 100, current 200"):
+        assert_config_matches(SAVED_FIT, _Study(fit=_Fit(steps=200)))
+    with pytest.raises(AssertionError, match=r"lr: saved 0\.1, missing from the current"):
+        assert_config_matches({**SAVED_FIT, "lr": 0.1}, _Study())

@@ -14,7 +14,6 @@ from icl_toy.experiments import single_layer_gd
 from icl_toy.analysis.stats import bootstrap_ci, mean_ci
 from icl_toy.runs import cli, hypotheses, runner
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, combine, judge
-from icl_toy.runs.results import to_jsonable
 from icl_toy.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +224,7 @@ def test_committed_run_comes_from_the_current_full_configs():
     for name, hypothesis in hypotheses.registry().items():
         assert name in saved["hypotheses"], f"{name} missing: run `icl-toy hypotheses {name}`"
         entry = saved["hypotheses"][name]
-        assert_config_matches(entry["config"], to_jsonable(hypothesis.get_config(False)))
+        assert_config_matches(entry["config"], hypothesis.get_config(False))
         assert entry["verdict"] in hypotheses.VERDICTS
 
 

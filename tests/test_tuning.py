@@ -25,7 +25,9 @@ from icl_toy.training import tuning
 
 
 def test_fit_learner_recovers_the_closed_form_step():
-    """Adam on the 1-step GD loss lands on η* = 200/33 (docs/theory.md §10b) up to batch noise."""
+    """Adam on the 1-step GD loss, its rate decayed along a cosine, lands on η* = 200/33
+    (docs/theory.md §10b) to 0.5% in every seed; at a constant rate one of these 4 seeds
+    ends 1.2% off, in the noise ball the rate leaves."""
     task = von_oswald_preset()
     fit = tuning.fit_learner(
         tuning.gd_learner,
@@ -35,11 +37,23 @@ def test_fit_learner_recovers_the_closed_form_step():
         steps=600,
         batch_size=1024,
         learning_rate=0.05,
-        num_seeds=2,
+        num_seeds=4,
+        schedule="cosine",
     )
-    assert fit.theta["eta"].shape == (2, 1)
-    assert fit.loss.shape == (2, 600)
-    np.testing.assert_allclose(fit.theta["eta"], optimal_gd_eta(task), rtol=0.05)
+    assert fit.theta["eta"].shape == (4, 1)
+    assert fit.loss.shape == (4, 600)
+    np.testing.assert_allclose(fit.theta["eta"], optimal_gd_eta(task), rtol=0.005)
+
+
+def test_fit_config_schedules_and_bad_input():
+    cosine = tuning.FitConfig(steps=100, schedule="cosine", final_lr_fraction=0.1)
+    rate = cosine.rate()
+    np.testing.assert_allclose([rate(0), rate(100)], [0.05, 0.005], rtol=1e-6)
+    assert tuning.FitConfig().rate() == 0.05
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
+        tuning.FitConfig(schedule="warmup_cosine")
+    with pytest.raises(ValueError, match=r"final_lr_fraction must be in \[0, 1\]"):
+        tuning.FitConfig(final_lr_fraction=1.5)
 
 
 def test_constant_step_and_normalized_gamma_learners():

@@ -44,7 +44,7 @@ def _adam_fits(
     task: TaskConfig,
     steps: int,
     batch_size: int,
-    learning_rate: float,
+    learning_rate: float | optax.Schedule,
     clip_norm: float,
 ) -> tuple[dict, np.ndarray]:
     """S fits by Adam in one compiled call, fit s from θ0_S[s] on the data of keys_S[s]:
@@ -71,6 +71,18 @@ def _adam_fits(
     return jax.tree.map(np.asarray, theta), np.asarray(losses)
 
 
+def fit_rate(
+    learning_rate: float, steps: int, schedule: str, final_lr_fraction: float
+) -> float | optax.Schedule:
+    """Adam's learning rate for a fit of `steps`: the float ("constant"), or a half cosine
+    from it down to `final_lr_fraction` of it at the last step ("cosine")."""
+    if schedule == "constant":
+        return learning_rate
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    return optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)
+
+
 def fit_learner(
     predict: ParametricPredictor,
     theta0: dict,
@@ -83,13 +95,16 @@ def fit_learner(
     num_seeds: int = 1,
     clip_norm: float = 10.0,
     halvings: int = 0,
+    schedule: str = "constant",
+    final_lr_fraction: float = 0.0,
 ) -> FitResult:
     """Fit θ by Adam on online prompts of `task`; S seeds (independent data) vmapped.
 
     Every seed starts from `theta0`; the data of seed s at step t is a pure function of
     (key, s, t). Returns the final θ of each seed and the training loss curve. A fit that
     diverges (θ not finite) is rerun from θ0 with half the learning rate, at most `halvings`
-    times; then `FloatingPointError` is raised.
+    times; then `FloatingPointError` is raised. `schedule` and `final_lr_fraction` shape the
+    rate over the steps (`fit_rate`).
     """
     if steps < 1 or batch_size < 1 or num_seeds < 1:
         raise ValueError(
@@ -100,9 +115,8 @@ def fit_learner(
     theta0 = jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(float)), theta0)
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(num_seeds))
     theta0_S = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_seeds, *v.shape)), theta0)
-    theta, losses = _adam_fits(
-        predict, theta0_S, keys, task, steps, batch_size, learning_rate, clip_norm
-    )
+    rate = fit_rate(learning_rate, steps, schedule, final_lr_fraction)
+    theta, losses = _adam_fits(predict, theta0_S, keys, task, steps, batch_size, rate, clip_norm)
     if all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(theta)):
         return FitResult(theta, learning_rate, losses)
     if halvings > 0:
@@ -117,6 +131,8 @@ def fit_learner(
             num_seeds=num_seeds,
             clip_norm=clip_norm,
             halvings=halvings - 1,
+            schedule=schedule,
+            final_lr_fraction=final_lr_fraction,
         )
     step = int(np.argmax(~np.isfinite(losses).all(axis=0)))
     raise FloatingPointError(
@@ -194,10 +210,27 @@ class FitConfig:
     steps: int = 3000
     batch_size: int = 512
     learning_rate: float = 0.05  # step sizes are O(10), so a large Adam step
+    # "constant", or "cosine": the rate decays along a half cosine to final_lr_fraction of
+    # itself at the last step, so a fit ends at the minimum of the expected loss and not
+    # anywhere in the noise ball that a constant rate leaves around it.
+    schedule: Literal["constant", "cosine"] = "constant"
+    final_lr_fraction: float = 0.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError(f"FitConfig needs positive steps, batch_size, learning_rate: {self}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"FitConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}"
+            )
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ValueError(
+                f"FitConfig.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}"
+            )
+
+    def rate(self) -> float | optax.Schedule:
+        """Adam's learning rate (`fit_rate`)."""
+        return fit_rate(self.learning_rate, self.steps, self.schedule, self.final_lr_fraction)
 
 
 def gd_and_gdpp_learners(
@@ -228,6 +261,8 @@ def _fit_one(
         batch_size=fit.batch_size,
         learning_rate=fit.learning_rate,
         halvings=3,
+        schedule=fit.schedule,
+        final_lr_fraction=fit.final_lr_fraction,
     )
     theta = {name: np.asarray(value[0]) for name, value in result.theta.items()}
     return theta | {"fit_learning_rate": result.learning_rate}
@@ -294,7 +329,7 @@ def _best_fit(
     theta0_S = jax.tree.map(lambda *v: jnp.stack(v), *starts)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(starts)))
     fitted_S, _ = _adam_fits(
-        predict, theta0_S, keys, task, fit.steps, fit.batch_size, fit.learning_rate, 10.0
+        predict, theta0_S, keys, task, fit.steps, fit.batch_size, fit.rate(), 10.0
     )
     candidates = []
     for i, theta0 in enumerate(starts):
