@@ -77,14 +77,17 @@ def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsy
     assert (out_dir / "single_layer_gd.png").exists()
 
 
-def test_console_script_and_module_share_the_parser():
-    for command in (
-        ["-m", "icl_toy.runs.cli", "run", "--help"],
-        ["-m", "experiments.single_layer_gd", "--help"],
-    ):
-        out = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        assert "--set" in out.stdout and "--resume" in out.stdout and "--sweep" in out.stdout
+def test_console_script_and_module_share_the_parser(capsys):
+    """`icl-toy run --help` (in-process) and `python -m experiments.NAME --help` (a fresh
+    process, as a user types it) print the same options."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "--help"])
+    assert exit_info.value.code == 0
+    command = [sys.executable, "-m", "experiments.single_layer_gd", "--help"]
+    module = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert module.returncode == 0, module.stderr
+    for out in (capsys.readouterr().out, module.stdout):
+        assert "--set" in out and "--resume" in out and "--sweep" in out
 
 
 def test_paper_configs_resolve_and_a_study_without_one_says_so(capsys):
