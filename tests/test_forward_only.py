@@ -13,8 +13,14 @@ import pytest
 from icl_toy.analysis import duality
 from icl_toy.core.constructions import gd_weights
 from icl_toy.core.models import LSATransformer, ModelConfig, make_model
-from icl_toy.core.tasks import Prompt, prompt_tokens, sample_batch, von_oswald_preset
-from icl_toy.training import forward_only
+from icl_toy.core.tasks import (
+    Prompt,
+    TaskConfig,
+    prompt_tokens,
+    sample_batch,
+    von_oswald_preset,
+)
+from icl_toy.training import forward_only, timing
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train
 
 TASK = von_oswald_preset()
@@ -153,3 +159,12 @@ def test_stream_chunks_are_noiseless_streams_of_fixed_teachers():
     s = 1.0 / 12  # variance of U(-0.5, 0.5)
     expected_zero = 0.5 * s * np.mean(np.sum(np.asarray(teachers) ** 2, axis=(1, 2)))
     np.testing.assert_allclose(zero, np.full(5, expected_zero), rtol=1e-5)
+
+
+def test_steps_per_second_times_a_recipe_whose_warmup_is_longer_than_the_timed_steps():
+    task = TaskConfig(d=2, n_context=4)
+    cfg = TrainConfig(
+        steps=30_000, batch_size=8, num_seeds=1, schedule="warmup_cosine", warmup_steps=1500
+    )
+    rate = timing.steps_per_second(make_model(task, ModelConfig()), task, cfg, None, 20, 1)
+    assert rate > 0

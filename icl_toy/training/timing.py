@@ -20,7 +20,9 @@ def steps_per_second(
     The best of `repeats` timed calls of `steps` steps, after a warm-up call that compiles the
     same program; no eval runs inside the timed steps. `gradient=None` is backprop.
     """
-    cfg = dataclasses.replace(cfg, steps=steps, eval_every=steps)
+    # The same schedule shape over the timed steps (a warmup longer than them is invalid).
+    warmup = cfg.warmup_steps * steps // cfg.steps
+    cfg = dataclasses.replace(cfg, steps=steps, eval_every=steps, warmup_steps=warmup)
     trainer = make_trainer(model, task, cfg, gradient=gradient)
     state, _ = trainer.init(seed_keys(cfg), jnp.full(cfg.num_seeds, cfg.learning_rate))
     state, out = trainer.advance(state, 0, 1)
