@@ -4,7 +4,7 @@
     icl-toy run forward_only --quick   # shrunk config, ~1 min (9 compiled programs)
 
 Full: 3 methods x 10 seeds x 30,000 steps (batch 256, warmup then cosine decay) plus a
-50-chunk stream: RUNTIME_FULL on 2 CPU cores.
+50-chunk stream: ~5 min on 2 CPU cores (288 s measured).
 
 Two studies on the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless; docs/theory.md §9):
 1. Training the transformer without backprop. One LSA layer is trained with Adam (same init,
@@ -65,7 +65,7 @@ from icl_toy.training.train import (
 )
 
 NAME = "forward_only"
-RUNTIME = {"full": "~3-5 min", "quick": "~1 min"}  # on a 2-core CPU
+RUNTIME = {"full": "~5 min", "quick": "~1 min"}  # on a 2-core CPU
 METHODS = ("backprop", "forward_gradient", "spsa")
 
 
