@@ -3,7 +3,7 @@
     icl-toy run standard_tokens           # or python -m experiments.standard_tokens
     icl-toy run standard_tokens --quick   # shrunk config, ~45 s (compile-bound)
 
-Full: 10 seeds x 12,000 steps (warmup then cosine decay), RUNTIME_FULL on 2 CPU cores.
+Full: 10 seeds x 12,000 steps (warmup then cosine decay), ~10 min on 2 CPU cores (571 s).
 
 docs/theory.md §1, Proposition 3. On the von Oswald preset (d = N = 10, x ~ U(-0.5, 0.5), noiseless)
 prompts arrive as 2N + 1 alternating tokens x_1, y_1, …, x_N, y_N, x_q with one-hot
@@ -51,7 +51,7 @@ from icl_toy.training.convergence import PLATEAU_DROP
 from icl_toy.training.train import RunOptions, TrainConfig, batch_predict, train
 
 NAME = "standard_tokens"
-RUNTIME = {"full": "~5 min", "quick": "~45 s"}  # on a 2-core CPU
+RUNTIME = {"full": "~10 min", "quick": "~45 s"}  # on a 2-core CPU
 
 
 @dataclasses.dataclass(frozen=True)
