@@ -71,15 +71,18 @@ def _adam_fits(
     return jax.tree.map(np.asarray, theta), np.asarray(losses)
 
 
+FIT_SCHEDULES = ("constant", "cosine")  # the shapes of a fit's Adam rate (`fit_rate`)
+
+
 def fit_rate(
     learning_rate: float, steps: int, schedule: str, final_lr_fraction: float
 ) -> float | optax.Schedule:
     """Adam's learning rate for a fit of `steps`: the float ("constant"), or a half cosine
     from it down to `final_lr_fraction` of it at the last step ("cosine")."""
+    if schedule not in FIT_SCHEDULES:
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     if schedule == "constant":
         return learning_rate
-    if schedule != "cosine":
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     return optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)
 
 
@@ -219,7 +222,7 @@ class FitConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError(f"FitConfig needs positive steps, batch_size, learning_rate: {self}")
-        if self.schedule not in ("constant", "cosine"):
+        if self.schedule not in FIT_SCHEDULES:
             raise ValueError(
                 f"FitConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}"
             )
