@@ -42,32 +42,36 @@ def _adam_fits(
     theta0_S: dict,
     keys_S: jax.Array,
     task: TaskConfig,
-    steps: int,
     batch_size: int,
-    learning_rate: float | optax.Schedule,
+    rates_S: jax.Array,
     clip_norm: float,
 ) -> tuple[dict, np.ndarray]:
-    """S fits by Adam in one compiled call, fit s from θ0_S[s] on the data of keys_S[s]:
-    final θ (leading axis S) and losses (S, steps)."""
+    """S fits by Adam in one compiled call, fit s from θ0_S[s] on the data of keys_S[s] with
+    the learning rate rates_S[s, t] at step t (S, steps): final θ (leading axis S) and
+    losses (S, steps). Each fit carries its own rate curve, so fits under different
+    schedules share one compiled call."""
     # GD++ with a large γ blows up on the rare prompt with γ·λ_max(H) > 2; such a batch is
-    # skipped (`apply_if_finite`) instead of ending the fit. Ten in a row still diverge.
-    optimizer = optax.apply_if_finite(
-        optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate)),
+    # skipped (`apply_if_finite` zeroes its direction) instead of ending the fit. Ten in a
+    # row still diverge.
+    direction = optax.apply_if_finite(
+        optax.chain(optax.clip_by_global_norm(clip_norm), optax.scale_by_adam()),
         max_consecutive_errors=10,
     )
 
-    def one_fit(theta0, data_key):
+    def one_fit(theta0, data_key, rates):
         def step(carry, t):
             theta, opt_state = carry
             prompts = batch_at_step(data_key, task, batch_size, t)
             loss, grads = jax.value_and_grad(learner_half_mse, argnums=1)(predict, theta, prompts)
-            updates, opt_state = optimizer.update(grads, opt_state, theta)
+            updates, opt_state = direction.update(grads, opt_state, theta)
+            updates = jax.tree.map(lambda u: -rates[t] * u, updates)
             return (optax.apply_updates(theta, updates), opt_state), loss
 
-        (theta, _), losses = jax.lax.scan(step, (theta0, optimizer.init(theta0)), jnp.arange(steps))
+        steps = jnp.arange(rates.shape[0])
+        (theta, _), losses = jax.lax.scan(step, (theta0, direction.init(theta0)), steps)
         return theta, losses
 
-    theta, losses = jax.jit(jax.vmap(one_fit))(theta0_S, keys_S)
+    theta, losses = jax.jit(jax.vmap(one_fit))(theta0_S, keys_S, rates_S)
     return jax.tree.map(np.asarray, theta), np.asarray(losses)
 
 
@@ -76,14 +80,16 @@ FIT_SCHEDULES = ("constant", "cosine")  # the shapes of a fit's Adam rate (`fit_
 
 def fit_rate(
     learning_rate: float, steps: int, schedule: str, final_lr_fraction: float
-) -> float | optax.Schedule:
-    """Adam's learning rate for a fit of `steps`: the float ("constant"), or a half cosine
-    from it down to `final_lr_fraction` of it at the last step ("cosine")."""
+) -> jax.Array:
+    """Adam's learning rate at each of a fit's `steps` steps, (steps,): the constant
+    `learning_rate` ("constant"), or a half cosine from it down to `final_lr_fraction` of it
+    at the last step ("cosine")."""
     if schedule not in FIT_SCHEDULES:
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    t = jnp.arange(steps)
     if schedule == "constant":
-        return learning_rate
-    return optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)
+        return jnp.full(steps, learning_rate, jnp.result_type(float))
+    return optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)(t)
 
 
 def fit_learner(
@@ -118,8 +124,10 @@ def fit_learner(
     theta0 = jax.tree.map(lambda v: jnp.asarray(v, jnp.result_type(float)), theta0)
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(num_seeds))
     theta0_S = jax.tree.map(lambda v: jnp.broadcast_to(v, (num_seeds, *v.shape)), theta0)
-    rate = fit_rate(learning_rate, steps, schedule, final_lr_fraction)
-    theta, losses = _adam_fits(predict, theta0_S, keys, task, steps, batch_size, rate, clip_norm)
+    rates = jnp.broadcast_to(
+        fit_rate(learning_rate, steps, schedule, final_lr_fraction), (num_seeds, steps)
+    )
+    theta, losses = _adam_fits(predict, theta0_S, keys, task, batch_size, rates, clip_norm)
     if all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(theta)):
         return FitResult(theta, learning_rate, losses)
     if halvings > 0:
@@ -218,6 +226,10 @@ class FitConfig:
     # anywhere in the noise ball that a constant rate leaves around it.
     schedule: Literal["constant", "cosine"] = "constant"
     final_lr_fraction: float = 0.0
+    # Held-out selection (`fit_gd_and_gdpp_ladder`) also fits every start under each of
+    # these schedules and keeps the best: no one schedule is best for every learner and K
+    # (a decayed rate lands on the minimum near its start; a constant one travels further).
+    also_schedules: tuple[Literal["constant", "cosine"], ...] = ()
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or not self.learning_rate > 0:
@@ -230,10 +242,21 @@ class FitConfig:
             raise ValueError(
                 f"FitConfig.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}"
             )
+        schedules = self.selection_schedules()
+        if not set(schedules) <= set(FIT_SCHEDULES) or len(set(schedules)) != len(schedules):
+            raise ValueError(
+                "FitConfig.also_schedules must hold distinct schedules of 'constant', 'cosine' "
+                f"other than schedule = {self.schedule!r}, got {self.also_schedules!r}"
+            )
 
-    def rate(self) -> float | optax.Schedule:
-        """Adam's learning rate (`fit_rate`)."""
-        return fit_rate(self.learning_rate, self.steps, self.schedule, self.final_lr_fraction)
+    def selection_schedules(self) -> tuple[str, ...]:
+        """The schedules every start is fitted under in held-out selection, `schedule` first."""
+        return (self.schedule, *self.also_schedules)
+
+    def rate(self, schedule: str | None = None) -> jax.Array:
+        """Adam's learning rate at each step under `schedule` (default: `schedule`), (steps,)."""
+        schedule = self.schedule if schedule is None else schedule
+        return fit_rate(self.learning_rate, self.steps, schedule, self.final_lr_fraction)
 
 
 def gd_and_gdpp_learners(
@@ -323,28 +346,35 @@ def _best_fit(
     fit: FitConfig,
     held_out: Prompt,
 ) -> dict:
-    """Fit θ from every start (one compiled call, each start on its own data) and keep, of
-    the fitted θs and the starts themselves, the one with the lowest half-MSE on
-    `held_out` (tasks the fits never saw)."""
+    """Fit θ from every start under every schedule of `fit.selection_schedules()` (one
+    compiled call; start i sees the same data under each schedule) and keep, of the fitted
+    θs and the starts themselves, the one with the lowest half-MSE on `held_out` (tasks the
+    fits never saw)."""
     score = jax.jit(functools.partial(learner_half_mse, predict))
     as_float = functools.partial(jnp.asarray, dtype=jnp.result_type(float))
     starts = [jax.tree.map(as_float, theta0) for theta0 in starts]
-    theta0_S = jax.tree.map(lambda *v: jnp.stack(v), *starts)
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(starts)))
-    fitted_S, _ = _adam_fits(
-        predict, theta0_S, keys, task, fit.steps, fit.batch_size, fit.rate(), 10.0
-    )
+    schedules = fit.selection_schedules()
+    runs = [(i, schedule) for schedule in schedules for i in range(len(starts))]
+    theta0_S = jax.tree.map(lambda *v: jnp.stack(v), *[starts[i] for i, _ in runs])
+    keys = jnp.stack([jax.random.fold_in(key, i) for i, _ in runs])
+    rates = jnp.stack([fit.rate(schedule) for _, schedule in runs])
+    fitted_S, _ = _adam_fits(predict, theta0_S, keys, task, fit.batch_size, rates, 10.0)
     candidates = []
     for i, theta0 in enumerate(starts):
-        fitted = jax.tree.map(lambda v, i=i: v[i], fitted_S)
-        for origin, theta in ((f"fit from start {i}", fitted), (f"start {i}", theta0)):
-            theta = {k: np.asarray(v) for k, v in theta.items()}
-            loss = float(score(theta, held_out))
-            if np.isfinite(loss):  # a fit that diverged is dropped; its start stays
-                candidates.append((loss, origin, theta))
-    if not candidates:
+        for j, schedule in enumerate(schedules):
+            fitted = {k: np.asarray(v[j * len(starts) + i]) for k, v in fitted_S.items()}
+            label = "fit" if len(schedules) == 1 else f"{schedule} fit"
+            candidates.append((f"{label} from start {i}", fitted))
+        candidates.append((f"start {i}", theta0))
+    scored = []
+    for origin, theta in candidates:
+        theta = {k: np.asarray(v) for k, v in theta.items()}
+        loss = float(score(theta, held_out))
+        if np.isfinite(loss):  # a fit that diverged is dropped; its start stays
+            scored.append((loss, origin, theta))
+    if not scored:
         raise FloatingPointError("every fit and start of the learner gives a non-finite loss")
-    loss, origin, theta = min(candidates, key=lambda c: c[0])
+    loss, origin, theta = min(scored, key=lambda c: c[0])
     return theta | {"held_out_loss": loss, "chosen": origin}
 
 
