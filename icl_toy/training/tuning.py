@@ -86,10 +86,11 @@ def fit_rate(
     at the last step ("cosine")."""
     if schedule not in FIT_SCHEDULES:
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-    t = jnp.arange(steps)
     if schedule == "constant":
         return jnp.full(steps, learning_rate, jnp.result_type(float))
-    return optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)(t)
+    return optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)(
+        jnp.arange(steps)
+    )
 
 
 def fit_learner(
