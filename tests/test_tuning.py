@@ -96,6 +96,34 @@ def test_selection_over_schedules_keeps_the_best_of_both():
     assert "cosine" in winners, winners
 
 
+def test_ladders_of_several_fit_configs_keep_the_best_rung_of_each():
+    """`fit_ladders` with two fit configs is, rung by rung, the better of the two ladders
+    run alone (same keys, so the same fits), labelled with the ladder it came from; here
+    the second (cosine) ladder wins some rung, so returning either ladder alone fails."""
+    task = TaskConfig(d=3, n_context=6)
+    held_out = sample_batch(jax.random.key(23), task, 1024)
+    key = jax.random.key(24)
+    constant = tuning.FitConfig(steps=60, batch_size=64, learning_rate=0.05)
+    fits = (constant, dataclasses.replace(constant, schedule="cosine"))
+    kinds = ("recurrent",)
+    alone = [tuning.fit_ladders(task, 2, kinds, key, fit, held_out, (1.0,)) for fit in fits]
+    best = tuning.fit_ladders(task, 2, kinds, key, fits, held_out, (1.0,))
+    winners = set()
+    for kind in kinds:
+        for k in range(2):
+            for name in ("gd", "gdpp"):
+                losses = [ladder[kind][k][name]["held_out_loss"] for ladder in alone]
+                j = int(np.argmin(losses))
+                got = best[kind][k][name]
+                assert got["held_out_loss"] == losses[j]
+                np.testing.assert_array_equal(got["eta"], alone[j][kind][k][name]["eta"])
+                assert got["chosen"] == f"ladder {j}: {alone[j][kind][k][name]['chosen']}"
+                winners.add(j)
+    assert winners == {0, 1}, winners
+    with pytest.raises(ValueError, match="at least one FitConfig"):
+        tuning.fit_ladders(task, 2, kinds, key, (), held_out)
+
+
 def test_constant_step_and_normalized_gamma_learners():
     task = von_oswald_preset()
     prompt = jax.tree.map(lambda a: a[0], sample_batch(jax.random.key(1), task, 1))

@@ -461,7 +461,7 @@ def fit_ladders(
     max_steps: int,
     kinds: Sequence[str],
     key: jax.Array,
-    fit: FitConfig,
+    fit: FitConfig | Sequence[FitConfig],
     held_out: Prompt,
     eta_scales: Sequence[float] = (0.5, 1.0, 1.5),
 ) -> dict[str, list[dict]]:
@@ -470,7 +470,46 @@ def fit_ladders(
     The shared-scalar ("recurrent") family is fitted first and its solutions are starts of
     the per-step one, which contains it: per-step scalars are then never worse on
     `held_out`. Each kind's fit key is `key` folded with the kind's index in `kinds`.
+
+    With several FitConfigs in `fit`, each runs these ladders on its own (the same keys,
+    so the same data) and every rung keeps the best of them on `held_out`, its "chosen"
+    prefixed "ladder j: ". The landscape has many minima and a ladder's warm starts follow
+    the path its own rungs took, so no one fit config gives the best rung at every K; the
+    rung-wise best is no worse than any of them, and keeps their guarantees (each ladder's
+    per-step family is non-increasing in K, never worse than its shared one, and GD++ never
+    worse than GD; so is the minimum over ladders).
     """
+    fits = (fit,) if isinstance(fit, FitConfig) else tuple(fit)
+    if not fits:
+        raise ValueError("fit_ladders needs at least one FitConfig")
+    runs = [_ladders_of_one_fit(task, max_steps, kinds, key, f, held_out, eta_scales) for f in fits]
+    if len(runs) == 1:
+        return runs[0]
+    best: dict[str, list[dict]] = {}
+    for kind in runs[0]:
+        best[kind] = []
+        for k in range(max_steps):
+            rung = {}
+            for name in ("gd", "gdpp"):
+                j, theta = min(
+                    enumerate(run[kind][k][name] for run in runs),
+                    key=lambda item: item[1]["held_out_loss"],
+                )
+                rung[name] = theta | {"chosen": f"ladder {j}: {theta['chosen']}"}
+            best[kind].append(rung)
+    return best
+
+
+def _ladders_of_one_fit(
+    task: TaskConfig,
+    max_steps: int,
+    kinds: Sequence[str],
+    key: jax.Array,
+    fit: FitConfig,
+    held_out: Prompt,
+    eta_scales: Sequence[float],
+) -> dict[str, list[dict]]:
+    """`fit_ladders` under one FitConfig."""
     ladders: dict[str, list[dict]] = {}
     for i, kind in sorted(enumerate(kinds), key=lambda item: item[1] != "recurrent"):
         ladders[kind] = fit_gd_and_gdpp_ladder(
