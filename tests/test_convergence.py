@@ -15,25 +15,33 @@ from icl_toy.training.train import TrainConfig, make_optimizer, schedule_shape, 
 
 def _shape_by_hand(cfg: TrainConfig, t: int) -> float:
     """The schedule of `TrainConfig`'s docstring, written out."""
-    w, T, f = cfg.warmup_steps, cfg.steps, cfg.final_lr_fraction
+    w, T, f, h = cfg.warmup_steps, cfg.steps, cfg.final_lr_fraction, cfg.hold_steps
     if t < w:
         return t / w
     if cfg.schedule == "constant":
         return 1.0
-    progress = (t - w) / (T - w)
+    progress = min(1.0, (t - w) / (T - w - h))  # then held at f for the last h steps
     if cfg.schedule == "warmup_cosine":
         return f + (1 - f) * 0.5 * (1 + math.cos(math.pi * progress))
     return 1 - (1 - f) * progress
 
 
+@pytest.mark.parametrize("hold_steps", [0, 10])
 @pytest.mark.parametrize("schedule", ["constant", "warmup_cosine", "warmup_linear"])
-def test_schedule_shape_is_the_documented_formula(schedule):
+def test_schedule_shape_is_the_documented_formula(schedule, hold_steps):
     cfg = TrainConfig(
-        steps=100, eval_every=10, schedule=schedule, warmup_steps=20, final_lr_fraction=0.1
+        steps=100,
+        eval_every=10,
+        schedule=schedule,
+        warmup_steps=20,
+        final_lr_fraction=0.1,
+        hold_steps=hold_steps,
     )
     shape = schedule_shape(cfg)
-    for t in (0, 5, 19, 20, 21, 50, 99, 100):
+    for t in (0, 5, 19, 20, 21, 50, 89, 90, 95, 99, 100):
         assert float(shape(t)) == pytest.approx(_shape_by_hand(cfg, t), abs=1e-6), t
+    if schedule != "constant" and hold_steps:  # the last hold_steps steps at the final rate
+        assert [float(shape(t)) for t in range(90, 100)] == pytest.approx([0.1] * 10, abs=1e-7)
 
 
 def test_scheduled_adam_steps_are_plain_adam_steps_times_the_shape():
@@ -61,6 +69,12 @@ def test_scheduled_adam_steps_are_plain_adam_steps_times_the_shape():
         ({"warmup_steps": -1}, "warmup_steps must be"),
         ({"final_lr_fraction": 1.5}, r"final_lr_fraction must be in \[0, 1\]"),
         ({"final_lr_fraction": float("nan")}, "final_lr_fraction must be"),
+        (
+            {"hold_steps": 100},
+            r"hold_steps must be an integer in \[0, steps − warmup_steps = 100\)",
+        ),
+        ({"hold_steps": 60, "warmup_steps": 40}, r"hold_steps must be .* = 60\)"),
+        ({"hold_steps": 2.5}, "hold_steps must be an integer"),
     ],
 )
 def test_bad_schedules_are_refused(change, match):

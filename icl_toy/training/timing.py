@@ -21,8 +21,10 @@ def steps_per_second(
     same program; no eval runs inside the timed steps. `gradient=None` is backprop.
     """
     # The same schedule shape over the timed steps (a warmup longer than them is invalid).
-    warmup = cfg.warmup_steps * steps // cfg.steps
-    cfg = dataclasses.replace(cfg, steps=steps, eval_every=steps, warmup_steps=warmup)
+    warmup, hold = (n * steps // cfg.steps for n in (cfg.warmup_steps, cfg.hold_steps))
+    cfg = dataclasses.replace(
+        cfg, steps=steps, eval_every=steps, warmup_steps=warmup, hold_steps=hold
+    )
     trainer = make_trainer(model, task, cfg, gradient=gradient)
     state, _ = trainer.init(seed_keys(cfg), jnp.full(cfg.num_seeds, cfg.learning_rate))
     state, out = trainer.advance(state, 0, 1)

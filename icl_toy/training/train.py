@@ -44,8 +44,14 @@ class TrainConfig:
 
     The learning rate at step t is `learning_rate · shape(t)`: `shape` rises linearly from 0
     to 1 over the first `warmup_steps` steps, then stays at 1 ("constant"), or decays to
-    `final_lr_fraction` at the last step along a half cosine ("warmup_cosine") or a line
-    ("warmup_linear"). The default, constant with no warmup, is the papers' recipe.
+    `final_lr_fraction` along a half cosine ("warmup_cosine") or a line ("warmup_linear"),
+    reached at the last step, or `hold_steps` steps before it and held there. The default,
+    constant with no warmup, is the papers' recipe.
+
+    A hold lets the convergence record (`icl_toy.training.convergence`), which reads the last
+    10% of steps, see learning at a fixed rate: while the rate decays, the loss also falls
+    because Adam's noise excess (about proportional to the rate) is shed, whether or not the
+    model has reached its solution.
     """
 
     steps: int = 5000
@@ -54,6 +60,7 @@ class TrainConfig:
     schedule: str = "constant"  # one of SCHEDULES
     warmup_steps: int = 0
     final_lr_fraction: float = 0.0  # read by the decaying schedules only
+    hold_steps: int = 0  # steps at the final rate after the decay; decaying schedules only
     adam_b1: float = 0.9
     adam_b2: float = 0.999
     clip_norm: float = 10.0  # global-norm clip before Adam (the paper's text)
@@ -76,6 +83,13 @@ class TrainConfig:
                 f"TrainConfig.warmup_steps must be an integer in [0, steps = {self.steps}), "
                 f"got {self.warmup_steps!r}"
             )
+        if not isinstance(self.hold_steps, int | np.integer) or not (
+            0 <= self.hold_steps < self.steps - self.warmup_steps
+        ):
+            raise ValueError(
+                "TrainConfig.hold_steps must be an integer in [0, steps − warmup_steps = "
+                f"{self.steps - self.warmup_steps}), got {self.hold_steps!r}"
+            )
         if not 0 <= self.final_lr_fraction <= 1:
             raise ValueError(
                 f"TrainConfig.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}"
@@ -93,7 +107,7 @@ class TrainConfig:
 
 def schedule_shape(cfg: TrainConfig) -> optax.Schedule:
     """shape(t) in [0, 1]: the learning rate at step t over the peak (see `TrainConfig`)."""
-    decay_steps = cfg.steps - cfg.warmup_steps
+    decay_steps = cfg.steps - cfg.warmup_steps - cfg.hold_steps  # optax holds the end value
     if cfg.schedule == "warmup_cosine":
         decay = optax.cosine_decay_schedule(1.0, decay_steps, alpha=cfg.final_lr_fraction)
     elif cfg.schedule == "warmup_linear":
