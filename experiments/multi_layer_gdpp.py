@@ -155,10 +155,12 @@ class Config:
 
     def context_train_at(self, n_ctx: int) -> TrainConfig:
         """`context_train` for `context_steps` steps at N = n_ctx, at its peak rate from
-        `context_learning_rates` (if given): warmup 5%, 10 evals."""
+        `context_learning_rates` (if given): warmup 5%, 10 evals, and `context_train`'s hold
+        as the same fraction of the steps."""
         index = self.recurrent_contexts.index(n_ctx)
         steps = self.context_steps[index]
         warmup = 0 if self.context_train.schedule == "constant" else steps // 20
+        hold = self.context_train.hold_steps * steps // self.context_train.steps
         lr = self.context_train.learning_rate
         if self.context_learning_rates is not None:
             lr = self.context_learning_rates[index]
@@ -166,6 +168,7 @@ class Config:
             self.context_train,
             steps=steps,
             warmup_steps=warmup,
+            hold_steps=hold,
             eval_every=steps // 10,
             learning_rate=lr,
         )

@@ -75,6 +75,7 @@ def test_scheduled_adam_steps_are_plain_adam_steps_times_the_shape():
         ),
         ({"hold_steps": 60, "warmup_steps": 40}, r"hold_steps must be .* = 60\)"),
         ({"hold_steps": 2.5}, "hold_steps must be an integer"),
+        ({"schedule": "warmup_cosine", "hold_steps": 10}, "hold_steps needs final_lr_fraction > 0"),
     ],
 )
 def test_bad_schedules_are_refused(change, match):

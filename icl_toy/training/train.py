@@ -90,6 +90,11 @@ class TrainConfig:
                 "TrainConfig.hold_steps must be an integer in [0, steps − warmup_steps = "
                 f"{self.steps - self.warmup_steps}), got {self.hold_steps!r}"
             )
+        if self.hold_steps and self.schedule != "constant" and not self.final_lr_fraction > 0:
+            raise ValueError(
+                "TrainConfig.hold_steps needs final_lr_fraction > 0: held at rate 0 the model "
+                "stops moving, and the convergence record would read that as converged"
+            )
         if not 0 <= self.final_lr_fraction <= 1:
             raise ValueError(
                 f"TrainConfig.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}"
