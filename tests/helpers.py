@@ -1,10 +1,40 @@
-"""Assertions shared by several test files."""
+"""Assertions and stand-ins shared by several test files."""
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import matplotlib.pyplot as plt
+import pytest
+
+from icl_toy.runs.plotting import save_figures
 from icl_toy.runs.results import to_jsonable
+
+
+def one_panel_plot(module):
+    """A stand-in for `module.plot` that writes NAME and NAME_supplement (.png, .pdf) as one
+    empty panel each. For tests of how runs are started, resumed, skipped and saved: a
+    study's figures take seconds to draw, and are tested on their own (its end-to-end test,
+    `tests/test_figures.py`)."""
+
+    def draw(results):
+        names = (module.NAME, f"{module.NAME}_supplement")
+        return {name: plt.figure(figsize=(2, 1.5)) for name in names}
+
+    def plot(results, out_dir):
+        return save_figures(draw, results, out_dir=out_dir)
+
+    return plot
+
+
+@contextlib.contextmanager
+def one_panel_figures(module) -> Iterator[None]:
+    """`module.plot` is `one_panel_plot(module)` inside."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "plot", one_panel_plot(module))
+        yield
 
 
 def _config_differences(saved: Any, current: Any, rtol: float, path: str):

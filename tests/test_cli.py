@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_panel_plot
 from icl_toy.experiments import single_layer_gd
 
 from icl_toy.runs import cli
@@ -54,6 +55,8 @@ def test_reproduce_runs_then_skips_and_plot_redraws(tmp_path, monkeypatch, capsy
     small = apply_overrides(single_layer_gd.get_config(quick=True), overrides)
     monkeypatch.setattr(single_layer_gd, "get_config", lambda quick=False: small)
     # One experiment keeps the test short; `reproduce` with no names runs them all in order.
+    # Its figures stand in as one panel each: the test is of the commands, not the drawing.
+    monkeypatch.setattr(single_layer_gd, "plot", one_panel_plot(single_layer_gd))
     assert cli.main(["reproduce", "--quick", "--quiet", "single_layer_gd"]) == 0
     out_dir = tmp_path / "figures" / "quick"
     for suffix in (".json", ".npz", ".png", ".pdf", ".config.json", ".log"):

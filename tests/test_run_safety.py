@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_panel_figures
 from icl_toy.experiments import single_layer_gd
 
 from icl_toy.runs import cli, guard, metrics_log, runner, sweep
@@ -67,6 +68,13 @@ def _interrupt(out: Path) -> None:
     (out / f"{NAME}.json").unlink()
     for marker in (out / "checkpoints" / NAME).glob(f"*/{runner.FINISHED_FILE}"):
         marker.unlink()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quick_figures():
+    """The study's figures are not what these tests check; drawing them is most of a run."""
+    with one_panel_figures(single_layer_gd):
+        yield
 
 
 @pytest.fixture(scope="module")
