@@ -75,7 +75,7 @@ class Config:
     # recurrent K = 3 seeds fell 1.2-4.3% over the last 10% of steps as the rate shed Adam's
     # noise, to final losses within 1% of each other and of tuned GD++ (0.0766); with the
     # hold 7 of 10 were flat and 3 still fell 1.3-2.1% at the fixed rate, hence
-    # `deep_steps`.
+    # `deep_steps`: at 10k steps 9 of 10 were flat.
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
             steps=5000,
@@ -258,7 +258,7 @@ def _depth_study(config: Config, prompts, tokens, ladders, options, records) -> 
             records[tag] = record
             arrays |= layerwise.comparison_arrays(cmp, f"{tag}_")
             arrays |= {f"{tag}_eval_loss": result.eval_metrics["loss"]}
-            arrays["eval_steps"] = result.eval_steps
+            arrays[f"{tag}_eval_steps"] = result.eval_steps  # K >= 3 may train longer
             if kind == "recurrent":
                 curves = layerwise.damped_iteration_curves(
                     result.params, cmp["gdpp_params"], tokens, prompts.y_q,
@@ -310,7 +310,8 @@ def _softmax_study(config: Config, prompts, options) -> tuple[dict, dict]:
     results = train_each_held_out(models, config.task, config.train, prompts, options, "softmax_")
     losses = {name: result.eval_metrics["loss"] for name, result in results.items()}  # (S, E)
     rows = {name: {"final_loss": seed_stats(loss[:, -1])} for name, loss in losses.items()}
-    return rows, {f"softmax_{name}_eval_loss": loss for name, loss in losses.items()}
+    arrays = {f"softmax_{name}_eval_loss": loss for name, loss in losses.items()}
+    return rows, arrays | {"softmax_eval_steps": results["lsa"].eval_steps}
 
 
 def run(config: Config, options: RunOptions | None = None) -> Results:
@@ -406,7 +407,7 @@ def _main_figure(results: Results) -> plt.Figure:
 
 def _dashboard(results: Results) -> plt.Figure:
     s, a = results.summary, results.arrays
-    depths, steps = [int(k) for k in a["depths"]], a["eval_steps"]
+    depths = [int(k) for k in a["depths"]]
     fig, axes = plt.subplots(2, 4, figsize=(12, 6))
     ols = f"OLS: {s['ols_loss']:.1e} (exact, N = d)"  # named, not drawn
     for ax, kind in zip(axes[0, :2], KINDS, strict=True):
@@ -426,10 +427,11 @@ def _dashboard(results: Results) -> plt.Figure:
     depth_plots.damped_iterations(axes[1, 0], trained, gdpp, s["config"]["damping"])
     depth_plots.fitted_vs_implied_gamma(axes[1, 1], s["by_context"])
     curves = {_softmax_name(n): a[f"softmax_{n}_eval_loss"] for n in s["softmax"]}
-    plotting.seed_bands(axes[1, 2], steps, curves)
+    plotting.seed_bands(axes[1, 2], a["softmax_eval_steps"], curves)
     axes[1, 2].axhline(s["gd_1_step_loss"], color="k", ls="--", label=r"GD($\eta^*$), 1 step")
-    curves = {f"K = {k}": a[f"per_layer_K{k}_eval_loss"] for k in depths}
-    plotting.seed_bands(axes[1, 3], steps, curves)
+    for i, k in enumerate(depths):  # each depth on its own steps
+        steps, curve = a[f"per_layer_K{k}_eval_steps"], a[f"per_layer_K{k}_eval_loss"]
+        plotting.seed_band(axes[1, 3], steps, curve, f"K = {k}", color=f"C{i}")
     titles = ("Softmax vs linear attention, K = 1", "Training, per-layer")
     for ax, title in zip(axes[1, 2:], titles, strict=True):
         ax.set(yscale="log", xlabel="training step", ylabel="held-out half-MSE", title=title)

@@ -51,9 +51,11 @@ def test_every_reported_summary_is_its_per_seed_values(committed):
 
 def test_trained_recurrent_gamma_is_the_tuned_gdpp_gamma_at_every_context_length(committed):
     """At N = 10, 25, 50, 100 the 95% t-interval over seeds of the γ the trained weights
-    imply lies within GAMMA_TOLERANCE of the tuned GD++ γ (von Oswald et al.), and every
-    seed that the record does not call converged is still improving (no plateau, no spike),
-    with a held-out loss within 1% of the tuned GD++ loss or below it: what the README says."""
+    imply lies within GAMMA_TOLERANCE of the tuned GD++ γ (von Oswald et al.); every seed
+    that the record does not call converged left the plateau without a spike, and its γ
+    lies within 0.1% of the converged seeds' range (the one such seed, at N = 100, moved
+    1.2% over the last 10% of steps at the held final rate); and every seed's held-out
+    loss is within 1% of the tuned GD++ loss or below it: what the README says."""
     by_context = committed.summary["by_context"]
     assert sorted(map(int, by_context)) == [10, 25, 50, 100]
     for n, row in by_context.items():
@@ -61,10 +63,14 @@ def test_trained_recurrent_gamma_is_the_tuned_gdpp_gamma_at_every_context_length
         half = stats.t.ppf(0.975, relative.size - 1) * relative.std(ddof=1) / relative.size**0.5
         low, high = relative.mean() - half, relative.mean() + half
         assert -GAMMA_TOLERANCE < low and high < GAMMA_TOLERANCE, (n, low, high)
-        for seed in committed.summary["convergence"][f"recurrent_N{n}"]["per_seed"]:
+        seeds = committed.summary["convergence"][f"recurrent_N{n}"]["per_seed"]
+        gammas = np.asarray(row["trained_gamma_per_seed"])
+        converged = gammas[[seed["converged"] for seed in seeds]]
+        for seed, gamma in zip(seeds, gammas, strict=True):
             if not seed["converged"]:
                 assert seed["finite"] and seed["left_plateau"] and not seed["spiked"], (n, seed)
-                assert seed["relative_change"] > seed["change_tolerance"], (n, seed)
+                low, high = converged.min() * (1 - 1e-3), converged.max() * (1 + 1e-3)
+                assert low <= gamma <= high, (n, gamma, converged)
             assert seed["gap"] < 0.01, (n, seed["gap"])
 
 
