@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import assert_config_matches
 from icl_toy.experiments import forward_only, icl_vs_finetuning
 
 from icl_toy.core.models import ModelConfig
-from icl_toy.runs.results import load_results, to_jsonable
+from icl_toy.runs.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,4 +75,4 @@ def test_forward_only_config_rejects_bad_input():
 def test_committed_figure_comes_from_the_current_full_config(module):
     """figures/NAME.json must be a run of today's full config (else rerun it)."""
     saved = json.loads((ROOT / "figures" / f"{module.NAME}.json").read_text())
-    assert saved["config"] == to_jsonable(module.get_config(quick=False))
+    assert_config_matches(saved["config"], module.get_config(quick=False))

@@ -13,7 +13,7 @@ from icl_toy.experiments import covariate_shift, preconditioned_gd
 
 from icl_toy.analysis import metrics
 from icl_toy.core.models import ModelConfig
-from icl_toy.runs.results import load_results, to_jsonable
+from icl_toy.runs.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_configs_reject_what_the_closed_forms_do_not_cover():
 def test_committed_figure_comes_from_the_current_full_config(module):
     """figures/NAME.json must be a run of today's full config (else rerun it)."""
     saved = json.loads((ROOT / "figures" / f"{module.NAME}.json").read_text())
-    assert_config_matches(saved["config"], to_jsonable(module.get_config(quick=False)))
+    assert_config_matches(saved["config"], module.get_config(quick=False))
 
 
 @pytest.mark.parametrize("module", [preconditioned_gd, covariate_shift])
