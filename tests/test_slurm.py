@@ -67,6 +67,7 @@ def jobs_share_the_compilation_cache(monkeypatch):
             monkeypatch.setenv(option.upper(), str(value))
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: two jobs, each a fresh process that imports JAX
 def test_jobs_assemble_the_local_table_and_a_resume_submits_nothing(
     submitit, tmp_path, monkeypatch, capsys, jobs_share_the_compilation_cache
 ):
