@@ -42,6 +42,13 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked `long` first (a stable sort keeps the rest in order): xdist hands
+    out tests in this order, and a long test near the end keeps one worker busy while the
+    other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """xdist: every worker of this run shares the controller's cache folder."""

@@ -151,6 +151,7 @@ def test_every_train_call_inside_collect_is_recorded():
     assert len(records) == 2
 
 
+@pytest.mark.long
 def test_one_layer_trained_with_the_recipe_reaches_gd_at_its_optimal_step():
     """The science the recipe must deliver, in the default suite: one LSA layer trained with
     warmup then cosine decay reaches GD(η*)'s held-out loss within 1%, its query

@@ -23,6 +23,7 @@ def _check_files_and_redraw(module, tmp_path):
     return results.summary
 
 
+@pytest.mark.long
 def test_icl_vs_finetuning_quick_end_to_end(tmp_path):
     icl_vs_finetuning.main(["--quick", "--out", str(tmp_path), "--quiet"])
     s = _check_files_and_redraw(icl_vs_finetuning, tmp_path)

@@ -18,6 +18,7 @@ from icl_toy.runs.runner import EXPERIMENTS, get_experiment
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.long
 def test_single_layer_gd_quick_end_to_end(tmp_path):
     single_layer_gd.main(["--quick", "--out", str(tmp_path)])
     for ext in ("png", "pdf", "json", "npz"):

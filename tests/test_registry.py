@@ -40,6 +40,7 @@ SMALL = {
 SCALARS = {"token_momentum": {"mu"}, "depth_momentum": {"beta"}, "feature_gd": {"eta"}}
 
 
+@pytest.mark.long
 def test_every_registered_kind_builds_trains_and_predicts():
     assert set(SMALL) == set(MODEL_KINDS), "give every registered kind a small config here"
     cfg = TrainConfig(steps=1, batch_size=8, eval_every=1, num_seeds=1, learning_rate=1e-2)

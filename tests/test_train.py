@@ -55,6 +55,7 @@ def test_training_shapes_and_progress(tiny_run):
     assert not np.allclose(result.train_loss[0], result.train_loss[1])
 
 
+@pytest.mark.long
 def test_training_is_deterministic_and_seed_zero_matches_a_one_seed_run(tiny_run):
     model, task, result, eval_fn = tiny_run
     again = train(model, task, TINY, eval_fn=eval_fn)

@@ -274,6 +274,7 @@ def test_fit_gd_and_gdpp_on_anisotropic_inputs():
     assert fitted_gd < start and float(fitted_gdpp) < start, (start, fitted_gd, fitted_gdpp)
 
 
+@pytest.mark.long
 def test_tuned_gd_and_gdpp_never_get_worse_with_more_steps_up_to_ten():
     """Baselines at their optimum: per-step GD and GD++ for K = 1..10, each warm-started
     from K − 1 and from several η*, chosen on held-out tasks, are non-increasing in K; the
