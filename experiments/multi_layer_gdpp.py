@@ -47,7 +47,13 @@ from icl_toy.runs.cli import experiment_main
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.results import Results
 from icl_toy.training import convergence, tuning
-from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, train_each_held_out
+from icl_toy.training.train import (
+    RunOptions,
+    TrainConfig,
+    batch_loss,
+    scaled_hold,
+    train_each_held_out,
+)
 
 NAME = "multi_layer_gdpp"
 RUNTIME = {"full": "~60 min", "quick": "~1 min"}  # on a 2-core CPU
@@ -174,7 +180,7 @@ class Config:
         if num_layers < 3:
             return self.train
         steps = self.train.steps if self.deep_steps is None else self.deep_steps
-        hold = self.train.hold_steps * steps // self.train.steps
+        hold = scaled_hold(self.train, steps)
         return dataclasses.replace(
             self.train, learning_rate=self.deep_learning_rate, steps=steps, hold_steps=hold
         )
@@ -186,7 +192,7 @@ class Config:
         index = self.recurrent_contexts.index(n_ctx)
         steps = self.context_steps[index]
         warmup = 0 if self.context_train.schedule == "constant" else steps // 20
-        hold = self.context_train.hold_steps * steps // self.context_train.steps
+        hold = scaled_hold(self.context_train, steps)
         lr = self.context_train.learning_rate
         if self.context_learning_rates is not None:
             lr = self.context_learning_rates[index]

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_toy.core.tasks import TaskConfig
-from icl_toy.training.train import GradientFn, TrainConfig, make_trainer, seed_keys
+from icl_toy.training.train import GradientFn, TrainConfig, make_trainer, scaled_hold, seed_keys
 
 
 def steps_per_second(
@@ -21,7 +21,7 @@ def steps_per_second(
     same program; no eval runs inside the timed steps. `gradient=None` is backprop.
     """
     # The same schedule shape over the timed steps (a warmup longer than them is invalid).
-    warmup, hold = (n * steps // cfg.steps for n in (cfg.warmup_steps, cfg.hold_steps))
+    warmup, hold = cfg.warmup_steps * steps // cfg.steps, scaled_hold(cfg, steps)
     cfg = dataclasses.replace(
         cfg, steps=steps, eval_every=steps, warmup_steps=warmup, hold_steps=hold
     )

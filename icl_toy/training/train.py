@@ -110,6 +110,11 @@ class TrainConfig:
             )
 
 
+def scaled_hold(cfg: TrainConfig, steps: int) -> int:
+    """`cfg.hold_steps` as the same fraction of `steps` (a config lengthened or shortened)."""
+    return cfg.hold_steps * steps // cfg.steps
+
+
 def schedule_shape(cfg: TrainConfig) -> optax.Schedule:
     """shape(t) in [0, 1]: the learning rate at step t over the peak (see `TrainConfig`)."""
     decay_steps = cfg.steps - cfg.warmup_steps - cfg.hold_steps  # optax holds the end value
