@@ -3,9 +3,8 @@
     icl-toy run which_algorithm           # or python -m experiments.which_algorithm
     icl-toy run which_algorithm --quick   # shrunk config, ~40 s (compilation-bound)
 
-Full: depths 1, 2, 4, 8 x noiseless and noisy x 3 seeds x 1000 steps: 17 min (1026 s)
-measured on 2 CPU cores shared with three other jobs (load ~7); about half of it trains
-the two depth-8 models.
+Full: depths 1, 2, 4, 8 x noiseless and noisy x 3 seeds x 8000 steps of batch 128: about
+50 min on 2 CPU cores, half of it training the two depth-8 models.
 
 Akyürek et al. (arXiv 2211.15661, docs/theory.md §3): the algorithm a transformer trained on linear
 regression is closest to goes from one GD step to ridge to OLS with depth; with label noise
@@ -17,13 +16,13 @@ best-fitting λ of {0} ∪ grid (`analysis.depth_alignment`), and probed layer b
 Xᵀy and w_OLS (`analysis.probes`, query token and context mean, disjoint fit/score prompts).
 Departures: one token per (x, y) pair, the loss on the query at one N = 16 = 2d
 (overdetermined: noiseless OLS is exact, so σ = 0.5 with Bayes λ = 1/4 separates OLS from
-ridge), width 32 and 1000 steps of batch 32 (not ≥ 256 and 500k). The study owns the
+ridge), width 32 and 8000 steps of batch 128 (not ≥ 256 and 500k). The study owns the
 hypotheses `depth_phases_noiseless` and `depth_phases_noisy` (`HYPOTHESES`).
 Writes `which_algorithm.{png,pdf}` (main figure, one panel per noise level σ: (a), (b) SPD / d
 to one tuned GD step, OLS and Bayes ridge by depth (mean, 95% t-interval), the closest
 learner of the whole family marked and named under each depth, the converged seed runs in
 the title; then the held-out loss of each seed by depth, hollow where it did not converge,
-beside GD and OLS; a legend says that the CPU run is not a result),
+beside GD and OLS; a legend counts the converged seed runs),
 `which_algorithm_supplement.{png,pdf}` (per σ: SPD to the learners and the best-fitting
 ridge λ by depth, probe R² by layer of the deepest model; loss by depth, training curves)
 and `which_algorithm.{json,npz}` to `figures/` (full) or `figures/quick/`.
@@ -59,7 +58,7 @@ from icl_toy.training.depth_sweep import train_depths
 from icl_toy.training.train import RunOptions, TrainConfig
 
 NAME = "which_algorithm"
-RUNTIME = {"full": "~17 min", "quick": "~40 s"}  # on a shared 2-core CPU
+RUNTIME = {"full": "~50 min", "quick": "~40 s"}  # on a shared 2-core CPU
 
 # Akyürek et al.'s ridge grid (docs/theory.md §3), plus λ = 1; λ = 0 is OLS.
 AKYUREK_LAMBDAS = (1 / 16, 1 / 9, 1 / 4, 4 / 9)
@@ -76,9 +75,21 @@ class Config:
     model: ModelConfig = dataclasses.field(
         default_factory=lambda: ModelConfig(kind="softmax_transformer", num_heads=2, mlp_hidden=64)
     )
+    # 8000 steps of batch 128, warmup then cosine decay from 3e-3 to 1% held over the last
+    # 10%. Measured on depth 8, noiseless, 3 seeds: 1000 steps of batch 32 at a constant 2e-3
+    # ended at 0.50 and still falling; 8000 x 128 under this schedule ends at 0.014 from a
+    # 1e-3 peak and at 0.002-0.003 from 3e-3 (about 12 min of the 2-core CPU per noise level).
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: TrainConfig(
-            steps=1000, batch_size=32, learning_rate=2e-3, eval_every=100, num_seeds=3
+            steps=8000,
+            batch_size=128,
+            learning_rate=3e-3,
+            schedule="warmup_cosine",
+            warmup_steps=400,
+            final_lr_fraction=0.01,
+            hold_steps=800,
+            eval_every=200,
+            num_seeds=3,
         )
     )
     ridge_lambdas: tuple[float, ...] = (*AKYUREK_LAMBDAS, 1.0)  # family grid; OLS is λ = 0
@@ -87,6 +98,9 @@ class Config:
     baseline_kinds: tuple[str, ...] = BASELINE_KINDS
     tune_tasks: int = 2000  # tasks for the line search of GD's η when K > 1
     eval_tasks: int = 500  # held-out tasks of the alignment metrics
+    # Held-out prompts evaluated every eval_every steps: the curve the convergence record
+    # reads (training batches of 32-256 tasks are too noisy to tell a plateau from a trend).
+    curve_tasks: int = 1000
     probe_train_prompts: int = 1024  # prompts the probes are fitted on
     probe_test_prompts: int = 1024  # disjoint prompts the probes are scored on
     # Features: the query token and the mean of the context tokens. The query alone decoded
@@ -108,7 +122,13 @@ class Config:
         kinds = set(self.baseline_kinds)
         if not kinds <= set(BASELINE_KINDS) or not {"ols", "ridge", "gd"} <= kinds:
             raise ValueError(f"baseline_kinds must be among {BASELINE_KINDS} with ols, ridge, gd")
-        sizes = ("eval_tasks", "tune_tasks", "probe_train_prompts", "probe_test_prompts")
+        sizes = (
+            "eval_tasks",
+            "tune_tasks",
+            "curve_tasks",
+            "probe_train_prompts",
+            "probe_test_prompts",
+        )
         require_at_least(self, sizes, 2)
 
     def task(self, noise_std: float) -> TaskConfig:
@@ -122,7 +142,8 @@ def get_config(quick: bool = False) -> Config:
     if not quick:
         return Config()
     train = TrainConfig(steps=100, batch_size=16, learning_rate=2e-3, eval_every=50, num_seeds=2)
-    sizes = dict(tune_tasks=100, eval_tasks=50, probe_train_prompts=64, probe_test_prompts=64)
+    prompts = dict(probe_train_prompts=64, probe_test_prompts=64, curve_tasks=64)
+    sizes = dict(tune_tasks=100, eval_tasks=50, **prompts)
     family = dict(ridge_lambdas=(1 / 4,), max_gd_steps=1, baseline_kinds=("ols", "ridge", "gd"))
     probe = ProbeConfig(mlp_steps=20)
     return Config(noise_stds=(0.5,), depths=(1,), train=train, probe=probe, **family, **sizes)
@@ -149,16 +170,16 @@ def get_paper_config() -> Config:
 def _setting(config: Config, i: int, options: RunOptions) -> tuple[dict, dict]:
     """Train every depth at noise level i, align it with the baselines, probe it."""
     task = config.task(config.noise_stds[i])
-    key_family, key_eval, key_probe_train, key_probe_test, key_probe = jax.random.split(
-        jax.random.fold_in(jax.random.key(config.eval_seed), i), 5
-    )
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(config.eval_seed), i), 6)
+    key_family, key_eval, key_probe_train, key_probe_test, key_probe, key_curve = keys
     tuning = dict(max_steps=config.max_gd_steps, num_tune_tasks=config.tune_tasks)
     family, references, ridge_names = reference_family(
         task, config.baseline_kinds, key=key_family, ridge_lambdas=config.ridge_lambdas, **tuning
     )
     probe_train = sample_batch(key_probe_train, task, config.probe_train_prompts)
     probe_test = sample_batch(key_probe_test, task, config.probe_test_prompts)
-    trained = train_depths(task, config.depths, config.model, config.train, options)
+    curve = sample_batch(key_curve, task, config.curve_tasks)
+    trained = train_depths(task, config.depths, config.model, config.train, options, curve)
     metrics = per_depth_metrics(trained, task, family, key=key_eval, num_tasks=config.eval_tasks)
     r2 = probe_depths(trained, probe_train, probe_test, key=key_probe, cfg=config.probe)
     saved = dict(tag=f"noise{i}", chunk=config.train.eval_every)

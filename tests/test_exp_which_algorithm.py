@@ -36,6 +36,11 @@ def test_which_algorithm_quick_end_to_end(tmp_path):
                     r2 = results.arrays[f"probe_{kind}_{target}_noise{i}_depth{entry['depth']}"]
                     assert r2.shape == (num_seeds, entry["depth"] + 1)
                     assert np.all(np.isfinite(r2)) and np.all(r2 <= 1.0)
+            suffix = f"noise{i}_depth{entry['depth']}"
+            curve = results.arrays[f"eval_loss_{suffix}"]
+            assert curve.shape == (num_seeds, len(results.arrays[f"eval_steps_{suffix}"]))
+            np.testing.assert_allclose(curve[:, -1], entry["model_half_mse_per_seed"], rtol=0.5)
+            assert s["convergence"][suffix.replace("_", "/")]["curve"] == "held-out loss"
     (tmp_path / "which_algorithm.png").unlink()
     which_algorithm.plot(results, tmp_path)
     assert (tmp_path / "which_algorithm.png").exists()

@@ -180,8 +180,10 @@ def noise_level_summary(
     and ridge names of `reference_family`. The summary holds σ, the Bayes λ, the name of the
     one-step GD baseline, every baseline's half-MSE and per depth its `depth_summary` with
     its probes' `r2_summary`. The arrays, keyed `{name}_{tag}_depth{D}`, are the (S, L + 1)
-    R² of every probe kind and target (`probe_{kind}_{target}`) and the (S, steps / chunk)
-    training loss (`train_loss`, `depth_sweep.chunk_means`).
+    R² of every probe kind and target (`probe_{kind}_{target}`), the (S, steps / chunk)
+    training loss (`train_loss`, `depth_sweep.chunk_means`), the (S,) SPD to each named
+    reference (`spd_to_{label}`) and, where the runs evaluated
+    held-out prompts, the (S, E) held-out loss (`eval_loss`) at its steps (`eval_steps`).
     """
     references, ridge_names = family
     entries, arrays = [], {}
@@ -190,6 +192,12 @@ def noise_level_summary(
         for kind, by_target in r2[depth].items():
             arrays |= {f"probe_{kind}_{t}_{suffix}": v for t, v in by_target.items()}
         arrays[f"train_loss_{suffix}"] = chunk_means(result.train_loss, chunk)
+        for label, name in references.items():
+            if name is not None:  # per seed, so the summary's intervals can be recomputed
+                arrays[f"spd_to_{label}_{suffix}"] = np.asarray(metrics[depth][name]["spd"])
+        if "loss" in result.eval_metrics:
+            arrays[f"eval_loss_{suffix}"] = np.asarray(result.eval_metrics["loss"])
+            arrays[f"eval_steps_{suffix}"] = np.asarray(result.eval_steps)
         summary = depth_summary(metrics[depth], references, ridge_names)
         entries.append({"depth": depth, **summary, "probe_r2": r2_summary(r2[depth])})
     first = next(iter(metrics.values()))

@@ -331,8 +331,8 @@ def losses_by_depth(ax, settings: list[dict], convergence: dict) -> None:
 
 def depth_sweep_main(settings: list[dict], convergence: dict, budget: str):
     """The main figure of a depth sweep: the closest learners by depth at each noise level
-    (titles say how many seed runs converged, one legend above says what the run is not),
-    then the losses by depth; `budget` names the training budget."""
+    (titles say how many seed runs converged, the legend above how many in all), then the
+    losses by depth; `budget` names the training budget."""
     fig, axes = paper_figure(len(settings) + 1, height=3.0)
     axes = axes[0]
     for i, (ax, setting) in enumerate(zip(axes, settings, strict=False)):
@@ -349,7 +349,13 @@ def depth_sweep_main(settings: list[dict], convergence: dict, budget: str):
     for ax in axes[:-1]:
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     note = plt.Line2D([], [], ls="none")
-    handles = {f"{budget}: not converged, not a result": note} | handles
+    done = sum(r["converged"] for r in convergence.values())
+    total = sum(r["total"] for r in convergence.values())
+    if convergence and done == total:
+        status = f"{budget}: every seed run converged"
+    else:
+        status = f"{budget}: {done}/{total} seed runs converged, the others are not a result"
+    handles = {status: note} | handles
     handles["bars: mean, 95% t-interval"] = note
     fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=3)
     losses_by_depth(axes[-1], settings, convergence)
@@ -426,23 +432,35 @@ def loss_by_depth(
     ax.legend(fontsize=6.5)
 
 
-def training_curves(
-    ax, curves: dict[str, np.ndarray], steps, styles: dict[str, dict], title: str
-) -> None:
-    """Mean over seeds of each (S, C) training-loss curve at `steps`, log scale."""
-    for label, loss_SxC in curves.items():
+def training_curves(ax, curves: dict[str, tuple], styles: dict[str, dict], title: str) -> None:
+    """Mean over seeds of each curve {label: (steps (C,), loss (S, C), kind)}, log scale;
+    `kind` names the loss ("held-out" or "train, chunk means")."""
+    for label, (steps, loss_SxC, _) in curves.items():
         ax.plot(steps, loss_SxC.mean(axis=0), label=label, **styles[label])
+    kinds = sorted({kind for *_, kind in curves.values()})
     ax.set_yscale("log")
-    ax.set(xlabel="training step", ylabel="train half-MSE (chunk mean of seeds)", title=title)
+    ylabel = f"half-MSE, mean of seeds ({' / '.join(kinds)})"
+    ax.set(xlabel="training step", ylabel=ylabel, title=title)
     ax.legend(fontsize=6.5, ncol=2)
 
 
-def noise_level_panels(axes, ax_loss, setting: dict, arrays, i: int) -> tuple[dict, dict]:
+def loss_curve(arrays, suffix: str, eval_every: int) -> tuple:
+    """A run's curve for `training_curves`: its held-out loss where it was saved, else its
+    training loss in chunk means of `eval_every` steps."""
+    if f"eval_loss_{suffix}" in arrays:
+        return arrays[f"eval_steps_{suffix}"], arrays[f"eval_loss_{suffix}"], "held-out"
+    loss = arrays[f"train_loss_{suffix}"]
+    return (np.arange(loss.shape[1]) + 1) * eval_every, loss, "train, chunk means"
+
+
+def noise_level_panels(
+    axes, ax_loss, setting: dict, arrays, i: int, eval_every: int
+) -> tuple[dict, dict]:
     """The panels of noise level `i` of a depth sweep (`depth_alignment.depth_entries`).
 
     Draws the closest baselines by depth on `axes[0]`, the probes of the deepest model on
     `axes[1]` and the model's loss beside one tuned GD step and OLS on `ax_loss` (colour
-    C{i}); returns this level's training curves {label: (S, C)} and their line styles.
+    C{i}); returns this level's `loss_curve`s by label and their line styles.
     """
     entries, bayes, tag = setting["depths"], setting["bayes_lambda"], f"noise{i}"
     depths, sigma = [e["depth"] for e in entries], f"σ = {setting['noise_std']:g}"
@@ -463,7 +481,7 @@ def noise_level_panels(axes, ax_loss, setting: dict, arrays, i: int) -> tuple[di
     losses = [e["model_half_mse"] for e in entries]
     loss_by_depth(ax_loss, depths, losses, lines, f"C{i}", f"trained, {sigma} (95% t-int.)")
     labels = {depth: f"depth {depth}, {sigma}" for depth in depths}
-    curves = {labels[depth]: arrays[f"train_loss_{tag}_depth{depth}"] for depth in depths}
+    curves = {labels[d]: loss_curve(arrays, f"{tag}_depth{d}", eval_every) for d in depths}
     styles = {
         labels[d]: {"color": f"C{j}", "ls": ["-", "--", ":"][i % 3]} for j, d in enumerate(depths)
     }
@@ -472,16 +490,15 @@ def noise_level_panels(axes, ax_loss, setting: dict, arrays, i: int) -> tuple[di
 
 def depth_sweep_figure(settings: list[dict], arrays, eval_every: int, convergence: dict):
     """A depth sweep's dashboard: one column of `noise_level_panels` per noise level, then
-    the losses by depth over the training curves (chunk means of `eval_every` steps), whose
+    the losses by depth over the training (`loss_curve`: held-out where saved), whose
     title counts the converged seed runs of `convergence` (records by stage)."""
     n = len(settings)
     fig, axes = plt.subplots(2, n + 1, figsize=(3.9 * (n + 1), 6.6), squeeze=False)
     curves, styles = {}, {}
     for i, setting in enumerate(settings):
-        level = noise_level_panels(axes[:, i], axes[0, -1], setting, arrays, i)
+        level = noise_level_panels(axes[:, i], axes[0, -1], setting, arrays, i, eval_every)
         curves, styles = curves | level[0], styles | level[1]
-    steps = (np.arange(next(iter(curves.values())).shape[1]) + 1) * eval_every
     done, total = (sum(r[key] for r in convergence.values()) for key in ("converged", "total"))
     title = f"Training (converged {done}/{total} seeds)" if convergence else "Training"
-    training_curves(axes[1, -1], curves, steps, styles, title)
+    training_curves(axes[1, -1], curves, styles, title)
     return fig

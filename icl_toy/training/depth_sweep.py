@@ -11,8 +11,8 @@ import dataclasses
 import numpy as np
 
 from icl_toy.core.models import ModelConfig, make_model
-from icl_toy.core.tasks import TaskConfig
-from icl_toy.training.train import RunOptions, TrainConfig, TrainResult, train
+from icl_toy.core.tasks import Prompt, TaskConfig
+from icl_toy.training.train import RunOptions, TrainConfig, TrainResult, train, train_held_out
 
 
 def train_depths(
@@ -21,12 +21,15 @@ def train_depths(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     options: RunOptions | None = None,
+    prompts: Prompt | None = None,
 ) -> dict[int, tuple[object, TrainResult]]:
     """Train S seeds of `model_cfg` at each depth on `task`: {depth: (model, result)}.
 
     The depth is `model_cfg.num_layers` (left at its default 1: it is swept); each depth
     is one `icl_toy.training.train.train` call with the same seeds (checkpoints under
     `depth{D}` of `options.checkpoint_dir`); `result.params` has a leading seed axis S.
+    With held-out `prompts`, each run evaluates its half-MSE on them every `eval_every`
+    steps (`result.eval_metrics["loss"]`), the curve its convergence record then reads.
     """
     if model_cfg.num_layers != ModelConfig.num_layers:
         raise ValueError(f"model_cfg.num_layers is swept by depths; got {model_cfg.num_layers}")
@@ -34,10 +37,12 @@ def train_depths(
     trained = {}
     for depth in depths:
         model = make_model(task, dataclasses.replace(model_cfg, num_layers=depth))
-        trained[depth] = (
-            model,
-            train(model, task, train_cfg, options=options.stage(f"depth{depth}")),
-        )
+        stage = options.stage(f"depth{depth}")
+        if prompts is None:
+            result = train(model, task, train_cfg, options=stage)
+        else:
+            result = train_held_out(model, task, train_cfg, prompts, stage)
+        trained[depth] = (model, result)
     return trained
 
 
