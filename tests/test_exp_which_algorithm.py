@@ -1,11 +1,16 @@
 """End-to-end quick run of the which-algorithm study (Akyürek et al., docs/theory.md §3)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import scipy.stats
 from icl_toy.experiments import which_algorithm
 
 from icl_toy.analysis.probes import PROBE_KINDS, TARGETS
 from icl_toy.runs.results import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow  # ~45 s on 2 cores: eight softmax transformers and probes, compile-bound
@@ -54,3 +59,32 @@ def test_config_rejects_bad_values():
         which_algorithm.Config(baseline_kinds=("ols", "gd"))
     with pytest.raises(ValueError, match="ridge_lambdas"):
         which_algorithm.Config(ridge_lambdas=(0.0,))
+
+
+def _t_interval(values):
+    """Mean and 95% Student-t interval, written out here to check the saved records."""
+    values = np.asarray(values, float)
+    half = scipy.stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean(), values.mean() - half, values.mean() + half
+
+
+def test_committed_summaries_follow_from_the_saved_per_seed_values():
+    """Every depth's model loss and SPD to the reference learners, as summarised in the
+    committed JSON, recomputed from the per-seed values; each seed's convergence record
+    reads the saved held-out curve, whose last point is the seed's final loss."""
+    results = load_results(ROOT / "figures", which_algorithm.NAME)
+    s, a = results.summary, results.arrays
+    for i, setting in enumerate(s["settings"]):
+        for entry in setting["depths"]:
+            suffix = f"noise{i}_depth{entry['depth']}"
+            checks = {"model": (entry["model_half_mse"], entry["model_half_mse_per_seed"])}
+            for label, record in entry["spd_to"].items():
+                if record is not None:
+                    checks[label] = (record, a[f"spd_to_{label}_{suffix}"])
+            for label, (record, per_seed) in checks.items():
+                saved = [record[k] for k in ("mean", "low", "high")]
+                np.testing.assert_allclose(saved, _t_interval(per_seed), rtol=1e-9, err_msg=label)
+            convergence = s["convergence"][f"noise{i}/depth{entry['depth']}"]
+            assert convergence["curve"] == "held-out loss"
+            finals = [seed["final_loss"] for seed in convergence["per_seed"]]
+            np.testing.assert_allclose(finals, a[f"eval_loss_{suffix}"][:, -1], rtol=1e-12)

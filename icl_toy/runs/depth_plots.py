@@ -253,8 +253,11 @@ _LEARNER_PATTERNS = (
 
 
 def short_learner_name(code: str) -> str:
-    """A name short enough to write beside a marker: "newton_schulz(k=2)" → "NS-2"."""
+    """A name short enough to write under a tick: "newton_schulz(k=2)" → "NS-2", ridge on
+    two lines with λ to 3 digits."""
     name = learner_name(code)
+    if name.startswith("ridge λ="):
+        return f"ridge\nλ={float(name.split('=')[1]):.3g}"
     for long, short in (("Newton–Schulz", "NS"), ("line-search GD", "LS-GD"), ("CG", "CG")):
         if name.startswith(long + ","):
             return f"{short}-{name.split(', ')[1].split()[0]}"
@@ -352,9 +355,9 @@ def depth_sweep_main(settings: list[dict], convergence: dict, budget: str):
     done = sum(r["converged"] for r in convergence.values())
     total = sum(r["total"] for r in convergence.values())
     if convergence and done == total:
-        status = f"{budget}: every seed run converged"
+        status = f"{budget}: every seed converged"
     else:
-        status = f"{budget}: {done}/{total} seed runs converged, the others are not a result"
+        status = f"{budget}: {done}/{total} seeds converged (others: not a result)"
     handles = {status: note} | handles
     handles["bars: mean, 95% t-interval"] = note
     fig.legend(handles.values(), handles.keys(), loc="outside upper center", ncols=3)
