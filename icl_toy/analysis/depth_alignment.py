@@ -182,8 +182,8 @@ def noise_level_summary(
     its probes' `r2_summary`. The arrays, keyed `{name}_{tag}_depth{D}`, are the (S, L + 1)
     R² of every probe kind and target (`probe_{kind}_{target}`), the (S, steps / chunk)
     training loss (`train_loss`, `depth_sweep.chunk_means`), the (S,) SPD to each named
-    reference (`spd_to_{label}`) and, where the runs evaluated
-    held-out prompts, the (S, E) held-out loss (`eval_loss`) at its steps (`eval_steps`).
+    reference (`spd_to_{label}`) and, where the runs evaluated held-out prompts, the (S, E)
+    held-out loss (`eval_loss`) at its steps (`eval_steps`).
     """
     references, ridge_names = family
     entries, arrays = [], {}
