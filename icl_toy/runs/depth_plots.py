@@ -47,6 +47,11 @@ def converged_flags(record: dict | None, num_seeds: int) -> np.ndarray:
     return np.array([seed["converged"] for seed in record["per_seed"]], dtype=bool)
 
 
+def stage_totals(records: dict[str, dict]) -> tuple[int, int]:
+    """Converged and total seed runs over every stage's convergence record."""
+    return tuple(sum(r[key] for r in records.values()) for key in ("converged", "total"))
+
+
 def converged_count(record: dict | None, num_seeds: int) -> tuple[int, int]:
     flags = converged_flags(record, num_seeds)
     return int(flags.sum()), flags.size
@@ -352,8 +357,7 @@ def depth_sweep_main(settings: list[dict], convergence: dict, budget: str):
     for ax in axes[:-1]:
         handles |= dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     note = plt.Line2D([], [], ls="none")
-    done = sum(r["converged"] for r in convergence.values())
-    total = sum(r["total"] for r in convergence.values())
+    done, total = stage_totals(convergence)
     if convergence and done == total:
         status = f"{budget}: every seed converged"
     else:
@@ -501,7 +505,7 @@ def depth_sweep_figure(settings: list[dict], arrays, eval_every: int, convergenc
     for i, setting in enumerate(settings):
         level = noise_level_panels(axes[:, i], axes[0, -1], setting, arrays, i, eval_every)
         curves, styles = curves | level[0], styles | level[1]
-    done, total = (sum(r[key] for r in convergence.values()) for key in ("converged", "total"))
+    done, total = stage_totals(convergence)
     title = f"Training (converged {done}/{total} seeds)" if convergence else "Training"
     training_curves(axes[1, -1], curves, styles, title)
     return fig
