@@ -123,6 +123,19 @@ def test_the_held_out_curve_gives_the_trend_and_the_gap():
     assert record["spiked"] and not record["converged"]
 
 
+def test_with_a_held_out_curve_a_training_decile_spike_is_batch_noise():
+    # The training loss's last decile is 2x its best (heavy-tailed batches), but the
+    # held-out loss on fixed tasks ends within 0.1% of its minimum: not a spike.
+    curve = _curves()["spiked"][None]
+    steps = np.array([0, 500, 900, 1000])
+    flat = np.array([[0.5, 0.2, 0.2001, 0.2002]])
+    (record,) = convergence.seed_convergence(curve, flat, steps)
+    assert not record["spiked"] and record["converged"]
+    # Without the curve the same training loss is a spike.
+    (record,) = convergence.seed_convergence(curve)
+    assert record["spiked"] and not record["converged"]
+
+
 def test_batch_noise_on_a_finished_run_is_not_read_as_progress():
     rng = np.random.default_rng(0)
     t = np.arange(2000)
