@@ -267,7 +267,7 @@ class PreconditionedConfig:
     # The study's recipe (`preconditioning.LayerConfig`), 10 seeds, as a verdict needs.
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: dataclasses.replace(
-            preconditioning.LayerConfig().train, eval_every=500
+            preconditioning.LayerConfig().train, eval_every=300
         )
     )
     eval_tasks: int = 4000
