@@ -388,6 +388,7 @@ def fit_gd_and_gdpp_ladder(
     held_out: Prompt,
     eta_scales: Sequence[float] = (0.5, 1.0, 1.5),
     also_from: Sequence[dict] | None = None,
+    prepend_starts: bool = False,
 ) -> list[dict]:
     """Tuned K-step GD and GD++ for K = 1..max_steps, each at its optimum on `held_out`.
 
@@ -402,6 +403,9 @@ def fit_gd_and_gdpp_ladder(
 
     `also_from`, another ladder (e.g. the recurrent one, for the per-step family that
     contains it), adds its K-th GD and GD++ as starts, broadcast to this kind's shapes.
+    `prepend_starts` (per-step scalars) also starts from the K − 1 solutions with the new
+    step first (η_1 = γ_1 = 0, again exactly the K − 1 learner): Adam from the two
+    extensions reaches different minima of the rough per-step landscape.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -423,6 +427,10 @@ def fit_gd_and_gdpp_ladder(
             for name in ("gd", "gdpp"):
                 eta, gamma = previous[name]["eta"], previous[name]["gamma"] * n
                 if kind == "per_layer":
+                    if prepend_starts:
+                        starts.append(
+                            {"eta": np.insert(eta, 0, 0.0), "gamma": np.insert(gamma, 0, 0.0)}
+                        )
                     eta, gamma = np.append(eta, 0.0), np.append(gamma, 0.0)
                 starts.insert(0, {"eta": eta, "gamma": gamma})
         if also_from is not None and k <= len(also_from):
@@ -464,6 +472,7 @@ def fit_ladders(
     fit: FitConfig | Sequence[FitConfig],
     held_out: Prompt,
     eta_scales: Sequence[float] = (0.5, 1.0, 1.5),
+    prepend_starts: bool = False,
 ) -> dict[str, list[dict]]:
     """`fit_gd_and_gdpp_ladder` of every kind in `kinds`, {kind: ladder} in fitting order.
 
@@ -482,7 +491,10 @@ def fit_ladders(
     fits = (fit,) if isinstance(fit, FitConfig) else tuple(fit)
     if not fits:
         raise ValueError("fit_ladders needs at least one FitConfig")
-    runs = [_ladders_of_one_fit(task, max_steps, kinds, key, f, held_out, eta_scales) for f in fits]
+    runs = [
+        _ladders_of_one_fit(task, max_steps, kinds, key, f, held_out, eta_scales, prepend_starts)
+        for f in fits
+    ]
     if len(runs) == 1:
         return runs[0]
     best: dict[str, list[dict]] = {}
@@ -508,6 +520,7 @@ def _ladders_of_one_fit(
     fit: FitConfig,
     held_out: Prompt,
     eta_scales: Sequence[float],
+    prepend_starts: bool,
 ) -> dict[str, list[dict]]:
     """`fit_ladders` under one FitConfig."""
     ladders: dict[str, list[dict]] = {}
@@ -521,5 +534,6 @@ def _ladders_of_one_fit(
             held_out,
             eta_scales,
             also_from=ladders.get("recurrent"),
+            prepend_starts=prepend_starts,
         )
     return ladders
