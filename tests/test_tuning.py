@@ -303,3 +303,23 @@ def test_tuned_gd_and_gdpp_never_get_worse_with_more_steps_up_to_ten():
         assert losses[-1] < 0.8 * losses[0], (name, losses)
     for rung in ladder:
         assert rung["gdpp"]["held_out_loss"] <= rung["gd"]["held_out_loss"] * (1 + 1e-6)
+
+
+def test_prepended_zero_step_is_the_shorter_learner_and_the_ladder_keeps_order(x64):
+    """A per-step K − 1 solution with a zero step put first (η_1 = γ_1 = 0) is exactly the
+    K − 1 learner, so it is a start that cannot raise the loss; the ladder with these
+    starts stays non-increasing in K."""
+    task = TaskConfig(d=3, n_context=6)
+    prompts = sample_batch(jax.random.key(3), task, 64)
+    eta, gamma = jnp.array([0.7, 1.3]), jnp.array([0.05, 0.02])
+    shorter = jax.vmap(gdpp(eta, gamma))(prompts)
+    prepended = jax.vmap(gdpp(jnp.insert(eta, 0, 0.0), jnp.insert(gamma, 0, 0.0)))(prompts)
+    np.testing.assert_allclose(prepended, shorter, rtol=0, atol=1e-12)
+    held_out = sample_batch(jax.random.key(11), task, 512)
+    fit = tuning.FitConfig(steps=50, batch_size=64, learning_rate=0.05)
+    ladder = tuning.fit_gd_and_gdpp_ladder(
+        task, 2, "per_layer", jax.random.key(12), fit, held_out, (1.0,), prepend_starts=True
+    )
+    for name in ("gd", "gdpp"):
+        losses = [rung[name]["held_out_loss"] for rung in ladder]
+        assert all(b <= a for a, b in itertools.pairwise(losses)), (name, losses)
