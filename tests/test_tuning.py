@@ -277,14 +277,15 @@ def test_fit_gd_and_gdpp_on_anisotropic_inputs():
 @pytest.mark.long
 def test_tuned_gd_and_gdpp_never_get_worse_with_more_steps_up_to_ten():
     """Baselines at their optimum: per-step GD and GD++ for K = 1..10, each warm-started
-    from K − 1 and from several η*, chosen on held-out tasks, are non-increasing in K; the
-    held-out losses are those of the returned scalars (recomputed here), GD++ is no worse
-    than GD at each K, and K = 10 beats one step clearly."""
+    from K − 1 (the new step last, and first) and from several η*, chosen on held-out
+    tasks, are non-increasing in K; the held-out losses are those of the returned scalars
+    (recomputed here), GD++ is no worse than GD at each K, and K = 10 beats one step
+    clearly."""
     task = TaskConfig(d=3, n_context=6)
     held_out = sample_batch(jax.random.key(11), task, 2048)
     fit = tuning.FitConfig(steps=100, batch_size=128, learning_rate=0.05)
     ladder = tuning.fit_gd_and_gdpp_ladder(
-        task, 10, "per_layer", jax.random.key(12), fit, held_out, eta_scales=(1.0,)
+        task, 10, "per_layer", jax.random.key(12), fit, held_out, (1.0,), prepend_starts=True
     )
     assert len(ladder) == 10
     for name, learner in (
@@ -305,21 +306,13 @@ def test_tuned_gd_and_gdpp_never_get_worse_with_more_steps_up_to_ten():
         assert rung["gdpp"]["held_out_loss"] <= rung["gd"]["held_out_loss"] * (1 + 1e-6)
 
 
-def test_prepended_zero_step_is_the_shorter_learner_and_the_ladder_keeps_order(x64):
+def test_prepended_zero_step_is_the_shorter_learner(x64):
     """A per-step K − 1 solution with a zero step put first (η_1 = γ_1 = 0) is exactly the
-    K − 1 learner, so it is a start that cannot raise the loss; the ladder with these
-    starts stays non-increasing in K."""
+    K − 1 learner, so as a start of the K fit (`prepend_starts`) it cannot raise the loss;
+    the K <= 10 ladder test runs the ladder with these starts."""
     task = TaskConfig(d=3, n_context=6)
     prompts = sample_batch(jax.random.key(3), task, 64)
     eta, gamma = jnp.array([0.7, 1.3]), jnp.array([0.05, 0.02])
     shorter = jax.vmap(gdpp(eta, gamma))(prompts)
     prepended = jax.vmap(gdpp(jnp.insert(eta, 0, 0.0), jnp.insert(gamma, 0, 0.0)))(prompts)
     np.testing.assert_allclose(prepended, shorter, rtol=0, atol=1e-12)
-    held_out = sample_batch(jax.random.key(11), task, 512)
-    fit = tuning.FitConfig(steps=50, batch_size=64, learning_rate=0.05)
-    ladder = tuning.fit_gd_and_gdpp_ladder(
-        task, 2, "per_layer", jax.random.key(12), fit, held_out, (1.0,), prepend_starts=True
-    )
-    for name in ("gd", "gdpp"):
-        losses = [rung[name]["held_out_loss"] for rung in ladder]
-        assert all(b <= a for a, b in itertools.pairwise(losses)), (name, losses)
