@@ -108,8 +108,8 @@ def test_ladders_of_several_fit_configs_keep_the_best_rung_of_each(monkeypatch):
     }
     calls = []
 
-    def ladders_of_one_fit(task, max_steps, kinds, key, fit, held_out, eta_scales):
-        calls.append((fit, key))
+    def ladders_of_one_fit(task, max_steps, kinds, key, fit, held_out, eta_scales, prepend):
+        calls.append((fit, key, prepend))
         j = int(fit.steps == 20)
         return {
             kind: [
@@ -126,8 +126,10 @@ def test_ladders_of_several_fit_configs_keep_the_best_rung_of_each(monkeypatch):
     monkeypatch.setattr(tuning, "_ladders_of_one_fit", ladders_of_one_fit)
     fits = (tuning.FitConfig(steps=10), tuning.FitConfig(steps=20))
     task, key = TaskConfig(d=3, n_context=6), jax.random.key(0)
-    best = tuning.fit_ladders(task, 2, ("per_layer", "recurrent"), key, fits, None)
-    assert [fit for fit, _ in calls] == list(fits) and calls[0][1] is calls[1][1] is key
+    best = tuning.fit_ladders(task, 2, ("per_layer", "recurrent"), key, fits, None,
+                              prepend_starts=True)  # fmt: skip
+    assert [fit for fit, _, _ in calls] == list(fits) and calls[0][1] is calls[1][1] is key
+    assert all(prepend for _, _, prepend in calls)
     for kind, ladder in best.items():
         for k, rung in enumerate(ladder):
             for i, name in enumerate(("gd", "gdpp")):
