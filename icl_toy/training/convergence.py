@@ -47,7 +47,8 @@ SPIKE = 0.1
 CRITERION = (
     f"finite; left the initial plateau (best training-loss decile ≤ {1 - PLATEAU_DROP:g} × the "
     f"initial loss); no spike (the last held-out loss, or without a held-out curve the last "
-    f"training-loss decile, ≤ {1 + SPIKE:g} × its best); no longer improving (|relative change over the last 10% of steps| ≤ "
+    f"training-loss decile, ≤ {1 + SPIKE:g} × its best); no longer improving (|relative change "
+    f"over the last 10% of steps| ≤ "
     f"{STILL_IMPROVING:g}, or 3 standard errors of the batch noise on training deciles)"
 )
 
