@@ -42,6 +42,7 @@ from icl_toy.runs.config import require_at_least, require_distinct_depths, requi
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.momentum_plots import momentum_main_figure, momentum_supplement
 from icl_toy.runs.results import Results
+from icl_toy.training.convergence import convergence_record
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, scaled_hold, train
 from icl_toy.training.tuned_learners import fit_and_score, momentum_family
 
@@ -155,14 +156,22 @@ def _sweep(config: Config, plain_loss, eval_prompts, options) -> dict[str, list[
 
 
 def _variant_entry(arrays: dict, variant: str, k: int) -> dict:
-    """Per-seed final loss and its t-interval; for momentum variants also μ/β and Δ vs plain."""
+    """Per-seed final loss and its t-interval, over all seeds and over the converged ones; for
+    momentum variants also μ/β and Δ vs plain, over all pairs and over the pairs where both
+    runs converged (None where fewer than 2 did: no interval)."""
     loss_S, plain_S = (arrays[f"eval_loss_{v}_K{k}"][:, -1] for v in (variant, "plain"))
+    converged_S, plain_converged_S = (arrays[f"converged_{v}_K{k}"] for v in (variant, "plain"))
     entry = {"final_loss": loss_S.tolist(), **mean_ci(loss_S)}
+    entry["converged_loss"] = mean_ci(loss_S[converged_S]) if converged_S.sum() >= 2 else None
     if variant in MOMENTUM_VARIANTS:
         momentum_S = arrays[f"momentum_{variant}_K{k}"][:, -1]
         entry["learned_momentum"] = momentum_S.tolist()
         entry["learned_momentum_stats"] = {**seed_stats(momentum_S), **mean_ci(momentum_S)}
         entry["difference_vs_plain"] = paired.paired_difference(loss_S, plain_S)
+        both_S = converged_S & plain_converged_S
+        entry["difference_vs_plain_converged"] = (
+            paired.paired_difference(loss_S[both_S], plain_S[both_S]) if both_S.sum() >= 2 else None
+        )
     return entry
 
 
@@ -179,6 +188,9 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             result = _train_one(config, v, k, eval_prompts, options)
             loss, momentum = result.eval_metrics["loss"], result.eval_metrics["momentum"]
             arrays |= {f"eval_loss_{v}_K{k}": loss, f"momentum_{v}_K{k}": momentum}
+            # The record the runner saves for this stage (the held-out loss curve), per seed.
+            record = convergence_record(result)["per_seed"]
+            arrays[f"converged_{v}_K{k}"] = np.array([r["converged"] for r in record])
             arrays["eval_steps"] = result.eval_steps
             if (v, k) == ("plain", 1):
                 curves = one_layer_position_curves(config.task, result.params, eval_prompts)
@@ -215,6 +227,16 @@ def closing_note(per_k: dict) -> str:
     # Depth momentum cannot act in one layer: K = 1 does not count against it.
     exempt = {("depth_momentum", "K1")}
     lines, lower = paired.describe_all_lower(diffs, "plain", exempt=exempt, none="no K")
+    for name, entry in per_k.items():
+        for v in MOMENTUM_VARIANTS:
+            both = entry[v]["difference_vs_plain_converged"]
+            if both is None:
+                lines.append(f"{name}: {v} - plain: fewer than 2 pairs where both converged.")
+            elif both["n"] < len(entry[v]["final_loss"]):
+                lines.append(
+                    f"{name}: {v} - plain over the {both['n']} pairs where both runs converged:"
+                    f" {paired.interval_text(both)}."
+                )
     for name, entry in per_k.items():
         beta, tuned = entry["depth_momentum"]["learned_momentum_stats"], entry["tuned_learners"]
         tuned_beta = np.mean(tuned["heavy_ball"]["theta"]["beta"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
 from helpers import assert_config_matches
 from icl_toy.experiments import momentum_attention
 
@@ -98,3 +99,47 @@ def test_committed_closing_note_says_what_its_numbers_say():
     )
     verdict = "holds here:" if lower else "does not hold here: it would need"
     assert verdict in saved["closing_note"]
+
+
+def _t_interval(values):
+    """Mean and 95% Student-t interval, written out here independently of the library."""
+    values = np.asarray(values, dtype=float)
+    half = scipy.stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return values.mean(), values.mean() - half, values.mean() + half
+
+
+def test_committed_statistics_recompute_from_the_per_seed_values():
+    """Every interval of the committed per-K entries, over all seeds and over the converged
+    ones (pairs where both runs converged, for the differences), follows from the saved
+    per-seed final losses and the saved convergence records."""
+    saved = json.loads((ROOT / "figures" / "momentum_attention.json").read_text())
+    records = saved["convergence"]
+    for k, entry in saved["per_K"].items():
+        converged = {
+            v: np.array([r["converged"] for r in records[f"{v}_{k}"]["per_seed"]])
+            for v in momentum_attention.VARIANTS
+        }
+        plain = np.array(entry["plain"]["final_loss"])
+        for variant in momentum_attention.VARIANTS:
+            stats, loss = entry[variant], np.array(entry[variant]["final_loss"])
+            recomputed = [
+                (stats, loss),
+                (stats["converged_loss"], loss[converged[variant]]),
+            ]
+            if variant in momentum_attention.MOMENTUM_VARIANTS:
+                both = converged[variant] & converged["plain"]
+                recomputed += [
+                    (stats["difference_vs_plain"], loss - plain),
+                    (stats["difference_vs_plain_converged"], (loss - plain)[both]),
+                ]
+            for record, values in recomputed:
+                if values.size < 2:  # no interval from fewer than 2 seeds
+                    assert record is None, (k, variant)
+                    continue
+                assert record["n"] == values.size, (k, variant)
+                if np.ptp(values) == 0:  # depth momentum at K = 1 is plain: no spread
+                    np.testing.assert_allclose([record["low"], record["high"]], values[0])
+                    continue
+                expected = _t_interval(values)
+                got = (record["mean"], record["low"], record["high"])
+                np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
