@@ -42,7 +42,7 @@ from icl_toy.runs.config import require_at_least, require_distinct_depths, requi
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, eval_key, require_seeds, train_seeded
 from icl_toy.runs.momentum_plots import momentum_main_figure, momentum_supplement
 from icl_toy.runs.results import Results
-from icl_toy.training.convergence import convergence_record
+from icl_toy.training.convergence import converged_flags, convergence_record
 from icl_toy.training.train import RunOptions, TrainConfig, batch_loss, scaled_hold, train
 from icl_toy.training.tuned_learners import fit_and_score, momentum_family
 
@@ -189,8 +189,7 @@ def run(config: Config, options: RunOptions | None = None) -> Results:
             loss, momentum = result.eval_metrics["loss"], result.eval_metrics["momentum"]
             arrays |= {f"eval_loss_{v}_K{k}": loss, f"momentum_{v}_K{k}": momentum}
             # The record the runner saves for this stage (the held-out loss curve), per seed.
-            record = convergence_record(result)["per_seed"]
-            arrays[f"converged_{v}_K{k}"] = np.array([r["converged"] for r in record])
+            arrays[f"converged_{v}_K{k}"] = converged_flags(convergence_record(result))
             arrays["eval_steps"] = result.eval_steps
             if (v, k) == ("plain", 1):
                 curves = one_layer_position_curves(config.task, result.params, eval_prompts)

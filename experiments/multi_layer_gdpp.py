@@ -392,7 +392,7 @@ def _main_figure(results: Results) -> plt.Figure:
         tags = [f"{kind}_K{k}" for k in depths]
         trained = np.stack([a[f"{tag}_trained_layer_losses"][:, -1] for tag in tags], 1)
         converged = np.stack(
-            [depth_plots.converged_flags(records.get(tag), len(trained)) for tag in tags], 1
+            [convergence.converged_flags(records.get(tag), len(trained)) for tag in tags], 1
         )
         series[f"trained {depth_plots.KIND_NAMES[kind]}"] = {
             "trained": trained,

@@ -57,6 +57,7 @@ from icl_toy.runs.plotting import (
     seed_lines,
 )
 from icl_toy.runs.results import Results
+from icl_toy.training.convergence import converged_flags
 from icl_toy.training.train import RunOptions, TrainConfig, train_each_held_out
 
 NAME = "nonlinear_regression"
@@ -255,10 +256,7 @@ def plot(results: Results, out_dir: str | Path) -> list[Path]:
 
 def _converged(s, model: str, num_seeds: int) -> np.ndarray:
     """Per-seed `converged` flags of one model (all True where the run has no record)."""
-    record = s.get("convergence", {}).get(model)
-    if record is None:
-        return np.ones(num_seeds, dtype=bool)
-    return np.asarray([seed["converged"] for seed in record["per_seed"]], dtype=bool)
+    return converged_flags(s.get("convergence", {}).get(model), num_seeds)
 
 
 def _gap_strip(ax, gaps, converged) -> None:

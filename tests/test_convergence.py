@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -183,3 +184,17 @@ def test_one_layer_trained_with_the_recipe_reaches_gd_at_its_optimal_step():
     assert np.all(np.asarray(summary["per_seed"]["sensitivity_cosine"]) >= 0.99)
     (record,) = records.values()
     assert record["converged"] == record["total"] == 2, record["per_seed"]
+
+
+def test_converged_flags_read_a_record_and_a_missing_one():
+    """The flags are the record's per-seed `converged`; a run saved without a record reads
+    as all converged when its seed count is given, and is refused without one."""
+    rng = np.random.default_rng(0)
+    flat = np.full((2, 400), 0.2) + 1e-4 * rng.standard_normal((2, 400))
+    flat[1, :40] = 1.0  # seed 1 left a plateau, seed 0 never did
+    result = types.SimpleNamespace(train_loss=flat, eval_metrics={}, eval_steps=None)
+    record = convergence.convergence_record(result)
+    np.testing.assert_array_equal(convergence.converged_flags(record), [False, True])
+    np.testing.assert_array_equal(convergence.converged_flags(None, 3), [True] * 3)
+    with pytest.raises(ValueError, match="no seed count"):
+        convergence.converged_flags(None)

@@ -26,6 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.stats
 
+from icl_toy.training.convergence import converged_flags
+
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 # More sign patterns than this (2^n for n values) are sampled, not enumerated.
@@ -131,7 +133,7 @@ def sign_flip_p_value(
 def converged_seed_stats(values: np.ndarray, record: dict) -> dict[str, float] | None:
     """`seed_stats` over the seeds that a convergence record (`training.convergence`) marks
     converged, in seed order; None when none did."""
-    mask = np.array([seed["converged"] for seed in record["per_seed"]], dtype=bool)
+    mask = converged_flags(record)
     values = np.asarray(values, dtype=float)
     if mask.shape != values.shape[:1]:
         raise ValueError(f"{mask.size} convergence records for {values.shape[0]} seeds")

@@ -26,6 +26,7 @@ from icl_toy.runs.plotting import (
     paper_figure,
     seed_band,
 )
+from icl_toy.training.convergence import converged_flags
 
 GD_STYLE = {"fmt": "k--", "label": "tuned GD"}
 GDPP_STYLE = {"fmt": "C3:", "label": "tuned GD++"}
@@ -37,14 +38,6 @@ CLOSEST = "closest of all learners (NS-k: k Newton–Schulz steps)"
 
 
 # --- Convergence records and per-seed markers ------------------------------------------------
-
-
-def converged_flags(record: dict | None, num_seeds: int) -> np.ndarray:
-    """(S,) converged flags of a convergence record (`training.convergence`); a run saved
-    without one counts every seed as converged."""
-    if not record:
-        return np.ones(num_seeds, dtype=bool)
-    return np.array([seed["converged"] for seed in record["per_seed"]], dtype=bool)
 
 
 def stage_totals(records: dict[str, dict]) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from icl_toy.runs import plotting
+from icl_toy.training.convergence import converged_flags
 
 COLORS = {"plain": "C0", "token_momentum": "C1", "depth_momentum": "C2"}  # every LSA variant
 DISPLAY = {
@@ -46,15 +47,6 @@ def _per_k(per_k: dict):
     return depths, final, tuned
 
 
-def converged_seeds(convergence: dict, stage: str, num_seeds: int) -> np.ndarray:
-    """Per-seed `converged` flags of one training stage; all True without a record, so that a
-    run saved before convergence records is drawn as before rather than as all failed."""
-    record = convergence.get(stage)
-    if record is None:
-        return np.ones(num_seeds, dtype=bool)
-    return np.asarray([seed["converged"] for seed in record["per_seed"]], dtype=bool)
-
-
 def _seed_dots(ax, x, values, converged, color) -> None:
     """One dot per seed at `x`: filled where it converged, hollow where it did not."""
     values = np.asarray(values, dtype=float)
@@ -78,7 +70,7 @@ def momentum_main_figure(per_k: dict, convergence: dict):
     offsets = dict(zip(COLORS, (-0.25, 0.0, 0.25), strict=True))
     handles = []
     for v, color in COLORS.items():
-        flags = [converged_seeds(convergence, f"{v}_K{k}", len(final[v][0])) for k in depths]
+        flags = [converged_flags(convergence.get(f"{v}_K{k}"), len(final[v][0])) for k in depths]
         for k, values, converged in zip(depths, final[v], flags, strict=True):
             interval = per_k[f"K{k}"][v]
             _strip(loss_ax, k + offsets[v], values, interval, converged, color)
@@ -99,8 +91,8 @@ def momentum_main_figure(per_k: dict, convergence: dict):
         shown = [k for k in depths if (v, k) != ("depth_momentum", 1)]
         for k in shown:
             values = np.subtract(final[v][depths.index(k)], final["plain"][depths.index(k)])
-            both = converged_seeds(convergence, f"{v}_K{k}", values.size)
-            both &= converged_seeds(convergence, f"plain_K{k}", values.size)
+            both = converged_flags(convergence.get(f"{v}_K{k}"), values.size)
+            both &= converged_flags(convergence.get(f"plain_K{k}"), values.size)
             interval = per_k[f"K{k}"][v]["difference_vs_plain"]
             _strip(ax, k, values, interval, both, COLORS[v])
         ax.axhline(0.0, color="k", lw=0.8)

@@ -133,6 +133,17 @@ def convergence_record(result, metric: str = "loss", reference=None) -> dict:
     }
 
 
+def converged_flags(record: dict | None, num_seeds: int | None = None) -> np.ndarray:
+    """(S,) per-seed `converged` flags of a record (`convergence_record`). Without a record (a
+    run saved before records existed) each of `num_seeds` seeds counts as converged, so that
+    it reads as before rather than as all failed; with no seed count that is an error."""
+    if not record:
+        if num_seeds is None:
+            raise ValueError("no convergence record, and no seed count to read it as converged")
+        return np.ones(num_seeds, dtype=bool)
+    return np.array([seed["converged"] for seed in record["per_seed"]], dtype=bool)
+
+
 class _Collector:
     def __init__(self, root: str | None):
         self.root = None if root is None else Path(root)
