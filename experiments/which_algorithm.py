@@ -241,25 +241,20 @@ class DepthPhasesConfig:
     num_heads: int = 2
     mlp_hidden: int = 64
     embed_dim: int = 32
-    # A 2-core CPU budget: 1500 steps at batch 128 with warmup and cosine decay, 10 seeds
-    # (Akyürek et al. train 500k steps at batch 64; the depth-3 models have not converged
-    # at this budget, and the verdicts say so).
+    # The study's recipe (`Config.train`: 8000 steps of batch 128, warmup then cosine decay
+    # from 3e-3 to 1% held over the last 10%) at 10 seeds. At the earlier 1500 steps from
+    # 1e-3 the depth-3 models ended at held-out losses of 0.68-1.21 (OLS: 0), stopped by the
+    # decay rather than converged, and the verdicts rested on them.
     train: TrainConfig = dataclasses.field(
-        default_factory=lambda: TrainConfig(
-            steps=1500,
-            batch_size=128,
-            learning_rate=1e-3,
-            schedule="warmup_cosine",
-            warmup_steps=100,
-            eval_every=500,
-            num_seeds=10,
-        )
+        default_factory=lambda: dataclasses.replace(Config().train, num_seeds=10)
     )
     # Akyürek et al.'s grid and three larger λ, so that the best-fitting λ can lie inside the
     # grid (their grid's largest, 4/9, fitted best before); λ = 0 is OLS, and σ = 0.5 makes
     # the Bayes λ = σ²/τ² = 1/4.
     ridge_lambdas: tuple[float, ...] = (*AKYUREK_LAMBDAS, 1.0, 4.0, 16.0)
     eval_tasks: int = 2000
+    # Held-out prompts evaluated every eval_every steps: the curve the convergence record reads.
+    curve_tasks: int = 1000
     eval_seed: int = 20_003
 
     def __post_init__(self):
@@ -268,6 +263,7 @@ class DepthPhasesConfig:
             raise ValueError(f"depths must be >= 2 increasing integers, got {self.depths}")
         if min(self.depths) < 1 or min(self.ridge_lambdas, default=1) <= 0:
             raise ValueError("depths must be >= 1 and ridge_lambdas > 0 (λ = 0 is OLS)")
+        require_at_least(self, ("eval_tasks", "curve_tasks"), 2)
 
 
 def _depth_phases_config(noise_std: float):
@@ -277,7 +273,8 @@ def _depth_phases_config(noise_std: float):
             return DepthPhasesConfig(task=task)
         train = TrainConfig(steps=500, batch_size=128, learning_rate=1e-3, eval_every=250)
         train = dataclasses.replace(train, num_seeds=3)
-        return DepthPhasesConfig(task=task, depths=(1, 2), train=train, eval_tasks=500)
+        sizes = dict(eval_tasks=500, curve_tasks=200)
+        return DepthPhasesConfig(task=task, depths=(1, 2), train=train, **sizes)
 
     return get_config
 
@@ -288,7 +285,9 @@ def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.nd
     names, bayes_name = phase_baselines(task, config.ridge_lambdas, key=key_tune)
     sizes = {f: getattr(config, f) for f in ("embed_dim", "num_heads", "mlp_hidden")}
     model = ModelConfig(kind="softmax_transformer", **sizes)
-    trained = train_depths(task, config.depths, model, config.train, options)
+    key_curve = jax.random.fold_in(eval_key(config.eval_seed), 2)
+    curve = sample_batch(key_curve, task, config.curve_tasks)
+    trained = train_depths(task, config.depths, model, config.train, options, curve)
     m = per_depth_metrics(trained, task, names, key=key_eval, num_tasks=config.eval_tasks)
     return depth_phase_statistics(m, tuple(names), bayes_name)
 
