@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -92,3 +93,33 @@ class _Writer:
 
     def fileno(self):
         return self.fd
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_changed_results(tmp_path):
+    """Results rewritten under figures/ during a run leave the commit clean; code does not."""
+    from icl_toy.runs.results import git_commit
+
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "figures" / "r.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "figures" / "r.json").write_text('{"a": 1}\n')
+    (tmp_path / "untracked.py").write_text("")
+    assert git_commit(tmp_path / "figures") == sha  # from a subfolder too
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "figures") == sha + "-dirty"
+    assert git_commit(tmp_path.parent / "no such folder") is None

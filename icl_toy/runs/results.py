@@ -93,22 +93,30 @@ def to_json_text(summary: dict[str, Any]) -> str:
     return json.dumps({**plain, "non_finite": non_finite}, indent=2, allow_nan=False)
 
 
-def git_commit() -> str | None:
-    """The current git commit of the source tree ("<sha>-dirty" when tracked files have
-    uncommitted changes), or None outside a checkout."""
+# What runs write inside the checkout (`icl-toy`'s default results folder): changes there are
+# results, not code, so they do not make the commit "-dirty". A sweep of hypotheses rewrites
+# figures/hypotheses.json after each one, and the next was labelled "-dirty" for it.
+RESULTS_PATHSPEC = ":(top,exclude)figures"
+
+
+def git_commit(source: Path = Path(__file__).parent) -> str | None:
+    """The git commit of the checkout holding `source` (this package by default), with
+    "-dirty" when tracked files outside `figures/` have uncommitted changes; None outside
+    a checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
+            cwd=source,
             capture_output=True,
             text=True,
             timeout=5,
             check=True,
         )
-        # Uncommitted changes to tracked files: the commit alone does not name the code.
+        # Uncommitted changes to tracked code: the commit alone does not name it.
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=Path(__file__).parent,
+            [*status, "--", ":(top)", RESULTS_PATHSPEC],
+            cwd=source,
             capture_output=True,
             text=True,
             timeout=5,
