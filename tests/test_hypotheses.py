@@ -14,6 +14,7 @@ from icl_toy.experiments import single_layer_gd
 from icl_toy.analysis.stats import bootstrap_ci, mean_ci
 from icl_toy.runs import cli, hypotheses, runner
 from icl_toy.runs.hypotheses import Criterion, Hypothesis, combine, judge
+from icl_toy.runs.results import git_commit
 from icl_toy.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +107,7 @@ def test_a_claim_the_data_contradicts_is_not_supported():
     )
     entry = hypotheses.run_hypothesis(false_claim, config)
     assert entry["verdict"] == "not supported"
+    assert entry["git_commit"] == git_commit()  # the code it ran at, kept with the entry
     (criterion,) = entry["criteria"]
     t = criterion["interval"]
     assert t["low"] > -0.2 and t["n"] == 10

@@ -198,6 +198,8 @@ def run_hypothesis(
 ) -> dict[str, Any]:
     """Measure one hypothesis at `config` and judge every criterion."""
     start = time.perf_counter()
+    # Each entry names its own code: a saved file mixes entries run at different commits.
+    commit = git_commit()
     with (
         convergence.collect(options and options.checkpoint_dir) as runs,
         nulls.recording() as trained,
@@ -230,6 +232,7 @@ def run_hypothesis(
         "convergence": runs,
         "extra": {k: np.asarray(v).tolist() for k, v in values.items()},
         "seconds": time.perf_counter() - start,
+        "git_commit": commit,
     }
 
 
@@ -302,7 +305,7 @@ def load_entries(out_dir: str | Path) -> dict[str, dict]:
 def _save(out_dir: Path, entries: dict[str, dict], quick: bool) -> None:
     summary = {
         "quick": quick,
-        "git_commit": git_commit(),
+        "git_commit": git_commit(),  # at this save; each entry holds the commit it ran at
         "environment": runner.environment(),
         "hypotheses": entries,
     }
