@@ -96,6 +96,8 @@ class Config:
         )
     )
     deep_learning_rate: float = 3e-3  # peak rate of the K >= 3 models
+    # Peak rate at each K of `depths`, replacing the two above (None: use them).
+    depth_learning_rates: tuple[float, ...] | None = None
     # Steps of the K >= 3 models, their hold the same fraction (None: train.steps).
     deep_steps: int | None = None
     init_scale: float = 0.002  # fan-in variance scale / K, as von Oswald et al.
@@ -164,6 +166,9 @@ class Config:
         rates = self.context_learning_rates
         if rates is not None and len(rates) != len(self.recurrent_contexts):
             raise ValueError("context_learning_rates needs one entry per recurrent context")
+        rates = self.depth_learning_rates
+        if rates is not None and len(rates) != len(self.depths):
+            raise ValueError("depth_learning_rates needs one entry per depth")
         for num_layers in self.depths:  # validates each derived training config now
             self.train_at(num_layers)
         for n_ctx in self.recurrent_contexts:  # validates each derived training config now
@@ -176,14 +181,16 @@ class Config:
 
     def train_at(self, num_layers: int) -> TrainConfig:
         """`train` for K = num_layers: from K = 3 at `deep_learning_rate` for `deep_steps`
-        steps (if given), with the hold the same fraction of the steps."""
-        if num_layers < 3:
-            return self.train
-        steps = self.train.steps if self.deep_steps is None else self.deep_steps
+        steps (if given), with the hold the same fraction of the steps; at the K's entry of
+        `depth_learning_rates` where that is given."""
+        lr = self.train.learning_rate if num_layers < 3 else self.deep_learning_rate
+        if self.depth_learning_rates is not None:
+            lr = self.depth_learning_rates[self.depths.index(num_layers)]
+        steps = self.train.steps
+        if num_layers >= 3 and self.deep_steps is not None:
+            steps = self.deep_steps
         hold = scaled_hold(self.train, steps)
-        return dataclasses.replace(
-            self.train, learning_rate=self.deep_learning_rate, steps=steps, hold_steps=hold
-        )
+        return dataclasses.replace(self.train, learning_rate=lr, steps=steps, hold_steps=hold)
 
     def context_train_at(self, n_ctx: int) -> TrainConfig:
         """`context_train` for `context_steps` steps at N = n_ctx, at its peak rate from
@@ -228,17 +235,25 @@ def get_config(quick: bool = False) -> Config:
 def get_paper_config() -> Config:
     """von Oswald et al.'s budget: 50,000 steps at batch 2048, Adam 1e-3 (5e-4 for K >= 3) at
     a constant rate; 5000 steps at batch 2048 for the N sweep: 133 and 7 times the prompts of
-    the full config, for an accelerator."""
+    the full config, for an accelerator. Two changes keep the deepest models finite: a
+    1000-step linear warmup (2% of the steps) and 2e-4 at K = 5. At 5e-4 and batch 2048 a
+    recurrent K = 5 seed (of 10) diverged at step 379 (loss 3e6), and with the warmup another
+    at step 776, at a rate of 3.9e-4."""
     paper = TrainConfig(
-        steps=50_000, batch_size=2048, learning_rate=1e-3, eval_every=2500, num_seeds=10
+        steps=50_000,
+        batch_size=2048,
+        learning_rate=1e-3,
+        warmup_steps=1000,
+        eval_every=2500,
+        num_seeds=10,
     )
     return Config(
         depths=(1, 2, 3, 4, 5),
         train=paper,
-        deep_learning_rate=5e-4,
+        depth_learning_rates=(1e-3, 1e-3, 5e-4, 5e-4, 2e-4),
         context_steps=(5000,) * 4,
         context_learning_rates=None,  # the paper's 1e-3 at every N
-        context_train=dataclasses.replace(paper, steps=5000, eval_every=500),
+        context_train=dataclasses.replace(paper, steps=5000, warmup_steps=0, eval_every=500),
     )
 
 

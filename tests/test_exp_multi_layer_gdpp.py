@@ -88,3 +88,15 @@ def test_tuned_baselines_do_not_get_worse_with_depth(committed):
         for k in depths:
             fit = rows[f"{kind}_K{k}"]["fit"]
             assert fit["gdpp"]["held_out_loss"] <= fit["gd"]["held_out_loss"], (kind, k)
+
+
+def test_each_depth_trains_at_its_own_rate_where_given():
+    full = multi_layer_gdpp.get_config()
+    assert [full.train_at(k).learning_rate for k in (1, 2, 3)] == [4e-3, 4e-3, 3e-3]
+    assert full.train_at(3).steps == full.deep_steps
+    paper = multi_layer_gdpp.get_paper_config()
+    rates = [paper.train_at(k).learning_rate for k in paper.depths]
+    assert rates == list(paper.depth_learning_rates)
+    assert {paper.train_at(k).steps for k in paper.depths} == {paper.train.steps}
+    with pytest.raises(ValueError, match="depth_learning_rates needs one entry per depth"):
+        multi_layer_gdpp.Config(depth_learning_rates=(1e-3,))
