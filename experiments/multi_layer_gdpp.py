@@ -253,7 +253,7 @@ def get_paper_config() -> Config:
         depth_learning_rates=(1e-3, 1e-3, 5e-4, 5e-4, 2e-4),
         context_steps=(5000,) * 4,
         context_learning_rates=None,  # the paper's 1e-3 at every N
-        context_train=dataclasses.replace(paper, steps=5000, warmup_steps=0, eval_every=500),
+        context_train=dataclasses.replace(paper, steps=5000, eval_every=500),
     )
 
 
