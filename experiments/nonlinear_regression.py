@@ -22,7 +22,8 @@ predictor. The sensitivity cosine compares ∂ŷ/∂x_q over a grid of query poi
 (main figure: (a) held-out loss during training, each MLP + LSA seed a line, MLP + GD with its
 seed band and the RBF learners as lines, (b) each seed's final gap MLP + LSA / MLP + GD − 1 in
 percent with the mean's 95% t-interval and the paper's 5% band, hollow where a seed was still
-improving, (c) the same zoomed to the band), `nonlinear_regression_supplement.{png,pdf}`
+improving, (c) the same zoomed onto the seeds up to 20%),
+`nonlinear_regression_supplement.{png,pdf}`
 (held-out loss, final losses of every model and baseline, the learned kernel, per-seed
 sensitivity cosines and prediction differences, and predictions on a grid for a few tasks)
 and `nonlinear_regression.{json,npz}`. Losses are half-MSE on held-out tasks.
@@ -305,10 +306,13 @@ def _main_figure(results: Results) -> plt.Figure:
     gap_ax.plot([], [], "s-", color="C3", label="mean, 95% t-interval")
     gap_ax.set_title(f"(b) final gap, all {gaps.size} seeds")
 
-    # The claim is about a 5% band: a zoom in which it is wide, the far seeds counted.
+    # (b) scales to every seed; (c) zooms onto the seeds up to 4x the band, the far ones
+    # counted, so that it stays a zoom when every seed is already inside the band.
     _gap_strip(zoom_ax, gaps, converged)
     top = 4 * WITHIN
-    zoom_ax.set_ylim(min(-WITHIN, gaps.min() - 1), top)
+    low, high = min(gaps.min(), 0.0), min(max(gaps.max(), 0.0), top)
+    pad = 0.1 * (high - low) + 0.2
+    zoom_ax.set_ylim(low - pad, high + pad)
     far = gaps > top
     if far.any():
         seeds = f"{far.sum()} seed{'s' if far.sum() > 1 else ''}"
