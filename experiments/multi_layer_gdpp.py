@@ -150,6 +150,10 @@ class Config:
     )
     # Peak rate at each N (None: context_train.learning_rate at every N).
     context_learning_rates: tuple[float, ...] | None = (5e-3, 2e-3, 5e-4, 5e-4)
+    # Batch at each N (None: context_train.batch_size at every N). At N = 100 and batch 256
+    # the held-out loss (3.5e-4) of one seed of 5 rose 1.2% over the hold, the gradient
+    # noise moving the weights at the held rate; at 512 all 5 moved by at most 0.7%.
+    context_batch_sizes: tuple[int, ...] | None = (256, 256, 256, 512)
     recurrent_depth: int = 2
     softmax_heads: tuple[int, ...] = (1, 2)  # one model per entry, beside a 1-layer LSA
     eval_seed: int = 10_000  # root key of eval tasks and explicit-learner fits
@@ -166,6 +170,9 @@ class Config:
         rates = self.context_learning_rates
         if rates is not None and len(rates) != len(self.recurrent_contexts):
             raise ValueError("context_learning_rates needs one entry per recurrent context")
+        batches = self.context_batch_sizes
+        if batches is not None and len(batches) != len(self.recurrent_contexts):
+            raise ValueError("context_batch_sizes needs one entry per recurrent context")
         rates = self.depth_learning_rates
         if rates is not None and len(rates) != len(self.depths):
             raise ValueError("depth_learning_rates needs one entry per depth")
@@ -194,8 +201,8 @@ class Config:
 
     def context_train_at(self, n_ctx: int) -> TrainConfig:
         """`context_train` for `context_steps` steps at N = n_ctx, at its peak rate from
-        `context_learning_rates` (if given): warmup 5%, 10 evals, and `context_train`'s hold
-        as the same fraction of the steps."""
+        `context_learning_rates` and its batch from `context_batch_sizes` (where given):
+        warmup 5%, 10 evals, and `context_train`'s hold as the same fraction of the steps."""
         index = self.recurrent_contexts.index(n_ctx)
         steps = self.context_steps[index]
         warmup = 0 if self.context_train.schedule == "constant" else steps // 20
@@ -203,9 +210,13 @@ class Config:
         lr = self.context_train.learning_rate
         if self.context_learning_rates is not None:
             lr = self.context_learning_rates[index]
+        batch = self.context_train.batch_size
+        if self.context_batch_sizes is not None:
+            batch = self.context_batch_sizes[index]
         return dataclasses.replace(
             self.context_train,
             steps=steps,
+            batch_size=batch,
             warmup_steps=warmup,
             hold_steps=hold,
             eval_every=steps // 10,
@@ -227,6 +238,7 @@ def get_config(quick: bool = False) -> Config:
         recurrent_contexts=(10,),
         context_steps=(200,),
         context_learning_rates=None,
+        context_batch_sizes=None,
         context_train=dataclasses.replace(train, batch_size=64),
         softmax_heads=(1,),
     )
@@ -253,6 +265,7 @@ def get_paper_config() -> Config:
         depth_learning_rates=(1e-3, 1e-3, 5e-4, 5e-4, 2e-4),
         context_steps=(5000,) * 4,
         context_learning_rates=None,  # the paper's 1e-3 at every N
+        context_batch_sizes=None,  # and its batch 2048
         context_train=dataclasses.replace(paper, steps=5000, eval_every=500),
     )
 

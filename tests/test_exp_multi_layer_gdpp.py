@@ -100,3 +100,13 @@ def test_each_depth_trains_at_its_own_rate_where_given():
     assert {paper.train_at(k).steps for k in paper.depths} == {paper.train.steps}
     with pytest.raises(ValueError, match="depth_learning_rates needs one entry per depth"):
         multi_layer_gdpp.Config(depth_learning_rates=(1e-3,))
+
+
+def test_each_context_length_trains_at_its_own_batch_where_given():
+    full = multi_layer_gdpp.get_config()
+    batches = [full.context_train_at(n).batch_size for n in full.recurrent_contexts]
+    assert batches == list(full.context_batch_sizes) and batches[-1] > batches[0]
+    paper = multi_layer_gdpp.get_paper_config()
+    assert {paper.context_train_at(n).batch_size for n in paper.recurrent_contexts} == {2048}
+    with pytest.raises(ValueError, match="context_batch_sizes needs one entry per recurrent"):
+        multi_layer_gdpp.Config(context_batch_sizes=(256,))
