@@ -167,15 +167,15 @@ class Config:
             raise ValueError("recurrent_contexts, softmax_heads and recurrent_depth must be >= 1")
         if len(self.recurrent_contexts) != len(self.context_steps):
             raise ValueError("recurrent_contexts and context_steps need one entry each")
-        rates = self.context_learning_rates
-        if rates is not None and len(rates) != len(self.recurrent_contexts):
-            raise ValueError("context_learning_rates needs one entry per recurrent context")
-        batches = self.context_batch_sizes
-        if batches is not None and len(batches) != len(self.recurrent_contexts):
-            raise ValueError("context_batch_sizes needs one entry per recurrent context")
-        rates = self.depth_learning_rates
-        if rates is not None and len(rates) != len(self.depths):
-            raise ValueError("depth_learning_rates needs one entry per depth")
+        per_entry = (
+            ("context_learning_rates", "recurrent_contexts", "recurrent context"),
+            ("context_batch_sizes", "recurrent_contexts", "recurrent context"),
+            ("depth_learning_rates", "depths", "depth"),
+        )
+        for field, along, entry in per_entry:
+            values = getattr(self, field)
+            if values is not None and len(values) != len(getattr(self, along)):
+                raise ValueError(f"{field} needs one entry per {entry}")
         for num_layers in self.depths:  # validates each derived training config now
             self.train_at(num_layers)
         for n_ctx in self.recurrent_contexts:  # validates each derived training config now
@@ -191,8 +191,7 @@ class Config:
         steps (if given), with the hold the same fraction of the steps; at the K's entry of
         `depth_learning_rates` where that is given."""
         lr = self.train.learning_rate if num_layers < 3 else self.deep_learning_rate
-        if self.depth_learning_rates is not None:
-            lr = self.depth_learning_rates[self.depths.index(num_layers)]
+        lr = _entry(self.depth_learning_rates, self.depths.index(num_layers), lr)
         steps = self.train.steps
         if num_layers >= 3 and self.deep_steps is not None:
             steps = self.deep_steps
@@ -207,21 +206,22 @@ class Config:
         steps = self.context_steps[index]
         warmup = 0 if self.context_train.schedule == "constant" else steps // 20
         hold = scaled_hold(self.context_train, steps)
-        lr = self.context_train.learning_rate
-        if self.context_learning_rates is not None:
-            lr = self.context_learning_rates[index]
-        batch = self.context_train.batch_size
-        if self.context_batch_sizes is not None:
-            batch = self.context_batch_sizes[index]
         return dataclasses.replace(
             self.context_train,
             steps=steps,
-            batch_size=batch,
+            batch_size=_entry(self.context_batch_sizes, index, self.context_train.batch_size),
             warmup_steps=warmup,
             hold_steps=hold,
             eval_every=steps // 10,
-            learning_rate=lr,
+            learning_rate=_entry(
+                self.context_learning_rates, index, self.context_train.learning_rate
+            ),
         )
+
+
+def _entry(values: tuple | None, index: int, default):
+    """A per-entry override's value at `index`, or `default` where it is not given (None)."""
+    return default if values is None else values[index]
 
 
 def get_config(quick: bool = False) -> Config:
