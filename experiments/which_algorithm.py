@@ -248,6 +248,11 @@ class DepthPhasesConfig:
     train: TrainConfig = dataclasses.field(
         default_factory=lambda: dataclasses.replace(Config().train, num_seeds=10)
     )
+    # One batch per depth (None: `train.batch_size` at every depth). At batch 128 the depth-3
+    # held-out loss still moved by 1.2-4.2% over the hold in 5 of 10 noiseless seeds, rising
+    # in three of them (gradient noise moving the weights at the held rate); 16k steps at 128
+    # left 4 of 10 still falling by 2.3-4.4%. Depth 1 converges at 128 in every seed.
+    batch_sizes: tuple[int, ...] | None = (128, 256)
     # Akyürek et al.'s grid and three larger λ, so that the best-fitting λ can lie inside the
     # grid (their grid's largest, 4/9, fitted best before); λ = 0 is OLS, and σ = 0.5 makes
     # the Bayes λ = σ²/τ² = 1/4.
@@ -264,6 +269,17 @@ class DepthPhasesConfig:
         if min(self.depths) < 1 or min(self.ridge_lambdas, default=1) <= 0:
             raise ValueError("depths must be >= 1 and ridge_lambdas > 0 (λ = 0 is OLS)")
         require_at_least(self, ("eval_tasks", "curve_tasks"), 2)
+        if self.batch_sizes is not None and len(self.batch_sizes) != len(self.depths):
+            raise ValueError("batch_sizes needs one entry per depth")
+        self.train_by_depth()  # validates each derived training config now
+
+    def train_by_depth(self) -> dict[int, TrainConfig]:
+        """{depth: `train` at that depth's entry of `batch_sizes`, where that is given}."""
+        batches = self.batch_sizes or (self.train.batch_size,) * len(self.depths)
+        return {
+            depth: dataclasses.replace(self.train, batch_size=batch)
+            for depth, batch in zip(self.depths, batches, strict=True)
+        }
 
 
 def _depth_phases_config(noise_std: float):
@@ -274,7 +290,7 @@ def _depth_phases_config(noise_std: float):
         train = TrainConfig(steps=500, batch_size=128, learning_rate=1e-3, eval_every=250)
         train = dataclasses.replace(train, num_seeds=3)
         sizes = dict(eval_tasks=500, curve_tasks=200)
-        return DepthPhasesConfig(task=task, depths=(1, 2), train=train, **sizes)
+        return DepthPhasesConfig(task=task, depths=(1, 2), train=train, batch_sizes=None, **sizes)
 
     return get_config
 
@@ -287,7 +303,7 @@ def _measure_depth_phases(config: DepthPhasesConfig, options) -> dict[str, np.nd
     model = ModelConfig(kind="softmax_transformer", **sizes)
     key_curve = jax.random.fold_in(eval_key(config.eval_seed), 2)
     curve = sample_batch(key_curve, task, config.curve_tasks)
-    trained = train_depths(task, config.depths, model, config.train, options, curve)
+    trained = train_depths(task, config.depths, model, config.train_by_depth(), options, curve)
     m = per_depth_metrics(trained, task, names, key=key_eval, num_tasks=config.eval_tasks)
     return depth_phase_statistics(m, tuple(names), bayes_name)
 

@@ -123,8 +123,9 @@ def _is_size(path: str) -> bool:
 
 
 def check_sizes(config: Any, memory_bytes: int | None = None) -> None:
-    """Integer sizes stay below `SIZE_LIMIT`, and the prompts of the largest batch or held-out
-    set (tasks × tokens × width, for every vmapped seed) fit in `MEMORY_FRACTION` of memory."""
+    """Integer sizes stay below `SIZE_LIMIT`, and the prompts of the largest batch (any
+    stage's, `*batch_sizes` entries included) or held-out set (tasks × tokens × width, for
+    every vmapped seed) fit in `MEMORY_FRACTION` of memory."""
     paths = config_paths(config)
     for path, value in paths.items():
         if isinstance(value, int) and not isinstance(value, bool) and _is_size(path):
@@ -136,16 +137,19 @@ def check_sizes(config: Any, memory_bytes: int | None = None) -> None:
     entries = (task.n_context + 1) * (task.d + task.d_y)
     seeds = paths.get("train.num_seeds", 1)
     memory_bytes = memory_bytes or _physical_memory()
-    for path, value in paths.items():
-        name = path.rsplit(".", 1)[-1]
-        if isinstance(value, int) and (name.endswith("tasks") or name == "batch_size"):
-            need = value * entries * _BYTES_PER_ENTRY * seeds
-            if need > MEMORY_FRACTION * memory_bytes:
-                raise UsageError(
-                    f"{path} = {value} needs about {need / 2**30:.1f} GiB for its prompts "
-                    f"({seeds} seeds × {value} tasks × {entries} entries), more than "
-                    f"{MEMORY_FRACTION:.0%} of this machine's {memory_bytes / 2**30:.1f} GiB"
-                )
+    sizes = {
+        path: value
+        for path, value in paths.items()
+        if type(value) is int and (path.endswith("tasks") or path.endswith("batch_size"))
+    }
+    for path, value in {**sizes, **_batches(config, paths)}.items():
+        need = value * entries * _BYTES_PER_ENTRY * seeds
+        if need > MEMORY_FRACTION * memory_bytes:
+            raise UsageError(
+                f"{path} = {value} needs about {need / 2**30:.1f} GiB for its prompts "
+                f"({seeds} seeds × {value} tasks × {entries} entries), more than "
+                f"{MEMORY_FRACTION:.0%} of this machine's {memory_bytes / 2**30:.1f} GiB"
+            )
 
 
 def _physical_memory() -> int:
@@ -169,18 +173,24 @@ def check_devices(config: Any, num_devices: int) -> None:
     stage's batch) must be a multiple of the device count."""
     if num_devices <= 1:
         return
-    batches = {
-        f"{path}.batch_size": train.batch_size for path, train in training_configs(config).items()
-    }
-    for path, value in config_paths(config).items():
-        if path.endswith("batch_sizes") and isinstance(value, tuple):
-            batches.update({f"{path}[{i}]": b for i, b in enumerate(value)})
-    for path, batch in batches.items():
+    for path, batch in _batches(config, config_paths(config)).items():
         if batch % num_devices:
             raise UsageError(
                 f"{path} = {batch} is not a multiple of the {num_devices} devices JAX sees; "
                 "choose a multiple, or expose fewer devices"
             )
+
+
+def _batches(config: Any, paths: dict[str, Any]) -> dict[str, int]:
+    """The batch of every training stage by path: each nested `TrainConfig`'s `batch_size`
+    and each entry of a `*batch_sizes` tuple (a per-stage override of one)."""
+    batches = {
+        f"{path}.batch_size": train.batch_size for path, train in training_configs(config).items()
+    }
+    for path, value in paths.items():
+        if path.endswith("batch_sizes") and isinstance(value, tuple):
+            batches.update({f"{path}[{i}]": b for i, b in enumerate(value)})
+    return batches
 
 
 def check_writable(out_dir: str | os.PathLike) -> None:

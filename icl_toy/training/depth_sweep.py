@@ -7,6 +7,7 @@ is closest to depends on its depth; `train_depths` trains the models of such a c
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def train_depths(
     task: TaskConfig,
     depths: tuple[int, ...],
     model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
+    train_cfg: TrainConfig | Mapping[int, TrainConfig],
     options: RunOptions | None = None,
     prompts: Prompt | None = None,
 ) -> dict[int, tuple[object, TrainResult]]:
@@ -30,18 +31,22 @@ def train_depths(
     `depth{D}` of `options.checkpoint_dir`); `result.params` has a leading seed axis S.
     With held-out `prompts`, each run evaluates its half-MSE on them every `eval_every`
     steps (`result.eval_metrics["loss"]`), the curve its convergence record then reads.
+    `train_cfg` is one recipe for every depth, or a {depth: recipe} mapping.
     """
     if model_cfg.num_layers != ModelConfig.num_layers:
         raise ValueError(f"model_cfg.num_layers is swept by depths; got {model_cfg.num_layers}")
+    per_depth = train_cfg if isinstance(train_cfg, Mapping) else dict.fromkeys(depths, train_cfg)
+    if missing := set(depths) - set(per_depth):
+        raise ValueError(f"train_cfg has no recipe for depths {sorted(missing)}")
     options = options or RunOptions()
     trained = {}
     for depth in depths:
         model = make_model(task, dataclasses.replace(model_cfg, num_layers=depth))
         stage = options.stage(f"depth{depth}")
         if prompts is None:
-            result = train(model, task, train_cfg, options=stage)
+            result = train(model, task, per_depth[depth], options=stage)
         else:
-            result = train_held_out(model, task, train_cfg, prompts, stage)
+            result = train_held_out(model, task, per_depth[depth], prompts, stage)
         trained[depth] = (model, result)
     return trained
 
