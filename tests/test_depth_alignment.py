@@ -1,5 +1,7 @@
 """Depth-sweep alignment summaries (icl_toy.analysis.depth_alignment) and the depth sweep."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -129,19 +131,24 @@ def test_chunk_means_average_consecutive_steps_and_train_depths_sweeps_num_layer
     deep = ModelConfig(kind="softmax_transformer", num_layers=2)
     with pytest.raises(ValueError, match="num_layers"):
         train_depths(TaskConfig(d=2, n_context=4), (1,), deep, TrainConfig(steps=1, eval_every=1))
+    one = TrainConfig(steps=1, eval_every=1)
+    with pytest.raises(ValueError, match=r"no recipe for depths \[2\]"):
+        train_depths(TaskConfig(d=2, n_context=4), (1, 2), ModelConfig(), {1: one})
 
 
 @pytest.mark.slow  # compiles two softmax transformers' training and evaluation
 def test_per_depth_metrics_pair_every_depth_with_the_same_tasks():
-    """Two depths trained two steps: each evaluated against OLS on the same held-out tasks."""
+    """Two depths trained two and three steps (one recipe each): each evaluated against OLS
+    on the same held-out tasks."""
     task = TaskConfig(d=2, n_context=4, inputs="gaussian")
     train_cfg = TrainConfig(steps=2, batch_size=4, eval_every=1, num_seeds=2)
     sizes = ModelConfig(kind="softmax_transformer", embed_dim=8, num_heads=2, mlp_hidden=8)
-    trained = train_depths(task, (1, 2), sizes, train_cfg)
+    recipes = {1: train_cfg, 2: dataclasses.replace(train_cfg, steps=3)}
+    trained = train_depths(task, (1, 2), sizes, recipes)
     assert list(trained) == [1, 2]
     leaves = {depth: len(jax.tree.leaves(result.params)) for depth, (_, result) in trained.items()}
     assert leaves[2] > leaves[1]  # one more block of parameters
-    assert all(result.train_loss.shape == (2, 2) for _, result in trained.values())
+    assert [result.train_loss.shape for _, result in trained.values()] == [(2, 2), (2, 3)]
     m = depth_alignment.per_depth_metrics(
         trained, task, {"ols": learners.ols}, key=jax.random.key(1), num_tasks=8
     )

@@ -1,5 +1,6 @@
 """End-to-end quick run of the which-algorithm study (Akyürek et al., docs/theory.md §3)."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,23 @@ def test_config_rejects_bad_values():
         which_algorithm.Config(baseline_kinds=("ols", "gd"))
     with pytest.raises(ValueError, match="ridge_lambdas"):
         which_algorithm.Config(ridge_lambdas=(0.0,))
+
+
+def test_depth_phases_train_each_depth_at_its_own_batch_where_given():
+    full = which_algorithm._depth_phases_config(0.0)(False)
+    by_depth = full.train_by_depth()
+    assert list(by_depth) == list(full.depths)
+    assert [t.batch_size for t in by_depth.values()] == list(full.batch_sizes)
+    # Only the batch differs between depths: the recipe is the study's at every depth.
+    assert {dataclasses.replace(t, batch_size=1) for t in by_depth.values()} == {
+        dataclasses.replace(full.train, batch_size=1)
+    }
+    quick = which_algorithm._depth_phases_config(0.5)(True)
+    assert {t.batch_size for t in quick.train_by_depth().values()} == {quick.train.batch_size}
+    with pytest.raises(ValueError, match="batch_sizes needs one entry per depth"):
+        which_algorithm.DepthPhasesConfig(batch_sizes=(128,))
+    with pytest.raises(ValueError, match="batch_size"):
+        which_algorithm.DepthPhasesConfig(batch_sizes=(128, 0))
 
 
 def _t_interval(values):

@@ -1,6 +1,7 @@
 """Runs never lose or mislabel work: checkpoints bound to their config, safe reruns, sweeps
 that keep their points, a lock on the results folder, bad input refused up front."""
 
+import dataclasses
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import one_panel_figures
-from icl_toy.experiments import single_layer_gd
+from icl_toy.experiments import multi_layer_gdpp, single_layer_gd
 
 from icl_toy.runs import cli, guard, metrics_log, runner, sweep
 from icl_toy.runs.config import apply_overrides
@@ -305,6 +306,19 @@ def test_every_stage_batch_is_checked_against_the_device_count():
     guard.check_devices(config, 4)  # 2048 tasks split over 4
     with pytest.raises(UsageError, match=r"train.batch_size = 6 is not a multiple of the 4"):
         guard.check_devices(apply_overrides(config, ["train.batch_size=6"]), 4)
+    per_context = multi_layer_gdpp.get_config()
+    guard.check_devices(per_context, 4)
+    odd = dataclasses.replace(per_context, context_batch_sizes=(256, 256, 256, 510))
+    with pytest.raises(UsageError, match=r"context_batch_sizes\[3\] = 510 is not a multiple"):
+        guard.check_devices(odd, 4)
+
+
+def test_the_memory_guard_reads_every_stage_batch_per_stage_overrides_included():
+    config = multi_layer_gdpp.get_config()
+    guard.check_sizes(config, memory_bytes=2**34)
+    huge = dataclasses.replace(config, context_batch_sizes=(256, 256, 256, 50_000_000))
+    with pytest.raises(UsageError, match=r"context_batch_sizes\[3\] = 50000000 needs about"):
+        guard.check_sizes(huge, memory_bytes=2**34)
 
 
 @pytest.mark.slow  # ~20 s: a subprocess on 4 devices; data parallelism itself is in test_train
